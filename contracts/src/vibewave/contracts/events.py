@@ -1,0 +1,320 @@
+"""The whole event contract of Vibewave in one place: subjects, streams, buckets, consumers, messages.
+
+Read top to bottom: who publishes what, on which subject, into which stream, and what it carries.
+
+| subject                                | message           | publisher    | consumers                 |
+|----------------------------------------|-------------------|--------------|---------------------------|
+| vw.req.<id>.submitted                  | RequestSubmitted  | api          | scheduler                 |
+| vw.req.<id>.assigned                   | RequestAssigned   | scheduler    | (observers)               |
+| vw.req.<id>.started                    | RequestStarted    | executor     | scheduler                 |
+| vw.req.<id>.progress                   | RequestProgress   | executor     | api (sync waits), clients |
+| vw.req.<id>.attempt_failed             | AttemptFailed     | executor     | scheduler                 |
+| vw.req.<id>.completed   (public)       | RequestCompleted  | executor     | scheduler, api, anyone    |
+| vw.req.<id>.failed      (public)       | RequestFailed     | scheduler    | api, anyone               |
+| vw.dispatch.<pod_id>    (work queue)   | Assignment        | scheduler    | executor                  |
+| vw.pod.<pod_id>.<event>                | PodEvent          | pod-manager  | (observers)               |
+| vw.fleet.demand         (core NATS)    | Demand            | scheduler    | pod-manager               |
+
+State lives in KV: `requests` (RequestRecord; single writer: scheduler) and `pods` (PodRecord; single
+writer: pod-manager). Generated files live in the `outputs` object store. Every published message carries
+`Nats-Msg-Id` (dedupe) and W3C `traceparent` headers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import msgspec
+
+from vibewave.contracts.models import Priority, RequestStatus, WorkflowResult
+
+# ---------------------------------------------------------------------------------------------- subjects
+
+REQ_PREFIX = "vw.req"
+DISPATCH_PREFIX = "vw.dispatch"
+POD_PREFIX = "vw.pod"
+DEMAND_SUBJECT = "vw.fleet.demand"
+
+
+class RequestEvent(StrEnum):
+    SUBMITTED = "submitted"
+    ASSIGNED = "assigned"
+    STARTED = "started"
+    PROGRESS = "progress"
+    ATTEMPT_FAILED = "attempt_failed"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCEL_REQUESTED = "cancel_requested"
+    CANCELLED = "cancelled"
+
+
+def request_subject(request_id: str, event: RequestEvent | str) -> str:
+    return f"{REQ_PREFIX}.{request_id}.{event}"
+
+
+def request_all_subject(request_id: str) -> str:
+    """Everything that happens to one request (what a sync call waits on)."""
+    return f"{REQ_PREFIX}.{request_id}.>"
+
+
+def dispatch_subject(pod_id: str) -> str:
+    return f"{DISPATCH_PREFIX}.{pod_id}"
+
+
+def pod_subject(pod_id: str, event: str) -> str:
+    return f"{POD_PREFIX}.{pod_id}.{event}"
+
+
+def split_request_subject(subject: str) -> tuple[str, str]:
+    """`vw.req.<id>.<event>` → (id, event)."""
+    _, _, request_id, event = subject.split(".", 3)
+    return request_id, event
+
+
+# ---------------------------------------------------------------------------------------------- messages
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class RequestSubmitted(msgspec.Struct, kw_only=True):
+    """A client's request, accepted by the api and not yet seen by the scheduler."""
+
+    request_id: str
+    workflow_name: str
+    inputs: dict[str, Any]
+    priority: Priority = Priority.NORMAL
+    created_at: datetime
+    batch_id: str | None = None
+
+
+class RequestAssigned(msgspec.Struct, kw_only=True):
+    request_id: str
+    pod_id: str
+    attempt: int
+
+
+class RequestStarted(msgspec.Struct, kw_only=True):
+    """The executor handed the request to ComfyUI (`prompt_id` is ComfyUI's id for it)."""
+
+    request_id: str
+    pod_id: str
+    attempt: int
+    prompt_id: str
+
+
+class RequestProgress(msgspec.Struct, kw_only=True):
+    request_id: str
+    node: str | None
+    value: int
+    max: int
+    percent: float
+
+
+class FailureKind(StrEnum):
+    WORKFLOW = "workflow"  # ComfyUI rejected or failed the graph: retrying elsewhere will not help
+    POD_FAULT = "pod_fault"  # the pod or its ComfyUI misbehaved: another pod may succeed
+    TIMEOUT = "timeout"
+
+
+class AttemptFailed(msgspec.Struct, kw_only=True):
+    """One attempt on one pod failed; the scheduler decides whether to retry."""
+
+    request_id: str
+    pod_id: str
+    attempt: int
+    kind: FailureKind
+    error: str
+
+
+class RequestCompleted(msgspec.Struct, kw_only=True):
+    request_id: str
+    attempt: int
+    result: WorkflowResult
+
+
+class RequestFailed(msgspec.Struct, kw_only=True):
+    request_id: str
+    kind: FailureKind
+    error: str
+    attempts: int
+
+
+class Assignment(msgspec.Struct, kw_only=True):
+    """Run this request on this pod (one ComfyUI prompt)."""
+
+    request_id: str
+    attempt: int
+    workflow_name: str
+    inputs: dict[str, Any]
+    pod_id: str
+    pod_ip: str | None
+    comfyui_url: str
+
+
+class PodStatus(StrEnum):
+    CREATING = "creating"
+    STARTING = "starting"
+    READY = "ready"
+    STOPPED = "stopped"
+    FAILED = "failed"
+    TERMINATED = "terminated"
+
+
+class PodRecord(msgspec.Struct, kw_only=True):
+    """A pod as pod-manager knows it (KV `pods`)."""
+
+    id: str
+    name: str
+    provider: str
+    workflow_name: str
+    status: PodStatus
+    comfyui_url: str | None = None
+    ip: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    error: str | None = None
+
+
+class PodEvent(msgspec.Struct, kw_only=True):
+    pod: PodRecord
+
+
+class Demand(msgspec.Struct, kw_only=True):
+    """Requests that need a pod, per workflow (pending + running), from the scheduler's queue."""
+
+    by_workflow: dict[str, int]
+    busy_pods: list[str] = msgspec.field(default_factory=list)
+    at: datetime
+
+
+class RequestRecord(msgspec.Struct, kw_only=True):
+    """A request's whole state (KV `requests`; single writer: the scheduler)."""
+
+    id: str
+    workflow_name: str
+    inputs: dict[str, Any]
+    status: RequestStatus
+    priority: Priority = Priority.NORMAL
+    created_at: datetime
+    updated_at: datetime
+    pod_id: str | None = None
+    pod_ip: str | None = None
+    attempts: int = 0
+    prompt_id: str | None = None
+    result: WorkflowResult | None = None
+    error: str | None = None
+    batch_id: str | None = None
+    traceparent: str | None = None
+
+
+# ------------------------------------------------------------------------------ streams, buckets, consumers
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    name: str
+    subjects: tuple[str, ...]
+    work_queue: bool = False
+    max_age_s: float = 7 * 24 * 3600
+    duplicate_window_s: float = 120
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    stream: str
+    durable: str
+    filter_subjects: tuple[str, ...]
+    ack_wait_s: float = 30
+    max_ack_pending: int = 10_000
+
+
+@dataclass(frozen=True)
+class BucketSpec:
+    name: str
+    history: int = 1
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class ObjectStoreSpec:
+    name: str
+    description: str = ""
+
+
+REQUESTS_STREAM = StreamSpec("REQUESTS", (f"{REQ_PREFIX}.>",))
+DISPATCH_STREAM = StreamSpec("DISPATCH", (f"{DISPATCH_PREFIX}.>",), work_queue=True)
+PODS_STREAM = StreamSpec("PODS", (f"{POD_PREFIX}.>",), max_age_s=24 * 3600)
+STREAMS = (REQUESTS_STREAM, DISPATCH_STREAM, PODS_STREAM)
+
+REQUESTS_BUCKET = BucketSpec("requests", description="RequestRecord by request id; writer: scheduler")
+PODS_BUCKET = BucketSpec("pods", description="PodRecord by pod id; writer: pod-manager")
+OUTPUT_NAMES_BUCKET = BucketSpec("output_names", description="claims on output file names; writer: executor")
+BUCKETS = (REQUESTS_BUCKET, PODS_BUCKET, OUTPUT_NAMES_BUCKET)
+
+OUTPUTS_STORE = ObjectStoreSpec("outputs", description="generated files, served at /api/files/{name}")
+OBJECT_STORES = (OUTPUTS_STORE,)
+
+SCHEDULER_CONSUMER = ConsumerSpec(
+    stream=REQUESTS_STREAM.name,
+    durable="scheduler",
+    filter_subjects=tuple(
+        f"{REQ_PREFIX}.*.{e}"
+        for e in (
+            RequestEvent.SUBMITTED,
+            RequestEvent.STARTED,
+            RequestEvent.ATTEMPT_FAILED,
+            RequestEvent.COMPLETED,
+        )
+    ),
+)
+EXECUTOR_CONSUMER = ConsumerSpec(
+    stream=DISPATCH_STREAM.name,
+    durable="executor",
+    filter_subjects=(f"{DISPATCH_PREFIX}.>",),
+    ack_wait_s=60,
+)
+
+
+# ------------------------------------------------------------------------------------------ channel table
+
+
+@dataclass(frozen=True)
+class Channel:
+    """One row of the table above, used to export the AsyncAPI document."""
+
+    address: str
+    message: type[msgspec.Struct]
+    publisher: str
+    description: str
+    parameters: tuple[str, ...] = field(default=())
+
+
+CHANNELS: tuple[Channel, ...] = (
+    Channel("vw.req.{request_id}.submitted", RequestSubmitted, "api", "A request was accepted.", ("request_id",)),
+    Channel("vw.req.{request_id}.assigned", RequestAssigned, "scheduler", "Placed on a pod.", ("request_id",)),
+    Channel("vw.req.{request_id}.started", RequestStarted, "executor", "Queued in ComfyUI.", ("request_id",)),
+    Channel("vw.req.{request_id}.progress", RequestProgress, "executor", "Sampler progress.", ("request_id",)),
+    Channel(
+        "vw.req.{request_id}.attempt_failed",
+        AttemptFailed,
+        "executor",
+        "One attempt failed.",
+        ("request_id",),
+    ),
+    Channel(
+        "vw.req.{request_id}.completed",
+        RequestCompleted,
+        "executor",
+        "Terminal: files ready.",
+        ("request_id",),
+    ),
+    Channel("vw.req.{request_id}.failed", RequestFailed, "scheduler", "Terminal: gave up.", ("request_id",)),
+    Channel("vw.dispatch.{pod_id}", Assignment, "scheduler", "Work for one pod (work queue).", ("pod_id",)),
+    Channel("vw.pod.{pod_id}.{event}", PodEvent, "pod-manager", "A pod changed state.", ("pod_id", "event")),
+    Channel(DEMAND_SUBJECT, Demand, "scheduler", "Pods needed per workflow (core NATS, periodic)."),
+)

@@ -1,0 +1,167 @@
+"""REST models of the API document (`api-spec.md`), as msgspec Structs.
+
+These are the shapes clients see. Field names, defaults and examples follow the API document; anything we
+add is optional so that a client written against the document keeps working.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+import msgspec
+
+DEFAULT_WORKFLOW = "comfyui_image_qwen"
+
+
+class RequestStatus(StrEnum):
+    """Lifecycle of one generation request (design.md, "Request lifecycle")."""
+
+    PENDING = "pending"
+    ASSIGNED = "assigned"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset({RequestStatus.COMPLETED, RequestStatus.FAILED, RequestStatus.CANCELLED})
+
+
+class Priority(StrEnum):
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+
+Prompt = Annotated[str, msgspec.Meta(min_length=1, max_length=4000, description="What to generate.")]
+Side = Annotated[int, msgspec.Meta(ge=64, le=4096, description="Pixels; the workflow may narrow the range.")]
+Seed = Annotated[int, msgspec.Meta(ge=0, description="0 to 2**64-1; drawn at random and recorded when omitted.")]
+Steps = Annotated[int, msgspec.Meta(ge=1, le=150)]
+
+
+class WorkflowInput(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Inputs of a text-to-image generation (API document, "WorkflowInput")."""
+
+    prompt: Prompt
+    negative_prompt: Annotated[str, msgspec.Meta(max_length=4000)] = ""
+    width: Side = 1024
+    height: Side = 1024
+    seed: Seed | None = None
+    steps: Steps = 4
+    priority: Priority = Priority.NORMAL
+
+    def workflow_inputs(self) -> dict[str, Any]:
+        """The inputs as the workflow sees them (without the scheduling hints)."""
+        inputs = msgspec.structs.asdict(self)
+        inputs.pop("priority")
+        if inputs["seed"] is None:
+            del inputs["seed"]
+        return inputs
+
+
+class WorkflowResult(msgspec.Struct, kw_only=True, omit_defaults=False):
+    """Outcome of one request (API document, "WorkflowResult"); `files` are names for `/api/files/{name}`."""
+
+    success: bool
+    files: list[str] = msgspec.field(default_factory=list)
+    error: str | None = None
+    request_id: str | None = None
+    pod_id: str | None = None
+    pod_ip: str | None = None
+
+
+class ComfyUIRequest(msgspec.Struct, kw_only=True):
+    """One request as clients read it (API document, "ComfyUIRequest")."""
+
+    id: str
+    workflow_name: str
+    inputs: dict[str, Any]
+    status: RequestStatus
+    pod_id: str | None
+    created_at: datetime
+    updated_at: datetime
+    result: WorkflowResult | None = None
+    error: str | None = None
+
+
+class GenerateAccepted(msgspec.Struct, kw_only=True):
+    """Answer to an asynchronous generate call: where to poll."""
+
+    request_id: str
+    status: RequestStatus
+    workflow_name: str
+    status_url: str
+
+
+class ActivePod(msgspec.Struct, kw_only=True):
+    id: str
+    name: str
+    status: str
+    ip: str | None
+    workflow_name: str
+
+
+class RequestSummary(msgspec.Struct, kw_only=True):
+    id: str
+    workflow_name: str
+    status: RequestStatus
+
+
+class QueueStatus(msgspec.Struct, kw_only=True):
+    """The queue at a glance (API document, "QueueStatus")."""
+
+    active_pods: list[ActivePod]
+    pending_requests: list[RequestSummary]
+    completed_requests: list[RequestSummary]
+    failed_requests: list[RequestSummary]
+
+
+class QueueStats(msgspec.Struct, kw_only=True):
+    """Counts of `/api/runpod/stats` (API document, "Queue Statistics")."""
+
+    active_pods: int
+    pending_requests: int
+    completed_requests: int
+    failed_requests: int
+    total_requests: int
+
+
+class ErrorBody(msgspec.Struct):
+    """Every 4xx/5xx body (API document, "Error Handling")."""
+
+    detail: str
+
+
+class ComponentHealth(msgspec.Struct, kw_only=True):
+    name: str
+    healthy: bool
+    detail: str | None = None
+    latency_ms: float | None = None
+
+
+class HealthReport(msgspec.Struct, kw_only=True):
+    """`GET /health`: the same shape with 200 (all up) and 503 (something down)."""
+
+    status: str
+    api: ComponentHealth
+    nats: ComponentHealth
+    services: list[ComponentHealth]
+    unhealthy: list[str]
+
+
+REST_MODELS: tuple[type[msgspec.Struct], ...] = (
+    WorkflowInput,
+    WorkflowResult,
+    ComfyUIRequest,
+    GenerateAccepted,
+    QueueStatus,
+    QueueStats,
+    ErrorBody,
+    HealthReport,
+)

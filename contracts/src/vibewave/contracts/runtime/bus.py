@@ -1,0 +1,359 @@
+"""The one way Vibewave processes use NATS: provision what `events` declares, publish, consume.
+
+Publishing adds `Nats-Msg-Id` (JetStream dedupe, so a retried publish is harmless) and W3C trace
+context; consuming restores that context around the handler, so one request is one trace across
+services. A consumer acks after its handler returns, naks with backoff when it raises, and keeps a long
+handler's message alive with progress acks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import msgspec
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    KeyValueConfig,
+    ObjectStoreConfig,
+    PubAck,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, TracerProvider
+
+from vibewave.contracts.events import (
+    BUCKETS,
+    OBJECT_STORES,
+    STREAMS,
+    BucketSpec,
+    ConsumerSpec,
+    ObjectStoreSpec,
+    StreamSpec,
+)
+
+log = logging.getLogger("vibewave.contracts.bus")
+
+T = TypeVar("T")
+MessageHandler = Callable[[Msg], Awaitable[None]]
+
+_encoder = msgspec.json.Encoder()
+_TRANSIENT = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.js.errors.ServiceUnavailableError,
+)
+
+
+def encode(message: msgspec.Struct) -> bytes:
+    return _encoder.encode(message)
+
+
+def decode(data: bytes, type_: type[T]) -> T:
+    return msgspec.json.decode(data, type=type_)
+
+
+def trace_headers() -> dict[str, str]:
+    """W3C trace context of the current span, as message headers."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier
+
+
+class Bus:
+    """A NATS connection with JetStream, shared by one service's handlers."""
+
+    def __init__(self, nc: NATS, name: str, tracer_provider: TracerProvider | None = None) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream()
+        self.tracer = trace.get_tracer(f"vibewave.{name}", tracer_provider=tracer_provider)
+        self._kv: dict[str, KeyValue] = {}
+        self._stores: dict[str, ObjectStore] = {}
+        self._consumers: list[Consumer] = []
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str,
+        *,
+        name: str,
+        tracer_provider: TracerProvider | None = None,
+        connect_timeout: float = 10,
+    ) -> Bus:
+        """Connect, retrying until `connect_timeout`; afterwards reconnect forever (NATS may restart)."""
+
+        async def on_error(exc: Exception) -> None:
+            log.warning("nats connection error: %s", exc)
+
+        async def on_disconnect() -> None:
+            log.warning("nats disconnected; reconnecting")
+
+        async def on_reconnect() -> None:
+            log.info("nats reconnected")
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + connect_timeout
+        while True:
+            try:
+                nc = await nats.connect(
+                    servers=[url],
+                    name=name,
+                    connect_timeout=2,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,
+                    error_cb=on_error,
+                    disconnected_cb=on_disconnect,
+                    reconnected_cb=on_reconnect,
+                )
+                return cls(nc, name, tracer_provider)
+            except (OSError, nats.errors.Error) as exc:
+                if loop.time() >= deadline:
+                    raise ConnectionError(f"cannot reach NATS at {url}: {exc}") from exc
+                await asyncio.sleep(0.2)
+
+    # ------------------------------------------------------------------------------------ provisioning
+
+    async def provision(self, replicas: int = 1) -> None:
+        """Create or update every stream, bucket and object store of the contract (idempotent)."""
+        for stream in STREAMS:
+            await self.ensure_stream(stream, replicas)
+        for bucket in BUCKETS:
+            await self.kv(bucket, replicas)
+        for store in OBJECT_STORES:
+            await self.object_store(store, replicas)
+
+    async def ensure_stream(self, spec: StreamSpec, replicas: int = 1) -> None:
+        config = StreamConfig(
+            name=spec.name,
+            subjects=list(spec.subjects),
+            retention=RetentionPolicy.WORK_QUEUE if spec.work_queue else RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=spec.max_age_s,
+            duplicate_window=spec.duplicate_window_s,
+            num_replicas=replicas,
+        )
+        try:
+            await self.js.add_stream(config)
+        except nats.js.errors.BadRequestError:
+            await self.js.update_stream(config)
+
+    async def kv(self, spec: BucketSpec, replicas: int = 1) -> KeyValue:
+        if spec.name not in self._kv:
+            try:
+                self._kv[spec.name] = await self.js.key_value(spec.name)
+            except nats.js.errors.BucketNotFoundError:
+                self._kv[spec.name] = await self.js.create_key_value(
+                    KeyValueConfig(
+                        bucket=spec.name,
+                        history=spec.history,
+                        storage=StorageType.FILE,
+                        replicas=replicas,
+                        description=spec.description,
+                    )
+                )
+        return self._kv[spec.name]
+
+    async def object_store(self, spec: ObjectStoreSpec, replicas: int = 1) -> ObjectStore:
+        if spec.name not in self._stores:
+            try:
+                self._stores[spec.name] = await self.js.object_store(spec.name)
+            except nats.js.errors.BucketNotFoundError:
+                config = ObjectStoreConfig(
+                    bucket=spec.name,
+                    storage=StorageType.FILE,
+                    replicas=replicas,
+                    description=spec.description,
+                )
+                self._stores[spec.name] = await self.js.create_object_store(bucket=spec.name, config=config)
+        return self._stores[spec.name]
+
+    # -------------------------------------------------------------------------------------- publishing
+
+    async def publish(self, subject: str, message: msgspec.Struct, *, msg_id: str, retry_for: float = 10.0) -> PubAck:
+        """Publish into a stream, retrying transient failures (safe: `msg_id` dedupes) for `retry_for` s."""
+        with self.tracer.start_as_current_span(
+            f"send {subject.rsplit('.', 1)[-1]}",
+            kind=SpanKind.PRODUCER,
+            attributes={"messaging.system": "nats", "messaging.destination.name": subject},
+        ):
+            headers = {"Nats-Msg-Id": msg_id, **trace_headers()}
+            payload = encode(message)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + retry_for
+            while True:
+                try:
+                    return await self.js.publish(subject, payload, headers=headers, timeout=2)
+                except _TRANSIENT:
+                    if loop.time() >= deadline:
+                        raise
+                    await asyncio.sleep(0.25)
+
+    async def publish_core(self, subject: str, message: msgspec.Struct) -> None:
+        """Fire-and-forget core NATS publish, for periodic signals that the next one supersedes."""
+        await self.nc.publish(subject, encode(message), headers=trace_headers())
+
+    # -------------------------------------------------------------------------------------- consuming
+
+    def consume(
+        self, spec: ConsumerSpec, handler: MessageHandler, *, concurrency: int = 1, replicas: int = 1
+    ) -> Consumer:
+        consumer = Consumer(self, spec, handler, concurrency=concurrency, replicas=replicas)
+        consumer.start()
+        self._consumers.append(consumer)
+        return consumer
+
+    async def close(self) -> None:
+        """Stop consumers (their pull subscriptions first, see stack notes), then drain the connection."""
+        for consumer in self._consumers:
+            await consumer.stop()
+        self._consumers.clear()
+        if not self.nc.is_closed:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.nc.drain(), timeout=5)
+            if not self.nc.is_closed:
+                await self.nc.close()
+
+
+class Consumer:
+    """A durable pull consumer running `handler` for each message, up to `concurrency` at once."""
+
+    def __init__(
+        self, bus: Bus, spec: ConsumerSpec, handler: MessageHandler, *, concurrency: int, replicas: int
+    ) -> None:
+        self.bus = bus
+        self.spec = spec
+        self.handler = handler
+        self.concurrency = concurrency
+        self.replicas = replicas
+        self._slots = asyncio.Semaphore(concurrency)
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._sub: JetStreamContext.PullSubscription | None = None
+        self._stopping = False
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"consumer:{self.spec.durable}")
+
+    async def ensure(self) -> None:
+        config = ConsumerConfig(
+            durable_name=self.spec.durable,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self.spec.ack_wait_s,
+            max_ack_pending=self.spec.max_ack_pending,
+            filter_subjects=list(self.spec.filter_subjects),
+            num_replicas=self.replicas,
+        )
+        await self.bus.js.add_consumer(self.spec.stream, config)
+
+    async def _run(self) -> None:
+        backoff = 0.2
+        while not self._stopping:
+            try:
+                if self._sub is None:
+                    await self.ensure()
+                    self._sub = await self.bus.js.pull_subscribe_bind(
+                        durable=self.spec.durable, stream=self.spec.stream
+                    )
+                free = await self._wait_for_slot()
+                try:
+                    messages = await self._sub.fetch(free, timeout=1.0)
+                except nats.errors.TimeoutError:
+                    continue
+                backoff = 0.2
+                for message in messages:
+                    await self._slots.acquire()
+                    if self.concurrency == 1:
+                        await self._handle(message)
+                    else:
+                        task = asyncio.create_task(self._handle(message))
+                        self._inflight.add(task)
+                        task.add_done_callback(self._inflight.discard)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self._stopping:
+                    return
+                log.warning("consumer %s: %s; retrying", self.spec.durable, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _wait_for_slot(self) -> int:
+        """How many messages to fetch: the free handler slots, waiting for at least one."""
+        await self._slots.acquire()
+        self._slots.release()
+        return max(1, min(self.concurrency - len(self._inflight), 64))
+
+    async def _handle(self, msg: Msg) -> None:
+        try:
+            context = propagate.extract(msg.headers or {})
+            with self.bus.tracer.start_as_current_span(
+                f"process {msg.subject.rsplit('.', 1)[-1]}",
+                context=context,
+                kind=SpanKind.CONSUMER,
+                attributes={
+                    "messaging.system": "nats",
+                    "messaging.destination.name": msg.subject,
+                    "messaging.consumer.group.name": self.spec.durable,
+                },
+            ):
+                keepalive = asyncio.create_task(self._keep_alive(msg))
+                try:
+                    await self.handler(msg)
+                except msgspec.DecodeError as exc:
+                    log.error("dropping malformed message on %s: %s", msg.subject, exc)
+                    await _quietly(msg.term())
+                    return
+                except Exception:
+                    delivered = msg.metadata.num_delivered if msg.metadata else 1
+                    log.exception("handler failed on %s (delivery %d); will retry", msg.subject, delivered)
+                    await _quietly(msg.nak(delay=min(0.5 * 2 ** (delivered - 1), 30)))
+                    return
+                finally:
+                    keepalive.cancel()
+                await _quietly(msg.ack())
+        finally:
+            self._slots.release()
+
+    async def _keep_alive(self, msg: Msg) -> None:
+        while True:
+            await asyncio.sleep(self.spec.ack_wait_s / 3)
+            await _quietly(msg.in_progress())
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        for task in list(self._inflight):
+            task.cancel()
+        if self._inflight:
+            await asyncio.gather(*self._inflight, return_exceptions=True)
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            self._sub = None
+
+
+async def _quietly(awaitable: Awaitable[Any]) -> None:
+    """Ack/nak on a connection that may be reconnecting: the server redelivers if this one is lost."""
+    with contextlib.suppress(Exception):
+        await awaitable

@@ -1,0 +1,55 @@
+"""Settings every Vibewave process shares, read from the environment in one place."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    return default if raw is None or raw.strip() == "" else int(raw)
+
+
+def env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    return default if raw is None or raw.strip() == "" else float(raw)
+
+
+def env_str(name: str, default: str) -> str:
+    raw = os.environ.get(name)
+    return default if raw is None or raw.strip() == "" else raw.strip()
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommonSettings:
+    nats_url: str  # NATS_URL
+    home: Path  # VIBEWAVE_HOME: state, logs and the embedded NATS store (default ./.vibewave)
+    log_level: str  # LOG_LEVEL (INFO; DEBUG when DEBUG=true)
+    debug: bool  # DEBUG
+    replicas: int  # NATS_REPLICAS: stream/bucket replicas (1 locally, 3 in a cluster)
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "logs"
+
+    @classmethod
+    def from_env(cls) -> CommonSettings:
+        debug = env_bool("DEBUG")
+        return cls(
+            nats_url=env_str("NATS_URL", DEFAULT_NATS_URL),
+            home=Path(env_str("VIBEWAVE_HOME", ".vibewave")).absolute(),
+            log_level=env_str("LOG_LEVEL", "DEBUG" if debug else "INFO").upper(),
+            debug=debug,
+            replicas=env_int("NATS_REPLICAS", 1),
+        )

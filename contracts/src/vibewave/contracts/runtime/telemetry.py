@@ -1,0 +1,40 @@
+"""OpenTelemetry tracing set up from the standard OTEL_* variables.
+
+Exporter: `OTEL_TRACES_EXPORTER` (`otlp`, `console`, `none`; comma-separated). When unset, traces go to
+OTLP/HTTP if `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) is set, and nowhere otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+
+
+def _exporters() -> list[SpanExporter]:
+    names = os.environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    if not names:
+        otlp = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        names = "otlp" if otlp else "none"
+    exporters: list[SpanExporter] = []
+    for name in (n.strip() for n in names.split(",")):
+        if name == "otlp":
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            exporters.append(OTLPSpanExporter())
+        elif name == "console":
+            exporters.append(ConsoleSpanExporter())
+    return exporters
+
+
+def setup_tracing(service: str) -> TracerProvider:
+    """A provider named `vibewave-<service>` (OTEL_SERVICE_NAME overrides), installed as the global one."""
+    attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": f"vibewave-{service}"}
+    provider = TracerProvider(resource=Resource.create(attributes))
+    for exporter in _exporters():
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    return provider

@@ -1,0 +1,36 @@
+"""`python -m vibewave.api`: the Litestar app under uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+
+import uvicorn
+
+from vibewave.api.app import create_app
+from vibewave.api.settings import ApiSettings
+from vibewave.contracts.runtime.logs import configure_logging
+from vibewave.contracts.runtime.telemetry import setup_tracing
+
+
+def main() -> None:
+    settings = ApiSettings.from_env()
+    configure_logging("api", settings.common.log_level, settings.common.log_dir)
+    provider = setup_tracing("api")
+    app = create_app(settings, provider)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=settings.common.debug,
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+    )
+    try:
+        asyncio.run(uvicorn.Server(config).serve())
+    finally:
+        provider.shutdown()
+
+
+if __name__ == "__main__":
+    main()

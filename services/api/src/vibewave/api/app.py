@@ -1,0 +1,53 @@
+"""The Litestar application: routes, JSON errors, OpenAPI, OpenTelemetry, and the NATS gateway's life."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
+from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
+from opentelemetry.trace import TracerProvider
+
+from vibewave.api.docs import redoc, swagger_ui
+from vibewave.api.errors import EXCEPTION_HANDLERS
+from vibewave.api.gateway import Gateway
+from vibewave.api.routes import QwenController, download_file, health
+from vibewave.api.settings import ApiSettings
+
+DESCRIPTION = (
+    "Generate images (and, next, video) from prompts with ComfyUI workflows on a self-managed GPU fleet. "
+    "Requests are queued, placed on pods, and their results served from `/api/files/{name}`."
+)
+
+
+def create_app(settings: ApiSettings | None = None, tracer_provider: TracerProvider | None = None) -> Litestar:
+    """Build the app; nothing connects until the app starts (its lifespan)."""
+    settings = settings or ApiSettings.from_env()
+    gateway = Gateway(settings, tracer_provider)
+
+    @asynccontextmanager
+    async def connect_gateway(app: Litestar) -> AsyncIterator[None]:
+        app.state.gateway = gateway
+        await gateway.start()
+        try:
+            yield
+        finally:
+            await gateway.stop()
+
+    return Litestar(
+        route_handlers=[QwenController, download_file, health, swagger_ui, redoc],
+        lifespan=[connect_gateway],
+        exception_handlers=EXCEPTION_HANDLERS,
+        openapi_config=OpenAPIConfig(
+            title="Vibewave API",
+            version="0.1.0",
+            description=DESCRIPTION,
+            path="/schema",
+            render_plugins=[JsonRenderPlugin()],
+        ),
+        plugins=[OpenTelemetryPlugin(OpenTelemetryConfig(tracer_provider=tracer_provider))],
+        debug=settings.common.debug,
+    )

@@ -1,0 +1,208 @@
+"""What the HTTP handlers call: submit requests, read them, fetch files, check health — all over NATS.
+
+The api never writes request state: it publishes `submitted` and reads what the scheduler recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from uuid import uuid4
+
+import nats.errors
+import nats.js.errors
+from nats.js.kv import KeyValue
+from opentelemetry.trace import TracerProvider
+
+from vibewave.api.index import RequestIndex
+from vibewave.api.settings import ApiSettings
+from vibewave.contracts.events import (
+    OUTPUTS_STORE,
+    REQUESTS_BUCKET,
+    REQUESTS_STREAM,
+    RequestEvent,
+    RequestRecord,
+    RequestSubmitted,
+    request_subject,
+    utcnow,
+)
+from vibewave.contracts.models import (
+    ComfyUIRequest,
+    ComponentHealth,
+    HealthReport,
+    Priority,
+    RequestStatus,
+)
+from vibewave.contracts.runtime.bus import Bus, decode
+from vibewave.contracts.runtime.health import SERVICE_NAMES, ping
+from vibewave.contracts.workflows import Workflow, load_catalog
+
+REQUEST_ID = re.compile(r"^req-[0-9a-f]{16}$")
+FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
+
+
+class Unavailable(Exception):
+    """NATS could not take the request; nothing was accepted."""
+
+
+class StoredFile:
+    def __init__(self, name: str, data: bytes, content_type: str) -> None:
+        self.name = name
+        self.data = data
+        self.content_type = content_type
+
+
+class Gateway:
+    def __init__(self, settings: ApiSettings, tracer_provider: TracerProvider | None = None) -> None:
+        self.settings = settings
+        self.tracer_provider = tracer_provider
+        self.catalog: dict[str, Workflow] = load_catalog(settings.workflows_dir)
+        self.index = RequestIndex()
+        self.started_at = time.monotonic()
+        self._bus: Bus | None = None
+        self._requests: KeyValue | None = None
+
+    @property
+    def bus(self) -> Bus:
+        if self._bus is None:
+            raise Unavailable("not connected to NATS")
+        return self._bus
+
+    async def start(self) -> None:
+        common = self.settings.common
+        self._bus = await Bus.connect(common.nats_url, name="api", tracer_provider=self.tracer_provider)
+        await self._bus.provision(common.replicas)
+        self._requests = await self._bus.kv(REQUESTS_BUCKET)
+        self.index.start(self._requests)
+        await self._bus.object_store(OUTPUTS_STORE)
+
+    async def stop(self) -> None:
+        await self.index.stop()
+        if self._bus is not None:
+            await self._bus.close()
+
+    # ------------------------------------------------------------------------------------------ requests
+
+    async def submit(
+        self, workflow: Workflow, inputs: dict[str, object], priority: Priority, batch_id: str | None = None
+    ) -> RequestSubmitted:
+        """Publish a new request (inputs already resolved); returns once JetStream has stored it."""
+        event = RequestSubmitted(
+            request_id=f"req-{uuid4().hex[:16]}",
+            workflow_name=workflow.name,
+            inputs=dict(inputs),
+            priority=priority,
+            created_at=utcnow(),
+            batch_id=batch_id,
+        )
+        try:
+            await self.bus.publish(
+                request_subject(event.request_id, RequestEvent.SUBMITTED), event, msg_id=f"{event.request_id}.submitted"
+            )
+        except (nats.errors.Error, OSError) as exc:
+            raise Unavailable(f"the request queue is unavailable ({exc}); nothing was accepted, retry") from exc
+        return event
+
+    async def get_request(self, request_id: str) -> ComfyUIRequest | None:
+        if not REQUEST_ID.match(request_id):
+            return None
+        record = self.index.get(request_id)
+        if record is not None:
+            return to_public(record)
+        submitted = await self._submitted_event(request_id)
+        if submitted is None:
+            return None
+        return ComfyUIRequest(
+            id=submitted.request_id,
+            workflow_name=submitted.workflow_name,
+            inputs=submitted.inputs,
+            status=RequestStatus.PENDING,
+            pod_id=None,
+            created_at=submitted.created_at,
+            updated_at=submitted.created_at,
+        )
+
+    async def _submitted_event(self, request_id: str) -> RequestSubmitted | None:
+        """Accepted but not yet recorded by the scheduler: the stream still knows it."""
+        try:
+            raw = await self.bus.js.get_last_msg(
+                REQUESTS_STREAM.name, request_subject(request_id, RequestEvent.SUBMITTED)
+            )
+        except nats.js.errors.NotFoundError:
+            return None
+        return decode(raw.data or b"", RequestSubmitted)
+
+    # ------------------------------------------------------------------------------------------- files
+
+    async def open_file(self, name: str) -> StoredFile | None:
+        if not FILE_NAME.match(name) or ".." in name:
+            return None
+        store = await self.bus.object_store(OUTPUTS_STORE)
+        try:
+            result = await store.get(name)
+        except nats.js.errors.ObjectNotFoundError:
+            return None
+        info = result.info
+        headers = info.headers or {}
+        content_type = (headers.get("Content-Type") or [info.description or "application/octet-stream"])[0]
+        return StoredFile(name, result.data or b"", content_type)
+
+    # ------------------------------------------------------------------------------------------ health
+
+    async def health(self) -> HealthReport:
+        api = ComponentHealth(
+            name="api", healthy=True, detail=f"up {time.monotonic() - self.started_at:.0f}s", latency_ms=0.0
+        )
+        nats_health = await self._nats_health()
+        if not nats_health.healthy:
+            services = [
+                ComponentHealth(name=s, healthy=False, detail="unknown: NATS unreachable") for s in SERVICE_NAMES
+            ]
+        else:
+            services = list(await asyncio.gather(*(self._service_health(s) for s in SERVICE_NAMES)))
+        unhealthy = [c.name for c in (api, nats_health, *services) if not c.healthy]
+        return HealthReport(
+            status="unhealthy" if unhealthy else "healthy",
+            api=api,
+            nats=nats_health,
+            services=services,
+            unhealthy=unhealthy,
+        )
+
+    async def _nats_health(self) -> ComponentHealth:
+        if self._bus is None or not self._bus.nc.is_connected:
+            return ComponentHealth(name="nats", healthy=False, detail="not connected")
+        started = time.perf_counter()
+        try:
+            await self._bus.nc.flush(timeout=max(1, round(self.settings.health_timeout_s)))
+        except (nats.errors.Error, TimeoutError) as exc:
+            return ComponentHealth(name="nats", healthy=False, detail=f"no answer: {exc}")
+        latency = (time.perf_counter() - started) * 1000
+        return ComponentHealth(
+            name="nats", healthy=True, detail=self._bus.nc.connected_url.netloc if self._bus.nc.connected_url else None,
+            latency_ms=round(latency, 2),
+        )  # fmt: skip
+
+    async def _service_health(self, service: str) -> ComponentHealth:
+        try:
+            latency = await ping(self.bus.nc, service, timeout=self.settings.health_timeout_s)
+        except LookupError as exc:
+            return ComponentHealth(name=service, healthy=False, detail=str(exc))
+        except nats.errors.Error as exc:
+            return ComponentHealth(name=service, healthy=False, detail=f"check failed: {exc}")
+        return ComponentHealth(name=service, healthy=True, detail="alive", latency_ms=round(latency, 2))
+
+
+def to_public(record: RequestRecord) -> ComfyUIRequest:
+    return ComfyUIRequest(
+        id=record.id,
+        workflow_name=record.workflow_name,
+        inputs=record.inputs,
+        status=record.status,
+        pod_id=record.pod_id,
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+        result=record.result,
+        error=record.error,
+    )

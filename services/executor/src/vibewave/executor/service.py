@@ -1,0 +1,187 @@
+"""The executor: runs each assignment on its pod's ComfyUI, stores the outputs, reports the outcome.
+
+It never decides retries or placement: a failure is reported with its kind, and the scheduler decides.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from uuid import NAMESPACE_URL, uuid5
+
+import aiohttp
+from nats.aio.msg import Msg
+from opentelemetry import trace
+from opentelemetry.trace import TracerProvider
+
+from vibewave.contracts.events import (
+    EXECUTOR_CONSUMER,
+    OUTPUT_NAMES_BUCKET,
+    OUTPUTS_STORE,
+    Assignment,
+    AttemptFailed,
+    FailureKind,
+    RequestCompleted,
+    RequestEvent,
+    RequestProgress,
+    RequestStarted,
+    request_subject,
+)
+from vibewave.contracts.models import WorkflowResult
+from vibewave.contracts.runtime.bus import Bus, decode
+from vibewave.contracts.runtime.health import serve_liveness
+from vibewave.contracts.runtime.logs import request_id_var
+from vibewave.contracts.workflows import InvalidInput, Workflow, load_catalog
+from vibewave.executor.comfyui import ComfyUIClient, ComfyUIError, OutputRef, Progress
+from vibewave.executor.outputs import OutputStore, file_stem, suffix_of
+from vibewave.executor.settings import ExecutorSettings
+
+log = logging.getLogger("vibewave.executor")
+
+
+def prompt_id_for(request_id: str, attempt: int) -> str:
+    """Stable per attempt, canonical UUID (ComfyUI 0.33 requires one): a redelivery finds its prompt."""
+    return str(uuid5(NAMESPACE_URL, f"vibewave:{request_id}:{attempt}"))
+
+
+class ExecutorService:
+    def __init__(self, settings: ExecutorSettings, tracer_provider: TracerProvider | None = None) -> None:
+        self.settings = settings
+        self.tracer = trace.get_tracer("vibewave.executor", tracer_provider=tracer_provider)
+        self.tracer_provider = tracer_provider
+        self.catalog: dict[str, Workflow] = {}
+        self._bus: Bus | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._outputs: OutputStore | None = None
+
+    @property
+    def bus(self) -> Bus:
+        assert self._bus is not None, "executor not started"
+        return self._bus
+
+    async def start(self) -> None:
+        common = self.settings.common
+        self.catalog = load_catalog(self.settings.workflows_dir)
+        self._bus = await Bus.connect(common.nats_url, name="executor", tracer_provider=self.tracer_provider)
+        await self.bus.provision(common.replicas)
+        self._outputs = OutputStore(await self.bus.object_store(OUTPUTS_STORE), await self.bus.kv(OUTPUT_NAMES_BUCKET))
+        self._session = aiohttp.ClientSession()
+        self.bus.consume(
+            EXECUTOR_CONSUMER, self.handle, concurrency=self.settings.concurrency, replicas=common.replicas
+        )
+        await serve_liveness(self.bus.nc, "executor", "runs workflows on ComfyUI")
+
+    async def stop(self) -> None:
+        if self._bus is not None:
+            await self._bus.close()
+        if self._session is not None:
+            await self._session.close()
+
+    async def handle(self, msg: Msg) -> None:
+        assignment = decode(msg.data, Assignment)
+        token = request_id_var.set(assignment.request_id)
+        try:
+            with self.tracer.start_as_current_span(
+                "execute workflow",
+                attributes={
+                    "vibewave.request_id": assignment.request_id,
+                    "vibewave.workflow": assignment.workflow_name,
+                    "vibewave.pod_id": assignment.pod_id,
+                    "vibewave.attempt": assignment.attempt,
+                },
+            ):
+                await self._execute(assignment)
+        finally:
+            request_id_var.reset(token)
+
+    async def _execute(self, a: Assignment) -> None:
+        workflow = self.catalog.get(a.workflow_name)
+        if workflow is None:
+            await self._fail(a, FailureKind.WORKFLOW, f"unknown workflow {a.workflow_name!r}")
+            return
+        try:
+            graph = workflow.render(workflow.resolve_inputs(a.inputs))
+        except InvalidInput as exc:
+            await self._fail(a, FailureKind.WORKFLOW, f"invalid input {exc}")
+            return
+        assert self._session is not None and self._outputs is not None
+        client = ComfyUIClient(a.comfyui_url, self._session, connect_timeout=self.settings.connect_timeout_s)
+        prompt_id = prompt_id_for(a.request_id, a.attempt)
+        reporter = _ProgressReporter(self, a, self.settings.progress_interval_s)
+
+        async def started() -> None:
+            await self.bus.publish(
+                request_subject(a.request_id, RequestEvent.STARTED),
+                RequestStarted(request_id=a.request_id, pod_id=a.pod_id, attempt=a.attempt, prompt_id=prompt_id),
+                msg_id=f"{a.request_id}.started.{a.attempt}",
+            )
+
+        log.info("running on %s", a.comfyui_url, extra={"pod_id": a.pod_id, "prompt_id": prompt_id})
+        try:
+            refs = await client.run(
+                graph,
+                prompt_id,
+                on_started=started,
+                on_progress=reporter.report,
+                timeout=self.settings.execution_timeout_s,
+            )
+            files = await self._store(client, workflow, a, refs)
+        except ComfyUIError as exc:
+            await self._fail(a, exc.kind, str(exc))
+            return
+        result = WorkflowResult(success=True, files=files, request_id=a.request_id, pod_id=a.pod_id, pod_ip=a.pod_ip)
+        await self.bus.publish(
+            request_subject(a.request_id, RequestEvent.COMPLETED),
+            RequestCompleted(request_id=a.request_id, attempt=a.attempt, result=result),
+            msg_id=f"{a.request_id}.completed.{a.attempt}",
+        )
+        log.info("completed", extra={"files": files, "pod_id": a.pod_id})
+
+    async def _store(
+        self, client: ComfyUIClient, workflow: Workflow, a: Assignment, refs: list[OutputRef]
+    ) -> list[str]:
+        assert self._outputs is not None
+        stem = file_stem(workflow.definition.file_prefix, a.inputs.get("seed"), a.request_id)
+        files: list[str] = []
+        for ref in refs:
+            data, content_type = await client.download(ref)
+            name = await self._outputs.claim_name(stem, suffix_of(ref.filename, content_type), a.request_id)
+            await self._outputs.save(name, data, content_type)
+            files.append(name)
+        return files
+
+    async def _fail(self, a: Assignment, kind: FailureKind, error: str) -> None:
+        log.warning("attempt failed: %s", error, extra={"kind": kind, "pod_id": a.pod_id})
+        await self.bus.publish(
+            request_subject(a.request_id, RequestEvent.ATTEMPT_FAILED),
+            AttemptFailed(request_id=a.request_id, pod_id=a.pod_id, attempt=a.attempt, kind=kind, error=error),
+            msg_id=f"{a.request_id}.attempt_failed.{a.attempt}",
+        )
+
+
+class _ProgressReporter:
+    """Turns ComfyUI's per-step frames into progress events, at most one per interval (plus the last)."""
+
+    def __init__(self, service: ExecutorService, assignment: Assignment, interval: float) -> None:
+        self.service = service
+        self.assignment = assignment
+        self.interval = interval
+        self._last = 0.0
+        self._sequence = 0
+
+    async def report(self, progress: Progress) -> None:
+        now = time.monotonic()
+        final = progress.max > 0 and progress.value >= progress.max
+        if not final and now - self._last < self.interval:
+            return
+        self._last = now
+        self._sequence += 1
+        a = self.assignment
+        percent = round(100.0 * progress.value / progress.max, 1) if progress.max else 0.0
+        await self.service.bus.publish(
+            request_subject(a.request_id, RequestEvent.PROGRESS),
+            RequestProgress(
+                request_id=a.request_id, node=progress.node, value=progress.value, max=progress.max, percent=percent
+            ),
+            msg_id=f"{a.request_id}.progress.{a.attempt}.{self._sequence}",
+        )

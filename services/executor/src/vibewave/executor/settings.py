@@ -1,0 +1,31 @@
+"""Executor settings, from the environment."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from vibewave.contracts.runtime.settings import CommonSettings, env_float, env_int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExecutorSettings:
+    common: CommonSettings
+    concurrency: int  # EXECUTOR_CONCURRENCY: assignments run at once by this process (one per pod)
+    execution_timeout_s: float  # EXECUTOR_TIMEOUT: a prompt running longer is interrupted and fails
+    connect_timeout_s: float  # EXECUTOR_CONNECT_TIMEOUT: ComfyUI must answer within this
+    progress_interval_s: float  # EXECUTOR_PROGRESS_INTERVAL: at most one progress event per interval
+    workflows_dir: Path | None  # WORKFLOWS_DIR: operator's workflow folders, beside the shipped ones
+
+    @classmethod
+    def from_env(cls, common: CommonSettings | None = None) -> ExecutorSettings:
+        workflows_dir = os.environ.get("WORKFLOWS_DIR")
+        return cls(
+            common=common or CommonSettings.from_env(),
+            concurrency=env_int("EXECUTOR_CONCURRENCY", 16),
+            execution_timeout_s=env_float("EXECUTOR_TIMEOUT", 900.0),
+            connect_timeout_s=env_float("EXECUTOR_CONNECT_TIMEOUT", 10.0),
+            progress_interval_s=env_float("EXECUTOR_PROGRESS_INTERVAL", 0.25),
+            workflows_dir=Path(workflows_dir) if workflows_dir else None,
+        )

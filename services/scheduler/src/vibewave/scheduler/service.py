@@ -1,0 +1,280 @@
+"""The scheduler: the only writer of request state, and the one who places requests on pods.
+
+It consumes the request events (submitted by the api; started, attempt_failed and completed by
+executors), keeps each request's record in KV `requests`, dispatches placed requests to their pod's
+work queue, and announces demand for pods. Handling is sequential, so each record has one writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import msgspec
+import nats.js.errors
+from nats.aio.msg import Msg
+from nats.js.kv import KeyValue
+from opentelemetry import context as otel_context
+from opentelemetry import propagate
+from opentelemetry.trace import TracerProvider
+
+from vibewave.contracts.events import (
+    DEMAND_SUBJECT,
+    PODS_BUCKET,
+    REQUESTS_BUCKET,
+    SCHEDULER_CONSUMER,
+    Assignment,
+    AttemptFailed,
+    Demand,
+    FailureKind,
+    PodRecord,
+    RequestAssigned,
+    RequestCompleted,
+    RequestEvent,
+    RequestFailed,
+    RequestRecord,
+    RequestStarted,
+    RequestSubmitted,
+    dispatch_subject,
+    request_subject,
+    split_request_subject,
+    utcnow,
+)
+from vibewave.contracts.models import RequestStatus
+from vibewave.contracts.runtime.bus import Bus, decode, encode, trace_headers
+from vibewave.contracts.runtime.health import serve_liveness
+from vibewave.contracts.runtime.logs import request_id_var
+from vibewave.scheduler.placement import Placer
+from vibewave.scheduler.settings import SchedulerSettings
+
+log = logging.getLogger("vibewave.scheduler")
+
+
+class SchedulerService:
+    def __init__(self, settings: SchedulerSettings, tracer_provider: TracerProvider | None = None) -> None:
+        self.settings = settings
+        self.tracer_provider = tracer_provider
+        self.placer = Placer()
+        self._bus: Bus | None = None
+        self._requests: KeyValue | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._demand_changed = asyncio.Event()
+        self._lock = asyncio.Lock()  # events and pod changes both place requests: one at a time
+        self._liveness: object | None = None
+
+    @property
+    def bus(self) -> Bus:
+        assert self._bus is not None, "scheduler not started"
+        return self._bus
+
+    @property
+    def requests(self) -> KeyValue:
+        assert self._requests is not None, "scheduler not started"
+        return self._requests
+
+    async def start(self) -> None:
+        common = self.settings.common
+        self._bus = await Bus.connect(common.nats_url, name="scheduler", tracer_provider=self.tracer_provider)
+        await self.bus.provision(common.replicas)
+        self._requests = await self.bus.kv(REQUESTS_BUCKET)
+        self.placer.restore(await self._load_open_requests())
+        pods = await self.bus.kv(PODS_BUCKET)
+        self._tasks = [
+            asyncio.create_task(self._watch_pods(pods), name="scheduler:pods"),
+            asyncio.create_task(self._announce_demand(), name="scheduler:demand"),
+        ]
+        self.bus.consume(SCHEDULER_CONSUMER, self.handle, replicas=common.replicas)
+        self._liveness = await serve_liveness(self.bus.nc, "scheduler", "request lifecycle and placement")
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._bus is not None:
+            await self._bus.close()
+
+    async def _load_open_requests(self) -> list[RequestRecord]:
+        records: list[RequestRecord] = []
+        try:
+            keys = await self.requests.keys()
+        except nats.js.errors.NoKeysError:
+            return records
+        for key in keys:
+            entry = await self.requests.get(key)
+            if entry.value:
+                record = decode(entry.value, RequestRecord)
+                if not record.status.terminal:
+                    records.append(record)
+        log.info("restored %d open requests", len(records))
+        return records
+
+    # --------------------------------------------------------------------------------------- events
+
+    async def handle(self, msg: Msg) -> None:
+        request_id, event = split_request_subject(msg.subject)
+        token = request_id_var.set(request_id)
+        try:
+            async with self._lock:
+                if event == RequestEvent.SUBMITTED:
+                    await self._on_submitted(decode(msg.data, RequestSubmitted))
+                elif event == RequestEvent.STARTED:
+                    await self._on_started(decode(msg.data, RequestStarted))
+                elif event == RequestEvent.COMPLETED:
+                    await self._on_completed(decode(msg.data, RequestCompleted))
+                elif event == RequestEvent.ATTEMPT_FAILED:
+                    await self._on_attempt_failed(decode(msg.data, AttemptFailed))
+                await self._place()
+        finally:
+            request_id_var.reset(token)
+
+    async def _on_submitted(self, event: RequestSubmitted) -> None:
+        now = utcnow()
+        record = RequestRecord(
+            id=event.request_id,
+            workflow_name=event.workflow_name,
+            inputs=event.inputs,
+            status=RequestStatus.PENDING,
+            priority=event.priority,
+            created_at=event.created_at,
+            updated_at=now,
+            batch_id=event.batch_id,
+            traceparent=trace_headers().get("traceparent"),
+        )
+        try:
+            await self.requests.create(record.id, encode(record))
+        except nats.js.errors.KeyWrongLastSequenceError:
+            log.info("duplicate submission ignored")
+            return
+        self.placer.enqueue(record)
+        self._demand_changed.set()
+        log.info("request queued", extra={"workflow": record.workflow_name, "priority": record.priority})
+
+    async def _on_started(self, event: RequestStarted) -> None:
+        record = await self._current(event.request_id, event.attempt)
+        if record is None:
+            return
+        await self._save(msgspec.structs.replace(record, status=RequestStatus.RUNNING, prompt_id=event.prompt_id))
+
+    async def _on_completed(self, event: RequestCompleted) -> None:
+        record = await self._current(event.request_id, event.attempt)
+        if record is None:
+            return
+        self.placer.release(record.id)
+        await self._save(msgspec.structs.replace(record, status=RequestStatus.COMPLETED, result=event.result))
+        self._demand_changed.set()
+        log.info("request completed", extra={"files": event.result.files, "pod_id": record.pod_id})
+
+    async def _on_attempt_failed(self, event: AttemptFailed) -> None:
+        record = await self._current(event.request_id, event.attempt)
+        if record is None:
+            return
+        self.placer.release(record.id)
+        self._demand_changed.set()
+        retry = event.kind == FailureKind.POD_FAULT and record.attempts < self.settings.max_attempts
+        if retry:
+            log.warning("attempt %d failed on %s (%s); retrying", record.attempts, event.pod_id, event.error)
+            requeued = msgspec.structs.replace(record, status=RequestStatus.PENDING, pod_id=None, pod_ip=None)
+            await self._save(requeued)
+            self.placer.enqueue(requeued, front=True)
+            return
+        log.warning("request failed: %s", event.error, extra={"kind": event.kind})
+        await self._save(msgspec.structs.replace(record, status=RequestStatus.FAILED, error=event.error))
+        await self.bus.publish(
+            request_subject(record.id, RequestEvent.FAILED),
+            RequestFailed(request_id=record.id, kind=event.kind, error=event.error, attempts=record.attempts),
+            msg_id=f"{record.id}.failed",
+        )
+
+    async def _current(self, request_id: str, attempt: int) -> RequestRecord | None:
+        """The record, if this event is about its current attempt (late events of old attempts are moot)."""
+        try:
+            entry = await self.requests.get(request_id)
+        except nats.js.errors.KeyNotFoundError:
+            log.warning("event for unknown request ignored")
+            return None
+        if not entry.value:
+            return None
+        record = decode(entry.value, RequestRecord)
+        if record.status.terminal or record.attempts != attempt:
+            log.info("stale event ignored", extra={"status": record.status, "attempt": attempt})
+            return None
+        return record
+
+    async def _save(self, record: RequestRecord) -> None:
+        record = msgspec.structs.replace(record, updated_at=utcnow())
+        await self.requests.put(record.id, encode(record))
+
+    # ------------------------------------------------------------------------------------ placement
+
+    async def _place(self) -> None:
+        for placement in self.placer.place():
+            entry = await self.requests.get(placement.request_id)
+            record = decode(entry.value or b"", RequestRecord)
+            pod = placement.pod
+            record = msgspec.structs.replace(
+                record,
+                status=RequestStatus.ASSIGNED,
+                pod_id=pod.id,
+                pod_ip=pod.ip,
+                attempts=record.attempts + 1,
+            )
+            await self._save(record)
+            await self._dispatch(record, pod)
+            self._demand_changed.set()
+
+    async def _dispatch(self, record: RequestRecord, pod: PodRecord) -> None:
+        """Send the assignment in the request's own trace, whichever event triggered the placement."""
+        parent = propagate.extract({"traceparent": record.traceparent} if record.traceparent else {})
+        token = otel_context.attach(parent)
+        try:
+            assignment = Assignment(
+                request_id=record.id,
+                attempt=record.attempts,
+                workflow_name=record.workflow_name,
+                inputs=record.inputs,
+                pod_id=pod.id,
+                pod_ip=pod.ip,
+                comfyui_url=pod.comfyui_url or "",
+            )
+            await self.bus.publish(
+                dispatch_subject(pod.id), assignment, msg_id=f"{record.id}.dispatch.{record.attempts}"
+            )
+            await self.bus.publish(
+                request_subject(record.id, RequestEvent.ASSIGNED),
+                RequestAssigned(request_id=record.id, pod_id=pod.id, attempt=record.attempts),
+                msg_id=f"{record.id}.assigned.{record.attempts}",
+            )
+        finally:
+            otel_context.detach(token)
+        log.info("request assigned", extra={"request_id": record.id, "pod_id": pod.id})
+
+    async def _watch_pods(self, pods: KeyValue) -> None:
+        while True:
+            try:
+                watcher = await pods.watchall()
+                async for entry in watcher:
+                    if entry is None:
+                        continue
+                    async with self._lock:
+                        if entry.operation in ("DEL", "PURGE") or not entry.value:
+                            self.placer.remove_pod(entry.key)
+                        else:
+                            self.placer.update_pod(decode(entry.value, PodRecord))
+                        await self._place()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("pod watch interrupted (%s); resuming", exc)
+                await asyncio.sleep(1)
+
+    async def _announce_demand(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._demand_changed.wait(), self.settings.demand_interval_s)
+            self._demand_changed.clear()
+            demand = Demand(by_workflow=self.placer.demand(), busy_pods=self.placer.busy_pods(), at=utcnow())
+            with contextlib.suppress(Exception):
+                await self.bus.publish_core(DEMAND_SUBJECT, demand)

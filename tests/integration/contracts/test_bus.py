@@ -1,0 +1,81 @@
+import asyncio
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from vibewave.contracts.events import (
+    BUCKETS,
+    REQUESTS_STREAM,
+    STREAMS,
+    ConsumerSpec,
+    RequestEvent,
+    RequestProgress,
+    request_subject,
+)
+from vibewave.contracts.runtime.bus import Bus, decode
+
+pytestmark = pytest.mark.integration
+
+
+def progress(n: int) -> RequestProgress:
+    return RequestProgress(request_id="req-1", node="3", value=n, max=4, percent=25.0 * n)
+
+
+async def test_provisioning_is_idempotent(nats_url):
+    first = await Bus.connect(nats_url, name="one")
+    second = await Bus.connect(nats_url, name="two")
+    try:
+        await asyncio.gather(first.provision(), second.provision())
+        await first.provision()
+        names = {info.config.name for info in await first.js.streams_info()}
+        assert {s.name for s in STREAMS} <= names
+        assert {f"KV_{b.name}" for b in BUCKETS} <= names
+        assert "OBJ_outputs" in names
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_same_message_id_is_stored_once(nats_url):
+    bus = await Bus.connect(nats_url, name="test")
+    try:
+        await bus.provision()
+        subject = request_subject("req-1", RequestEvent.PROGRESS)
+        first = await bus.publish(subject, progress(1), msg_id="dup-1")
+        again = await bus.publish(subject, progress(1), msg_id="dup-1")
+        assert not first.duplicate and again.duplicate
+        info = await bus.js.stream_info(REQUESTS_STREAM.name)
+        assert info.state.messages == 1
+    finally:
+        await bus.close()
+
+
+async def test_failed_handler_is_redelivered_in_the_producers_trace(nats_url):
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    bus = await Bus.connect(nats_url, name="test", tracer_provider=provider)
+    delivered: list[int] = []
+    done = asyncio.Event()
+
+    async def handler(msg):
+        delivered.append(decode(msg.data, RequestProgress).value)
+        if len(delivered) == 1:
+            raise RuntimeError("first delivery fails")
+        done.set()
+
+    try:
+        await bus.provision()
+        spec = ConsumerSpec(stream=REQUESTS_STREAM.name, durable="test-redelivery", filter_subjects=("vw.req.*.progress",))
+        bus.consume(spec, handler)
+        with provider.get_tracer("test").start_as_current_span("client") as root:
+            await bus.publish(request_subject("req-1", RequestEvent.PROGRESS), progress(2), msg_id="m-2")
+        await asyncio.wait_for(done.wait(), 10)
+    finally:
+        await bus.close()
+    assert delivered == [2, 2]
+    consumer_spans = [s for s in exporter.get_finished_spans() if s.name == "process progress"]
+    assert len(consumer_spans) == 2
+    assert {s.context.trace_id for s in consumer_spans} == {root.get_span_context().trace_id}

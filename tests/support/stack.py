@@ -1,0 +1,107 @@
+"""The real services as processes against a test's NATS server, for end-to-end tests over HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+SERVICES = ("scheduler", "pod-manager", "executor", "api")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.05) -> Any:
+    """Poll `predicate` until it returns something truthy, or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class Stack:
+    def __init__(self, nats_url: str, home: Path, **env: str) -> None:
+        self.home = home
+        self.api_port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.api_port}"
+        self.env = {
+            **os.environ,
+            "NATS_URL": nats_url,
+            "VIBEWAVE_HOME": str(home),
+            "API_HOST": "127.0.0.1",
+            "API_PORT": str(self.api_port),
+            "SIM_STEP_TIME": "0.01",
+            "POD_PROBE_INTERVAL": "0.2",
+            "SCHEDULER_DEMAND_INTERVAL": "0.2",
+            **env,
+        }
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.client = httpx.Client(base_url=self.base_url, timeout=10)
+
+    def start(self, *names: str) -> None:
+        for name in names or SERVICES:
+            log = (self.home / f"{name}.out").open("ab")
+            self.processes[name] = subprocess.Popen(
+                [sys.executable, "-m", f"vibewave.{name.replace('-', '_')}"],
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def stop(self, *names: str) -> None:
+        for name in names or tuple(reversed(list(self.processes))):
+            process = self.processes.pop(name, None)
+            if process is None:
+                continue
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def health(self) -> httpx.Response | None:
+        try:
+            return self.client.get("/health")
+        except httpx.TransportError:
+            return None
+
+    def wait_healthy(self, timeout: float = 30) -> dict[str, Any]:
+        def healthy() -> dict[str, Any] | None:
+            response = self.health()
+            return response.json() if response is not None and response.status_code == 200 else None
+
+        result: dict[str, Any] = wait_for(healthy, timeout, "a healthy stack")
+        return result
+
+    def wait_status(self, request_id: str, statuses: set[str], timeout: float = 60) -> dict[str, Any]:
+        def reached() -> dict[str, Any] | None:
+            body: dict[str, Any] = self.client.get(f"/api/qwen/status/{request_id}").json()
+            return body if body.get("status") in statuses else None
+
+        result: dict[str, Any] = wait_for(reached, timeout, f"request {request_id} to reach {statuses}")
+        return result
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.home.glob("*.out")))
+
+    def close(self) -> None:
+        self.stop()
+        self.client.close()
