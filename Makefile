@@ -41,7 +41,7 @@ test-e2e: install
 	$(PY) -m pytest -m e2e
 
 coverage: install ## the whole suite with a coverage report (terminal + htmlcov/)
-	COVERAGE_PROCESS_START=$(CURDIR)/pyproject.toml $(PY) -m pytest --cov --cov-report=term --cov-report=html
+	$(PY) -m pytest --cov --cov-report=term --cov-report=html
 
 lint: install ## ruff (lint + format check) and mypy (strict)
 	$(VENV)/bin/ruff check .

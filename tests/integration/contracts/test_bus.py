@@ -68,7 +68,9 @@ async def test_failed_handler_is_redelivered_in_the_producers_trace(nats_url):
 
     try:
         await bus.provision()
-        spec = ConsumerSpec(stream=REQUESTS_STREAM.name, durable="test-redelivery", filter_subjects=("vw.req.*.progress",))
+        spec = ConsumerSpec(
+            stream=REQUESTS_STREAM.name, durable="test-redelivery", filter_subjects=("vw.req.*.progress",)
+        )
         bus.consume(spec, handler)
         with provider.get_tracer("test").start_as_current_span("client") as root:
             await bus.publish(request_subject("req-1", RequestEvent.PROGRESS), progress(2), msg_id="m-2")

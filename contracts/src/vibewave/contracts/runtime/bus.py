@@ -70,6 +70,16 @@ def decode(data: bytes, type_: type[T]) -> T:
     return msgspec.json.decode(data, type=type_)
 
 
+def operation(subject: str) -> str:
+    """A low-cardinality span name part: `vw.req.<id>.completed` → `completed`, `vw.dispatch.<pod>` → `dispatch`."""
+    parts = subject.split(".")
+    if len(parts) == 4 and parts[1] in ("req", "pod"):
+        return parts[3] if parts[1] == "req" else f"pod {parts[3]}"
+    if len(parts) >= 2 and parts[1] == "dispatch":
+        return "dispatch"
+    return subject
+
+
 def trace_headers() -> dict[str, str]:
     """W3C trace context of the current span, as message headers."""
     carrier: dict[str, str] = {}
@@ -189,7 +199,7 @@ class Bus:
     async def publish(self, subject: str, message: msgspec.Struct, *, msg_id: str, retry_for: float = 10.0) -> PubAck:
         """Publish into a stream, retrying transient failures (safe: `msg_id` dedupes) for `retry_for` s."""
         with self.tracer.start_as_current_span(
-            f"send {subject.rsplit('.', 1)[-1]}",
+            f"send {operation(subject)}",
             kind=SpanKind.PRODUCER,
             attributes={"messaging.system": "nats", "messaging.destination.name": subject},
         ):
@@ -305,7 +315,7 @@ class Consumer:
         try:
             context = propagate.extract(msg.headers or {})
             with self.bus.tracer.start_as_current_span(
-                f"process {msg.subject.rsplit('.', 1)[-1]}",
+                f"process {operation(msg.subject)}",
                 context=context,
                 kind=SpanKind.CONSUMER,
                 attributes={

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import msgspec
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_500_INTERNAL_SERVER_ERROR
@@ -22,23 +23,29 @@ def _json(status: int, detail: str, headers: dict[str, str] | None = None) -> Re
 
 
 def validation_detail(exc: ValidationException) -> str:
-    """Litestar's decode errors, said plainly: bad JSON, or which field is wrong and why."""
+    """Litestar's body validation errors, said plainly: which field is wrong and why."""
     reasons: list[str] = []
     extra: Any = exc.extra
     for item in extra if isinstance(extra, list) else []:
-        if isinstance(item, dict):
-            message = str(item.get("message", "")).strip()
-            key = item.get("key")
-            if message and key and f"`{key}`" not in message and key not in message:
-                message = f"{key}: {message}"
-            if message:
-                reasons.append(message)
-    if not reasons and exc.detail:
+        if not isinstance(item, dict):
+            continue
+        message, key = str(item.get("message", "")).strip(), str(item.get("key") or "")
+        if key == "data":
+            reasons.append("a JSON object body is required" if message == "'data'" else f"body: {message}")
+        elif message:
+            reasons.append(message if not key or f"`{key}`" in message else f"{key}: {message}")
+    if not reasons and exc.detail and not str(exc.detail).startswith("Validation failed for"):
         reasons.append(str(exc.detail))
     text = "; ".join(reasons)
-    if "JSON" in text or "malformed" in text.lower() or "decode" in text.lower():
-        return f"Invalid JSON body: {text}"
     return f"{INVALID_INPUT}: {text}" if text else INVALID_INPUT
+
+
+def _is_bad_json(exc: HTTPException) -> bool:
+    cause = exc.__cause__
+    if isinstance(cause, msgspec.DecodeError) and not isinstance(cause, msgspec.ValidationError):
+        return True
+    detail = str(exc.detail)
+    return exc.status_code == HTTP_400_BAD_REQUEST and ("malformed" in detail or "truncated" in detail)
 
 
 def on_validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response[ErrorBody]:
@@ -46,6 +53,8 @@ def on_validation(_: Request[Any, Any, Any], exc: ValidationException) -> Respon
 
 
 def on_http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorBody]:
+    if _is_bad_json(exc):
+        return _json(HTTP_400_BAD_REQUEST, f"Invalid JSON body: {exc.detail}")
     return _json(exc.status_code, str(exc.detail), exc.headers)
 
 

@@ -7,10 +7,9 @@ from typing import Annotated
 from litestar import Controller, Response, get, post
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
-from litestar.params import Body
+from litestar.params import Body, PathParameter
 from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_503_SERVICE_UNAVAILABLE
 
-from vibewave.api.errors import INVALID_INPUT
 from vibewave.api.gateway import Gateway, Unavailable
 from vibewave.contracts.models import (
     DEFAULT_WORKFLOW,
@@ -48,7 +47,7 @@ class QwenController(Controller):
         try:
             inputs = workflow.resolve_inputs(data.workflow_inputs())
         except InvalidInput as exc:
-            raise ValidationException(detail=f"{INVALID_INPUT}: {exc}") from exc
+            raise ValidationException(detail=str(exc)) from exc
         try:
             submitted = await gateway.submit(workflow, inputs, data.priority)
         except Unavailable as exc:
@@ -61,7 +60,9 @@ class QwenController(Controller):
         )
 
     @get("/status/{request_id:str}", operation_id="qwenStatus")
-    async def status(self, state: State, request_id: str) -> ComfyUIRequest:
+    async def status(
+        self, state: State, request_id: Annotated[str, PathParameter(description="The id `generate-async` returned.")]
+    ) -> ComfyUIRequest:
         """The request's current state; `result.files` are downloadable from `/api/files/{name}`."""
         found = await gateway_of(state).get_request(request_id)
         if found is None:
@@ -70,7 +71,9 @@ class QwenController(Controller):
 
 
 @get("/api/files/{filename:str}", operation_id="downloadFile", tags=["Files"])
-async def download_file(state: State, filename: str) -> Response[bytes]:
+async def download_file(
+    state: State, filename: Annotated[str, PathParameter(description="A name from a result's `files`.")]
+) -> Response[bytes]:
     """A generated file, with its content type (names come from a result's `files`)."""
     stored = await gateway_of(state).open_file(filename)
     if stored is None:
