@@ -99,7 +99,7 @@ def test_docs_and_schema_are_served(stack: Stack):
 def test_every_service_logs_json_lines_with_service_and_request_id(stack: Stack):
     request_id = stack.client.post("/api/qwen/generate-async", json={"prompt": "logs"}).json()["request_id"]
     stack.wait_status(request_id, {"completed"})
-    for service in ("scheduler", "executor"):
+    for service in ("api", "scheduler", "executor"):
         lines = [json.loads(line) for line in (stack.home / "logs" / f"{service}.log").read_text().splitlines()]
         mine = [line for line in lines if line.get("request_id") == request_id]
         assert mine, f"{service} logged nothing for {request_id}"

@@ -87,11 +87,36 @@ def trace_headers() -> dict[str, str]:
     return carrier
 
 
+class _ConnectionLog:
+    """Logs connection trouble, except the disconnect our own close causes."""
+
+    def __init__(self) -> None:
+        self.closing = False
+
+    async def error(self, exc: Exception) -> None:
+        if not self.closing:
+            log.warning("nats connection error: %s", exc)
+
+    async def disconnected(self) -> None:
+        if not self.closing:
+            log.warning("nats disconnected; reconnecting")
+
+    async def reconnected(self) -> None:
+        log.info("nats reconnected")
+
+
 class Bus:
     """A NATS connection with JetStream, shared by one service's handlers."""
 
-    def __init__(self, nc: NATS, name: str, tracer_provider: TracerProvider | None = None) -> None:
+    def __init__(
+        self,
+        nc: NATS,
+        name: str,
+        tracer_provider: TracerProvider | None = None,
+        connection_log: _ConnectionLog | None = None,
+    ) -> None:
         self.nc = nc
+        self._connection_log = connection_log or _ConnectionLog()
         self.js: JetStreamContext = nc.jetstream()
         self.tracer = trace.get_tracer(f"vibewave.{name}", tracer_provider=tracer_provider)
         self._kv: dict[str, KeyValue] = {}
@@ -109,15 +134,7 @@ class Bus:
     ) -> Bus:
         """Connect, retrying until `connect_timeout`; afterwards reconnect forever (NATS may restart)."""
 
-        async def on_error(exc: Exception) -> None:
-            log.warning("nats connection error: %s", exc)
-
-        async def on_disconnect() -> None:
-            log.warning("nats disconnected; reconnecting")
-
-        async def on_reconnect() -> None:
-            log.info("nats reconnected")
-
+        events = _ConnectionLog()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + connect_timeout
         while True:
@@ -128,11 +145,11 @@ class Bus:
                     connect_timeout=2,
                     max_reconnect_attempts=-1,
                     reconnect_time_wait=0.5,
-                    error_cb=on_error,
-                    disconnected_cb=on_disconnect,
-                    reconnected_cb=on_reconnect,
+                    error_cb=events.error,
+                    disconnected_cb=events.disconnected,
+                    reconnected_cb=events.reconnected,
                 )
-                return cls(nc, name, tracer_provider)
+                return cls(nc, name, tracer_provider, events)
             except (OSError, nats.errors.Error) as exc:
                 if loop.time() >= deadline:
                     raise ConnectionError(f"cannot reach NATS at {url}: {exc}") from exc
@@ -231,6 +248,7 @@ class Bus:
 
     async def close(self) -> None:
         """Stop consumers (their pull subscriptions first, see stack notes), then drain the connection."""
+        self._connection_log.closing = True
         for consumer in self._consumers:
             await consumer.stop()
         self._consumers.clear()

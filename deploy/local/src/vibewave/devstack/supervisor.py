@@ -167,7 +167,8 @@ async def run_stack(settings: StackSettings) -> None:
     finally:
         console.line("devstack", "stopping services…")
         ready.cancel()
-        await asyncio.gather(*(s.stop() for s in reversed(services)))
+        for service in reversed(services):  # the api first: no new requests while the rest stop
+            await service.stop()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -50,4 +50,5 @@ def create_app(settings: ApiSettings | None = None, tracer_provider: TracerProvi
         ),
         plugins=[OpenTelemetryPlugin(OpenTelemetryConfig(tracer_provider=tracer_provider))],
         debug=settings.common.debug,
+        logging_config=None,  # the process's JSON logging (configured in __main__) stays in charge
     )

@@ -6,6 +6,7 @@ The api never writes request state: it publishes `submitted` and reads what the 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from uuid import uuid4
@@ -37,6 +38,8 @@ from vibewave.contracts.models import (
 from vibewave.contracts.runtime.bus import Bus, decode
 from vibewave.contracts.runtime.health import SERVICE_NAMES, ping
 from vibewave.contracts.workflows import Workflow, load_catalog
+
+log = logging.getLogger("vibewave.api")
 
 REQUEST_ID = re.compile(r"^req-[0-9a-f]{16}$")
 FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
@@ -102,6 +105,7 @@ class Gateway:
             )
         except (nats.errors.Error, OSError) as exc:
             raise Unavailable(f"the request queue is unavailable ({exc}); nothing was accepted, retry") from exc
+        log.info("request accepted", extra={"request_id": event.request_id, "workflow": workflow.name})
         return event
 
     async def get_request(self, request_id: str) -> ComfyUIRequest | None:
