@@ -32,7 +32,7 @@ def test_render_writes_each_input_into_its_node(qwen):
     assert (graph["58"]["inputs"]["width"], graph["58"]["inputs"]["height"]) == (768, 512)
     assert (graph["3"]["inputs"]["seed"], graph["3"]["inputs"]["steps"]) == (7, 4)
     assert graph["6"]["inputs"]["clip"] == ["38", 0]
-    assert qwen.graph["6"]["inputs"]["text"] != "a lake", "rendering must not change the template"
+    assert qwen.graphs["graph_lightning4.json"]["6"]["inputs"]["text"] != "a lake", "templates stay unchanged"
 
 
 @pytest.mark.parametrize(
@@ -66,3 +66,41 @@ def test_operator_directory_adds_and_overrides(tmp_path, qwen):
     catalog = load_catalog(tmp_path)
     assert set(catalog) >= {"my_flow", DEFAULT_WORKFLOW}
     assert catalog["my_flow"].render(catalog["my_flow"].resolve_inputs({"width": 96}))["1"]["inputs"]["width"] == 96
+
+
+@pytest.mark.parametrize(
+    ("steps", "variant", "lora", "cfg"),
+    [
+        (4, "lightning4", "Qwen-Image-Lightning-4steps-V1.0.safetensors", 1.0),
+        (8, "lightning8", "Qwen-Image-Lightning-8steps-V1.0.safetensors", 1.0),
+        (12, "distill", None, 1.0),
+        (20, "base", None, 4.0),
+    ],
+)
+def test_step_count_picks_the_graph_made_for_it(qwen, steps, variant, lora, cfg):
+    inputs = qwen.resolve_inputs({"prompt": "x", "steps": steps})
+    assert qwen.variant_for(inputs).name == variant
+    graph = qwen.render(inputs)
+    assert graph["3"]["inputs"]["steps"] == steps and graph["3"]["inputs"]["cfg"] == cfg
+    assert graph.get("73", {}).get("inputs", {}).get("lora_name") == lora
+    if variant == "distill":
+        assert graph["37"]["inputs"]["unet_name"] == "qwen_image_distill_full_fp8_e4m3fn.safetensors"
+
+
+def test_presets_fill_inputs_the_caller_left_out(qwen):
+    assert qwen.resolve_inputs({"prompt": "x"}, "quality")["steps"] == 8
+    assert qwen.resolve_inputs({"prompt": "x", "steps": 5}, "ultra")["steps"] == 5
+    assert qwen.timeout_for("ultra") > qwen.timeout_for("fast")
+    with pytest.raises(InvalidInput) as info:
+        qwen.resolve_inputs({"prompt": "x"}, "turbo")
+    assert info.value.field == "preset"
+
+
+def test_video_length_must_be_4k_plus_1():
+    wan = load_catalog()["comfyui_video_wan22"]
+    assert wan.resolve_inputs({"prompt": "x", "length": 49})["length"] == 49
+    with pytest.raises(InvalidInput, match="4k\\+1"):
+        wan.resolve_inputs({"prompt": "x", "length": 48})
+    rendered = wan.render(wan.resolve_inputs({"prompt": "x"}, "preview"))
+    assert rendered["55"]["inputs"]["length"] == 49
+    assert rendered["7"]["inputs"]["text"], "an omitted negative prompt keeps the template's"

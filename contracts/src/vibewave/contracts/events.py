@@ -11,6 +11,8 @@ Read top to bottom: who publishes what, on which subject, into which stream, and
 | vw.req.<id>.attempt_failed             | AttemptFailed     | executor     | scheduler                 |
 | vw.req.<id>.completed   (public)       | RequestCompleted  | executor     | scheduler, api, anyone    |
 | vw.req.<id>.failed      (public)       | RequestFailed     | scheduler    | api, anyone               |
+| vw.req.<id>.cancel_requested           | CancelRequested   | api          | scheduler, executors      |
+| vw.req.<id>.cancelled   (public)       | RequestCancelled  | scheduler    | api, anyone               |
 | vw.dispatch.<pod_id>    (work queue)   | Assignment        | scheduler    | executor                  |
 | vw.pod.<pod_id>.<event>                | PodEvent          | pod-manager  | (observers)               |
 | vw.fleet.demand         (core NATS)    | Demand            | scheduler    | pod-manager               |
@@ -90,6 +92,7 @@ class RequestSubmitted(msgspec.Struct, kw_only=True):
     priority: Priority = Priority.NORMAL
     created_at: datetime
     batch_id: str | None = None
+    execution_timeout_s: float | None = None
 
 
 class RequestAssigned(msgspec.Struct, kw_only=True):
@@ -108,6 +111,8 @@ class RequestStarted(msgspec.Struct, kw_only=True):
 
 
 class RequestProgress(msgspec.Struct, kw_only=True):
+    """Where a run is: the current node's steps (`value` of `max`) and the whole graph's `percent`."""
+
     request_id: str
     node: str | None
     value: int
@@ -119,6 +124,7 @@ class FailureKind(StrEnum):
     WORKFLOW = "workflow"  # ComfyUI rejected or failed the graph: retrying elsewhere will not help
     POD_FAULT = "pod_fault"  # the pod or its ComfyUI misbehaved: another pod may succeed
     TIMEOUT = "timeout"
+    CANCELLED = "cancelled"  # stopped on the client's request
 
 
 class AttemptFailed(msgspec.Struct, kw_only=True):
@@ -144,8 +150,20 @@ class RequestFailed(msgspec.Struct, kw_only=True):
     attempts: int
 
 
+class CancelRequested(msgspec.Struct, kw_only=True):
+    """A client asked to stop the request; the scheduler or the running executor acts on it."""
+
+    request_id: str
+    at: datetime
+
+
+class RequestCancelled(msgspec.Struct, kw_only=True):
+    request_id: str
+    at: datetime
+
+
 class Assignment(msgspec.Struct, kw_only=True):
-    """Run this request on this pod (one ComfyUI prompt)."""
+    """Run this request on this pod (one ComfyUI prompt), within `execution_timeout_s` if set."""
 
     request_id: str
     attempt: int
@@ -154,6 +172,7 @@ class Assignment(msgspec.Struct, kw_only=True):
     pod_id: str
     pod_ip: str | None
     comfyui_url: str
+    execution_timeout_s: float | None = None
 
 
 class PodStatus(StrEnum):
@@ -209,6 +228,8 @@ class RequestRecord(msgspec.Struct, kw_only=True):
     result: WorkflowResult | None = None
     error: str | None = None
     batch_id: str | None = None
+    execution_timeout_s: float | None = None
+    cancel_requested: bool = False
     traceparent: str | None = None
 
 
@@ -269,6 +290,7 @@ SCHEDULER_CONSUMER = ConsumerSpec(
             RequestEvent.STARTED,
             RequestEvent.ATTEMPT_FAILED,
             RequestEvent.COMPLETED,
+            RequestEvent.CANCEL_REQUESTED,
         )
     ),
 )
@@ -314,6 +336,8 @@ CHANNELS: tuple[Channel, ...] = (
         ("request_id",),
     ),
     Channel("vw.req.{request_id}.failed", RequestFailed, "scheduler", "Terminal: gave up.", ("request_id",)),
+    Channel("vw.req.{request_id}.cancel_requested", CancelRequested, "api", "A client asked to stop.", ("request_id",)),
+    Channel("vw.req.{request_id}.cancelled", RequestCancelled, "scheduler", "Terminal: stopped.", ("request_id",)),
     Channel("vw.dispatch.{pod_id}", Assignment, "scheduler", "Work for one pod (work queue).", ("pod_id",)),
     Channel("vw.pod.{pod_id}.{event}", PodEvent, "pod-manager", "A pod changed state.", ("pod_id", "event")),
     Channel(DEMAND_SUBJECT, Demand, "scheduler", "Pods needed per workflow (core NATS, periodic)."),

@@ -45,24 +45,40 @@ Seed = Annotated[int, msgspec.Meta(ge=0, description="0 to 2**64-1; drawn at ran
 Steps = Annotated[int, msgspec.Meta(ge=1, le=150)]
 
 
+PresetName = Annotated[str, msgspec.Meta(description="A preset of `/api/qwen/presets` (fast, quality, ultra).")]
+
+
 class WorkflowInput(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """Inputs of a text-to-image generation (API document, "WorkflowInput")."""
+    """Inputs of a text-to-image generation (API document, "WorkflowInput").
+
+    Omitted values come from the preset (if named), then the workflow's defaults: 1024x1024, 4 steps,
+    a random seed (recorded in the request's `inputs`).
+    """
 
     prompt: Prompt
-    negative_prompt: Annotated[str, msgspec.Meta(max_length=4000)] = ""
-    width: Side = 1024
-    height: Side = 1024
+    negative_prompt: Annotated[str, msgspec.Meta(max_length=4000)] | None = None
+    width: Side | None = None
+    height: Side | None = None
     seed: Seed | None = None
-    steps: Steps = 4
+    steps: Steps | None = None
+    preset: PresetName | None = None
     priority: Priority = Priority.NORMAL
 
     def workflow_inputs(self) -> dict[str, Any]:
-        """The inputs as the workflow sees them (without the scheduling hints)."""
+        """The inputs the caller gave, as the workflow sees them (no scheduling hints, no preset)."""
         inputs = msgspec.structs.asdict(self)
-        inputs.pop("priority")
-        if inputs["seed"] is None:
-            del inputs["seed"]
-        return inputs
+        for hint in ("priority", "preset"):
+            inputs.pop(hint)
+        return {name: value for name, value in inputs.items() if value is not None}
+
+
+class WorkflowQueueRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Any workflow of the catalogue, with its own inputs (see the workflow's input schema)."""
+
+    workflow_name: str = DEFAULT_WORKFLOW
+    inputs: dict[str, Any] = msgspec.field(default_factory=dict)
+    preset: PresetName | None = None
+    priority: Priority = Priority.NORMAL
 
 
 class WorkflowResult(msgspec.Struct, kw_only=True, omit_defaults=False):
@@ -88,6 +104,8 @@ class ComfyUIRequest(msgspec.Struct, kw_only=True):
     updated_at: datetime
     result: WorkflowResult | None = None
     error: str | None = None
+    attempts: int = 0
+    progress: float | None = None
 
 
 class GenerateAccepted(msgspec.Struct, kw_only=True):
@@ -138,6 +156,46 @@ class ErrorBody(msgspec.Struct):
     detail: str
 
 
+class CancelConflict(msgspec.Struct, kw_only=True):
+    """409 to a cancel of a finished request: why, and the request as it stands."""
+
+    detail: str
+    request: ComfyUIRequest
+
+
+class PresetInfo(msgspec.Struct, kw_only=True):
+    name: str
+    description: str
+    inputs: dict[str, Any]
+    variant: str  # the graph variant these inputs run on
+    graph: str  # what that variant is (model, LoRA, sampler settings)
+    expected_seconds: tuple[float, float] | None = None
+    timeout_s: float
+
+
+class InputInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
+    type: str
+    required: bool = False
+    default: Any = None
+    min: int | float | None = None
+    max: int | float | None = None
+    multiple_of: int | None = None
+    offset: int | None = None
+    max_length: int | None = None
+    random_default: bool = False
+
+
+class WorkflowPresets(msgspec.Struct, kw_only=True):
+    """`GET /api/qwen/presets`: named settings, which graph each runs on, and every input's limits."""
+
+    workflow_name: str
+    description: str
+    default_preset: str | None
+    presets: list[PresetInfo]
+    inputs: dict[str, InputInfo]
+    notes: dict[str, Any]
+
+
 class ComponentHealth(msgspec.Struct, kw_only=True):
     name: str
     healthy: bool
@@ -159,9 +217,12 @@ REST_MODELS: tuple[type[msgspec.Struct], ...] = (
     WorkflowInput,
     WorkflowResult,
     ComfyUIRequest,
+    WorkflowQueueRequest,
     GenerateAccepted,
     QueueStatus,
     QueueStats,
     ErrorBody,
+    CancelConflict,
+    WorkflowPresets,
     HealthReport,
 )

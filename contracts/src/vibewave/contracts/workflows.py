@@ -1,7 +1,9 @@
-"""Workflows as data: an API-format ComfyUI graph plus a typed map from request inputs to graph fields.
+"""Workflows as data: API-format ComfyUI graphs plus a typed map from request inputs to graph fields.
 
-A workflow is a folder holding `workflow.json` (name, kind, inputs, file prefix) and the graph it names.
-The shipped folders live beside this module; operators add more through a directory of their own.
+A workflow is a folder holding `workflow.json` (name, kind, inputs, variants, presets, file prefix) and
+the graphs it names. A workflow may have graph variants, chosen by the inputs (e.g. the Qwen Lightning
+LoRA made for the requested step count); presets are named input sets. The shipped folders live beside
+this module; operators add more through a directory of their own (`WORKFLOWS_DIR`), no code needed.
 Rendering is pure: validate the inputs, draw a seed when none is given, write each value into its node.
 """
 
@@ -27,9 +29,36 @@ class InputSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     min: int | float | None = None
     max: int | float | None = None
     multiple_of: int | None = None
+    offset: int = 0  # with multiple_of: value - offset must be a multiple (e.g. 4k+1 video frames)
     min_length: int | None = None
     max_length: int | None = None
     random_default: bool = False
+
+
+class Bounds(msgspec.Struct, forbid_unknown_fields=True):
+    min: int | float | None = None
+    max: int | float | None = None
+
+    def holds(self, value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        return (self.min is None or value >= self.min) and (self.max is None or value <= self.max)
+
+
+class VariantDef(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A graph used when every input named in `when` is within its bounds (first match wins)."""
+
+    name: str
+    graph: str
+    when: dict[str, Bounds] = msgspec.field(default_factory=dict)
+    description: str = ""
+
+
+class PresetDef(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    inputs: dict[str, Any]
+    description: str = ""
+    expected_seconds: tuple[float, float] | None = None
+    timeout_s: float | None = None
 
 
 class WorkflowDef(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -37,8 +66,18 @@ class WorkflowDef(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     description: str = ""
     kind: Literal["image", "video", "audio"] = "image"
     file_prefix: str
-    graph: str
+    timeout_s: float = 900.0
+    graph: str | None = None
+    variants: list[VariantDef] = msgspec.field(default_factory=list)
     inputs: dict[str, InputSpec]
+    default_preset: str | None = None
+    presets: dict[str, PresetDef] = msgspec.field(default_factory=dict)
+    notes: dict[str, Any] = msgspec.field(default_factory=dict)
+
+    def all_variants(self) -> list[VariantDef]:
+        """The variants, with a plain `graph` as the catch-all last one."""
+        tail = [VariantDef(name="default", graph=self.graph)] if self.graph else []
+        return [*self.variants, *tail]
 
 
 class InvalidInput(ValueError):
@@ -51,14 +90,34 @@ class InvalidInput(ValueError):
 
 class Workflow(msgspec.Struct, frozen=True, kw_only=True):
     definition: WorkflowDef
-    graph: dict[str, Any]
+    graphs: dict[str, dict[str, Any]]  # by file name
 
     @property
     def name(self) -> str:
         return self.definition.name
 
-    def resolve_inputs(self, given: dict[str, Any]) -> dict[str, Any]:
-        """Validate `given` against the schema and fill defaults; a missing random seed is drawn here."""
+    def preset_inputs(self, preset: str | None) -> dict[str, Any]:
+        if preset is None:
+            return {}
+        found = self.definition.presets.get(preset)
+        if found is None:
+            known = ", ".join(sorted(self.definition.presets)) or "none"
+            raise InvalidInput("preset", f"unknown preset {preset!r} (known: {known})")
+        return dict(found.inputs)
+
+    def timeout_for(self, preset: str | None) -> float:
+        found = self.definition.presets.get(preset or self.definition.default_preset or "")
+        return found.timeout_s if found is not None and found.timeout_s else self.definition.timeout_s
+
+    def variant_for(self, inputs: dict[str, Any]) -> VariantDef:
+        for variant in self.definition.all_variants():
+            if all(bounds.holds(inputs.get(name)) for name, bounds in variant.when.items()):
+                return variant
+        raise InvalidInput(next(iter(self.definition.inputs)), "no graph variant of this workflow fits these inputs")
+
+    def resolve_inputs(self, given: dict[str, Any], preset: str | None = None) -> dict[str, Any]:
+        """Validate `given` (over the preset's inputs) and fill defaults; a missing random seed is drawn."""
+        given = {**self.preset_inputs(preset), **{k: v for k, v in given.items() if v is not None}}
         unknown = sorted(set(given) - set(self.definition.inputs))
         if unknown:
             raise InvalidInput(unknown[0], f"unknown input for workflow {self.name!r}")
@@ -75,11 +134,12 @@ class Workflow(msgspec.Struct, frozen=True, kw_only=True):
                 else:
                     value = spec.default
             resolved[name] = _check(name, spec, value)
+        self.variant_for(resolved)
         return resolved
 
     def render(self, inputs: dict[str, Any]) -> dict[str, Any]:
-        """The API-format graph with `inputs` (already resolved) written into their nodes."""
-        graph = copy.deepcopy(self.graph)
+        """The API-format graph of the variant that fits `inputs` (resolved), with them written in."""
+        graph = copy.deepcopy(self.graphs[self.variant_for(inputs).graph])
         for name, value in inputs.items():
             spec = self.definition.inputs[name]
             graph[spec.node]["inputs"][spec.field] = value
@@ -108,8 +168,9 @@ def _check(name: str, spec: InputSpec, value: Any) -> Any:
         raise InvalidInput(name, f"must be at least {_fmt(spec.min)}")
     if spec.max is not None and number > spec.max:
         raise InvalidInput(name, f"must be at most {_fmt(spec.max)}")
-    if spec.multiple_of and int(number) % spec.multiple_of:
-        raise InvalidInput(name, f"must be a multiple of {spec.multiple_of}")
+    if spec.multiple_of and (int(number) - spec.offset) % spec.multiple_of:
+        shape = f"{spec.multiple_of}k+{spec.offset}" if spec.offset else f"a multiple of {spec.multiple_of}"
+        raise InvalidInput(name, f"must be {shape}")
     return number
 
 
@@ -118,12 +179,21 @@ def _fmt(bound: float) -> str:
 
 
 def load_workflow(folder: Path) -> Workflow:
+    """Read and check a workflow folder: every input must point at a node of every graph variant."""
     definition = msgspec.json.decode((folder / "workflow.json").read_bytes(), type=WorkflowDef)
-    graph = json.loads((folder / definition.graph).read_text())
-    for name, spec in definition.inputs.items():
-        if spec.node not in graph:
-            raise ValueError(f"{folder}: input {name!r} points at missing node {spec.node!r}")
-    return Workflow(definition=definition, graph=graph)
+    variants = definition.all_variants()
+    if not variants:
+        raise ValueError(f"{folder}: a workflow needs `graph` or `variants`")
+    graphs = {v.graph: json.loads((folder / v.graph).read_text()) for v in variants}
+    for file, graph in graphs.items():
+        for name, spec in definition.inputs.items():
+            if spec.node not in graph or spec.field not in graph[spec.node].get("inputs", {}):
+                raise ValueError(f"{folder}/{file}: input {name!r} points at missing {spec.node}.{spec.field}")
+    for preset, found in definition.presets.items():
+        unknown = set(found.inputs) - set(definition.inputs)
+        if unknown:
+            raise ValueError(f"{folder}: preset {preset!r} sets unknown inputs {sorted(unknown)}")
+    return Workflow(definition=definition, graphs=graphs)
 
 
 def load_catalog(extra_dir: Path | None = None) -> dict[str, Workflow]:

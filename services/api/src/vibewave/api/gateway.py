@@ -6,13 +6,18 @@ The api never writes request state: it publishes `submitted` and reads what the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
+from collections.abc import AsyncIterator
 from uuid import uuid4
 
 import nats.errors
 import nats.js.errors
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js.api import ObjectInfo
 from nats.js.kv import KeyValue
 from opentelemetry.trace import TracerProvider
 
@@ -20,9 +25,12 @@ from vibewave.api.index import RequestIndex
 from vibewave.api.settings import ApiSettings
 from vibewave.contracts.events import (
     OUTPUTS_STORE,
+    REQ_PREFIX,
     REQUESTS_BUCKET,
     REQUESTS_STREAM,
+    CancelRequested,
     RequestEvent,
+    RequestProgress,
     RequestRecord,
     RequestSubmitted,
     request_subject,
@@ -49,11 +57,23 @@ class Unavailable(Exception):
     """NATS could not take the request; nothing was accepted."""
 
 
+class AlreadyFinished(Exception):
+    """A cancel came for a request that has already ended."""
+
+    def __init__(self, request: ComfyUIRequest) -> None:
+        super().__init__(f"Request already {request.status}; there is nothing to cancel")
+        self.request = request
+
+
 class StoredFile:
-    def __init__(self, name: str, data: bytes, content_type: str) -> None:
-        self.name = name
-        self.data = data
-        self.content_type = content_type
+    """A stored output, read chunk by chunk from the object store as the response is sent."""
+
+    def __init__(self, info: ObjectInfo, chunks: AsyncIterator[bytes]) -> None:
+        self.name = info.name or ""
+        self.size = info.size or 0
+        headers = info.headers or {}
+        self.content_type = (headers.get("Content-Type") or [info.description or "application/octet-stream"])[0]
+        self.chunks = chunks
 
 
 class Gateway:
@@ -65,6 +85,7 @@ class Gateway:
         self.started_at = time.monotonic()
         self._bus: Bus | None = None
         self._requests: KeyValue | None = None
+        self._progress_sub: Subscription | None = None
 
     @property
     def bus(self) -> Bus:
@@ -79,8 +100,19 @@ class Gateway:
         self._requests = await self._bus.kv(REQUESTS_BUCKET)
         self.index.start(self._requests)
         await self._bus.object_store(OUTPUTS_STORE)
+        self._progress_sub = await self._bus.nc.subscribe(
+            f"{REQ_PREFIX}.*.{RequestEvent.PROGRESS}", cb=self._on_progress
+        )
+
+    async def _on_progress(self, msg: Msg) -> None:
+        with contextlib.suppress(ValueError):
+            progress = decode(msg.data, RequestProgress)
+            self.index.note_progress(progress.request_id, progress.percent)
 
     async def stop(self) -> None:
+        if self._progress_sub is not None:
+            with contextlib.suppress(Exception):
+                await self._progress_sub.unsubscribe()
         await self.index.stop()
         if self._bus is not None:
             await self._bus.close()
@@ -88,7 +120,13 @@ class Gateway:
     # ------------------------------------------------------------------------------------------ requests
 
     async def submit(
-        self, workflow: Workflow, inputs: dict[str, object], priority: Priority, batch_id: str | None = None
+        self,
+        workflow: Workflow,
+        inputs: dict[str, object],
+        priority: Priority,
+        *,
+        preset: str | None = None,
+        batch_id: str | None = None,
     ) -> RequestSubmitted:
         """Publish a new request (inputs already resolved); returns once JetStream has stored it."""
         event = RequestSubmitted(
@@ -98,6 +136,7 @@ class Gateway:
             priority=priority,
             created_at=utcnow(),
             batch_id=batch_id,
+            execution_timeout_s=workflow.timeout_for(preset),
         )
         try:
             await self.bus.publish(
@@ -113,7 +152,7 @@ class Gateway:
             return None
         record = self.index.get(request_id)
         if record is not None:
-            return to_public(record)
+            return to_public(record, self.index.progress.get(request_id))
         submitted = await self._submitted_event(request_id)
         if submitted is None:
             return None
@@ -137,6 +176,27 @@ class Gateway:
             return None
         return decode(raw.data or b"", RequestSubmitted)
 
+    async def cancel(self, request_id: str, wait_s: float) -> ComfyUIRequest | None:
+        """Ask for the request to stop and wait up to `wait_s` for it to end; None if it is unknown.
+
+        Raises AlreadyFinished for a request that had ended before the cancel.
+        """
+        current = await self.get_request(request_id)
+        if current is None:
+            return None
+        if current.status.terminal:
+            raise AlreadyFinished(current)
+        event = CancelRequested(request_id=request_id, at=utcnow())
+        try:
+            await self.bus.publish(
+                request_subject(request_id, RequestEvent.CANCEL_REQUESTED), event, msg_id=f"{request_id}.cancel"
+            )
+        except (nats.errors.Error, OSError) as exc:
+            raise Unavailable(f"the request queue is unavailable ({exc}); the cancel was not sent, retry") from exc
+        log.info("cancel requested", extra={"request_id": request_id})
+        ended = await self.index.wait(request_id, lambda r: r.status.terminal, wait_s)
+        return to_public(ended) if ended is not None else await self.get_request(request_id)
+
     # ------------------------------------------------------------------------------------------- files
 
     async def open_file(self, name: str) -> StoredFile | None:
@@ -144,13 +204,26 @@ class Gateway:
             return None
         store = await self.bus.object_store(OUTPUTS_STORE)
         try:
-            result = await store.get(name)
+            info = await store.get_info(name)
         except nats.js.errors.ObjectNotFoundError:
             return None
-        info = result.info
-        headers = info.headers or {}
-        content_type = (headers.get("Content-Type") or [info.description or "application/octet-stream"])[0]
-        return StoredFile(name, result.data or b"", content_type)
+        if info.nuid is None:
+            return None
+        return StoredFile(info, self._chunks(info))
+
+    async def _chunks(self, info: ObjectInfo) -> AsyncIterator[bytes]:
+        """The object's chunks in order, from an ordered consumer on its chunk subject."""
+        if not info.size:
+            return
+        subscription = await self.bus.js.subscribe(f"$O.{info.bucket}.C.{info.nuid}", ordered_consumer=True)
+        try:
+            while True:
+                msg = await subscription.next_msg(timeout=10)
+                yield msg.data
+                if msg.metadata.num_pending == 0:
+                    return
+        finally:
+            await subscription.unsubscribe()
 
     # ------------------------------------------------------------------------------------------ health
 
@@ -198,7 +271,7 @@ class Gateway:
         return ComponentHealth(name=service, healthy=True, detail="alive", latency_ms=round(latency, 2))
 
 
-def to_public(record: RequestRecord) -> ComfyUIRequest:
+def to_public(record: RequestRecord, progress: float | None = None) -> ComfyUIRequest:
     return ComfyUIRequest(
         id=record.id,
         workflow_name=record.workflow_name,
@@ -209,4 +282,6 @@ def to_public(record: RequestRecord) -> ComfyUIRequest:
         updated_at=record.updated_at,
         result=record.result,
         error=record.error,
+        attempts=record.attempts,
+        progress=100.0 if record.status == RequestStatus.COMPLETED else progress,
     )

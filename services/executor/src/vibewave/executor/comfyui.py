@@ -1,10 +1,13 @@
 """A client of one ComfyUI server (HTTP + WebSocket), as `reference/comfyui/PROTOCOL.md` describes it.
 
 The socket is opened with our client id before the prompt is posted, so no frame is missed; frames of
-other prompts are ignored; the end of a run is `execution_success` / `execution_error` /
-`execution_interrupted`, and the outputs are read from `/history/{prompt_id}`, which stays the
-authority if the socket drops. A prompt id derived from the request and attempt makes a redelivered
-assignment find its earlier prompt instead of running it twice.
+other prompts are ignored; a run ends at `execution_success` / `execution_error` /
+`execution_interrupted` (or the legacy `executing` with node null), and its outputs are read from
+`/history/{prompt_id}`, which stays the authority whatever happens to the socket. A dropped socket is
+reopened with the same client id (the server then resumes sending our frames); a server that stays
+silent is checked through `/queue` and `/history`, and a prompt found in neither was lost with a
+ComfyUI restart. A prompt id derived from the request and attempt makes a redelivered assignment find
+its earlier prompt instead of running it twice.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from uuid import uuid4
 
@@ -24,6 +27,9 @@ from vibewave.contracts.events import FailureKind
 log = logging.getLogger("vibewave.executor.comfyui")
 
 OUTPUT_KEYS = ("images", "gifs", "video", "videos", "audio", "animated_images")
+TERMINAL_FRAMES = ("execution_success", "execution_error", "execution_interrupted")
+SILENCE_CHECK_S = 5.0
+RECONNECTS = 3
 
 
 class ComfyUIError(Exception):
@@ -44,6 +50,10 @@ class ExecutionTimeout(ComfyUIError):
     kind = FailureKind.TIMEOUT
 
 
+class Cancelled(ComfyUIError):
+    kind = FailureKind.CANCELLED
+
+
 @dataclass(frozen=True)
 class OutputRef:
     """One file a node produced, as `/history` lists it."""
@@ -59,6 +69,35 @@ class Progress:
     node: str | None
     value: int
     max: int
+    percent: float
+    final: bool = False
+
+
+@dataclass
+class ProgressTracker:
+    """The whole graph's progress: finished nodes (run or cached) plus the running node's step fraction."""
+
+    total: int
+    done: set[str] = field(default_factory=set)
+    node: str | None = None
+    value: int = 0
+    max: int = 0
+
+    def cached(self, nodes: list[str]) -> None:
+        self.done.update(nodes)
+
+    def executing(self, node: str | None) -> None:
+        if self.node is not None:
+            self.done.add(self.node)
+        self.node, self.value, self.max = node, 0, 0
+
+    def step(self, node: str | None, value: int, maximum: int) -> None:
+        self.node, self.value, self.max = node, value, maximum
+
+    def snapshot(self, final: bool = False) -> Progress:
+        fraction = self.value / self.max if self.max else 0.0
+        percent = 100.0 if final else min(99.9, 100.0 * (len(self.done) + fraction) / max(self.total, 1))
+        return Progress(self.node, self.value, self.max, round(percent, 1), final)
 
 
 ProgressCallback = Callable[[Progress], Awaitable[None]]
@@ -79,37 +118,73 @@ class ComfyUIClient:
         on_started: StartedCallback,
         on_progress: ProgressCallback,
         timeout: float,
+        cancel: asyncio.Event | None = None,
     ) -> list[OutputRef]:
-        """Run `graph` as `prompt_id` to its end and return its outputs (raises ComfyUIError)."""
+        """Run `graph` as `prompt_id` to its end and return its outputs (raises ComfyUIError).
+
+        Setting `cancel` stops the prompt on the server: deleted from the queue if it waits there,
+        interrupted (this prompt only) if it runs; the run then raises Cancelled.
+        """
+        cancel = cancel or asyncio.Event()
+        if cancel.is_set():
+            raise Cancelled("cancelled before it started")
         try:
             async with asyncio.timeout(timeout):
-                return await self._run(graph, prompt_id, on_started, on_progress)
+                return await self._run(graph, prompt_id, on_started, on_progress, cancel)
         except TimeoutError:
             with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                await self.interrupt(prompt_id)
+                await self.stop(prompt_id)
             raise ExecutionTimeout(f"execution timed out after {timeout:.0f}s (prompt interrupted)") from None
         except (aiohttp.ClientConnectionError, aiohttp.ServerTimeoutError, ConnectionError) as exc:
             raise PodFault(f"ComfyUI unreachable at {self.base_url}: {exc}") from exc
 
     async def _run(
-        self, graph: dict[str, Any], prompt_id: str, on_started: StartedCallback, on_progress: ProgressCallback
+        self,
+        graph: dict[str, Any],
+        prompt_id: str,
+        on_started: StartedCallback,
+        on_progress: ProgressCallback,
+        cancel: asyncio.Event,
     ) -> list[OutputRef]:
         client_id = uuid4().hex
-        async with self.session.ws_connect(
-            f"{self.base_url}/ws", params={"clientId": client_id}, heartbeat=30, timeout=aiohttp.ClientWSTimeout()
-        ) as ws:
+        tracker = ProgressTracker(total=len(graph))
+        ws = await self._connect(client_id)
+        try:
             entry = await self.history(prompt_id)
             if entry:
                 log.info("prompt %s already finished on this pod; collecting it", prompt_id)
-                return self._outputs_of(entry)
+                return self._outputs_of(entry, cancel)
             if await self._queued(prompt_id):
                 log.info("prompt %s already queued on this pod; following it", prompt_id)
-                await on_started()
             else:
                 await self.submit(graph, client_id, prompt_id)
-                await on_started()
-                await self._follow(ws, prompt_id, on_progress)
-        return self._outputs_of(await self._await_history(prompt_id))
+            await on_started()
+            follow = asyncio.create_task(self._follow(ws, client_id, prompt_id, tracker, on_progress))
+            cancelled = asyncio.create_task(cancel.wait())
+            try:
+                await asyncio.wait({follow, cancelled}, return_when=asyncio.FIRST_COMPLETED)
+                if cancel.is_set() and not follow.done() and await self.stop(prompt_id) == "deleted":
+                    raise Cancelled("cancelled while queued in ComfyUI (deleted from its queue)")
+                try:
+                    ws = await follow
+                except PodFault:
+                    if cancel.is_set():
+                        raise Cancelled("cancelled (the prompt is gone from ComfyUI)") from None
+                    raise
+            finally:
+                for task in (follow, cancelled):
+                    task.cancel()
+                await asyncio.gather(follow, cancelled, return_exceptions=True)
+        finally:
+            await ws.close()
+        refs = self._outputs_of(await self._await_history(prompt_id, cancel), cancel)
+        await on_progress(tracker.snapshot(final=True))
+        return refs
+
+    async def _connect(self, client_id: str) -> aiohttp.ClientWebSocketResponse:
+        return await self.session.ws_connect(
+            f"{self.base_url}/ws", params={"clientId": client_id}, heartbeat=30, timeout=aiohttp.ClientWSTimeout()
+        )
 
     async def submit(self, graph: dict[str, Any], client_id: str, prompt_id: str) -> None:
         body = {"prompt": graph, "client_id": client_id, "prompt_id": prompt_id}
@@ -120,33 +195,80 @@ class ComfyUIClient:
                 text = (await response.text())[:200]
                 raise PodFault(f"ComfyUI answered {response.status} to POST /prompt: {text}")
 
-    async def _follow(self, ws: aiohttp.ClientWebSocketResponse, prompt_id: str, on_progress: ProgressCallback) -> None:
-        """Read frames until this prompt ends; return early (history decides) if the socket drops."""
-        async for frame in ws:
+    async def _follow(
+        self,
+        ws: aiohttp.ClientWebSocketResponse,
+        client_id: str,
+        prompt_id: str,
+        tracker: ProgressTracker,
+        on_progress: ProgressCallback,
+    ) -> aiohttp.ClientWebSocketResponse:
+        """Read frames until this prompt ends; reconnect when the socket drops; check the server when it
+        stays silent. Returns the socket in use at the end (the caller closes it)."""
+        reconnects = 0
+        while True:
+            try:
+                frame = await ws.receive(timeout=SILENCE_CHECK_S)
+            except TimeoutError:
+                if await self._finished(prompt_id):
+                    return ws
+                continue
+            if frame.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+                if reconnects >= RECONNECTS:
+                    log.warning("ComfyUI socket lost for prompt %s; reading history", prompt_id)
+                    return ws
+                reconnects += 1
+                log.warning("ComfyUI socket dropped during prompt %s; reconnecting", prompt_id)
+                await ws.close()
+                await asyncio.sleep(0.2 * reconnects)
+                try:
+                    ws = await self._connect(client_id)
+                except aiohttp.ClientError:
+                    continue
+                if await self._finished(prompt_id):
+                    return ws
+                continue
             if frame.type != aiohttp.WSMsgType.TEXT:
                 continue
             message = frame.json()
             kind, data = message.get("type"), message.get("data") or {}
             if data.get("prompt_id") != prompt_id:
                 continue
-            if kind == "progress":
-                await on_progress(Progress(data.get("node"), int(data.get("value", 0)), int(data.get("max", 0))))
-            elif kind in ("execution_success", "execution_error", "execution_interrupted"):
-                return
-        log.warning("ComfyUI socket closed before prompt %s ended; reading history", prompt_id)
+            if kind == "execution_cached":
+                tracker.cached([str(n) for n in data.get("nodes") or []])
+            elif kind == "executing":
+                if data.get("node") is None:
+                    return ws
+                tracker.executing(str(data["node"]))
+                await on_progress(tracker.snapshot())
+            elif kind == "progress":
+                tracker.step(data.get("node"), int(data.get("value", 0)), int(data.get("max", 0)))
+                await on_progress(tracker.snapshot())
+            elif kind in TERMINAL_FRAMES:
+                return ws
 
-    async def _await_history(self, prompt_id: str) -> dict[str, Any]:
+    async def _finished(self, prompt_id: str) -> bool:
+        """Whether the prompt has ended (history written); raises if ComfyUI lost it."""
+        queued = await self._queued(prompt_id)
+        if await self.history(prompt_id):
+            return True
+        if not queued:
+            raise PodFault(f"prompt {prompt_id} vanished from ComfyUI (restarted mid-run?)")
+        return False
+
+    async def _await_history(self, prompt_id: str, cancel: asyncio.Event) -> dict[str, Any]:
         """The history entry, polled until it exists. A prompt in neither the queue nor the history was
-        lost (ComfyUI restarted): that is a pod fault. The queue is read first because a prompt leaves it
-        only after its history entry is written."""
+        lost (ComfyUI restarted) — or deleted from the queue by our own cancel. The queue is read first
+        because a prompt leaves it only after its history entry is written."""
         delay = 0.05
         while True:
-            queued = await self._queued(prompt_id)
-            entry = await self.history(prompt_id)
-            if entry:
-                return entry
-            if not queued:
-                raise PodFault(f"prompt {prompt_id} vanished from ComfyUI (restarted mid-run?)")
+            try:
+                if await self._finished(prompt_id):
+                    return await self.history(prompt_id)
+            except PodFault:
+                if cancel.is_set():
+                    raise Cancelled("cancelled while queued in ComfyUI (deleted from its queue)") from None
+                raise
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
 
@@ -158,17 +280,36 @@ class ComfyUIClient:
             entry: dict[str, Any] = body.get(prompt_id) or {}
             return entry
 
-    async def _queued(self, prompt_id: str) -> bool:
+    async def _queue(self) -> tuple[list[str], list[str]]:
         async with self.session.get(f"{self.base_url}/queue", timeout=self.timeout) as response:
             body = await response.json(content_type=None)
-        items = [*body.get("queue_running", []), *body.get("queue_pending", [])]
-        return any(len(item) > 1 and item[1] == prompt_id for item in items)
+        running = [item[1] for item in body.get("queue_running", []) if len(item) > 1]
+        pending = [item[1] for item in body.get("queue_pending", []) if len(item) > 1]
+        return running, pending
 
-    async def interrupt(self, prompt_id: str) -> None:
-        """Interrupt this prompt only (never a global interrupt)."""
-        async with self.session.post(
-            f"{self.base_url}/interrupt", json={"prompt_id": prompt_id}, timeout=self.timeout
-        ) as response:
+    async def _queued(self, prompt_id: str) -> bool:
+        running, pending = await self._queue()
+        return prompt_id in running or prompt_id in pending
+
+    async def stop(self, prompt_id: str) -> str | None:
+        """Stop this prompt only: delete it if it waits in the queue, interrupt it if it runs.
+
+        Never a global interrupt, which would stop whatever another client runs on the same server.
+        Returns what it did: "deleted", "interrupted", or None when the prompt was no longer there.
+        """
+        running, pending = await self._queue()
+        if prompt_id in pending:
+            await self._post_empty("/queue", {"delete": [prompt_id]})
+            running, _ = await self._queue()
+            if prompt_id not in running:
+                return "deleted"
+        if prompt_id in running:  # running, or started between our look at the queue and the delete
+            await self._post_empty("/interrupt", {"prompt_id": prompt_id})
+            return "interrupted"
+        return None
+
+    async def _post_empty(self, path: str, body: dict[str, Any]) -> None:
+        async with self.session.post(f"{self.base_url}{path}", json=body, timeout=self.timeout) as response:
             await response.read()
 
     async def download(self, ref: OutputRef) -> tuple[bytes, str]:
@@ -178,14 +319,16 @@ class ComfyUIClient:
                 raise PodFault(f"ComfyUI answered {response.status} for output {ref.filename}")
             return await response.read(), response.content_type
 
-    def _outputs_of(self, entry: dict[str, Any]) -> list[OutputRef]:
+    def _outputs_of(self, entry: dict[str, Any], cancel: asyncio.Event) -> list[OutputRef]:
         status = entry.get("status") or {}
         messages = status.get("messages") or []
         last_kind, last_data = (messages[-1][0], messages[-1][1]) if messages else ("", {})
         if last_kind == "execution_error":
             raise WorkflowError(describe_execution_error(last_data))
         if last_kind == "execution_interrupted":
-            raise PodFault(f"prompt interrupted on the pod at node {last_data.get('node_id')}")
+            if cancel.is_set():
+                raise Cancelled(f"cancelled: prompt interrupted before node {last_data.get('node_id')}")
+            raise PodFault(f"prompt interrupted on the pod before node {last_data.get('node_id')}")
         if status.get("status_str") not in (None, "success"):
             raise PodFault(f"ComfyUI reported status {status.get('status_str')!r}")
         refs: list[OutputRef] = []
@@ -200,7 +343,7 @@ class ComfyUIClient:
 
 
 def describe_rejection(body: dict[str, Any]) -> str:
-    """A 400 from `POST /prompt` in one line: the graph error, or each node's first reasons."""
+    """A 400 from `POST /prompt` in one line: the graph error, or each node's reasons."""
     error = body.get("error") or {}
     parts: list[str] = []
     for node_id, node in (body.get("node_errors") or {}).items():
@@ -212,6 +355,7 @@ def describe_rejection(body: dict[str, Any]) -> str:
 
 
 def describe_execution_error(data: dict[str, Any]) -> str:
+    """An `execution_error` in one line, naming the node, the exception type and its first line."""
     exception_type = str(data.get("exception_type", ""))
     message = str(data.get("exception_message", "")).strip().splitlines()
     first = message[0] if message else ""

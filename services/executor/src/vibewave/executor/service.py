@@ -5,12 +5,18 @@ It never decides retries or placement: a failure is reported with its kind, and 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
+from collections import OrderedDict
 from uuid import NAMESPACE_URL, uuid5
 
 import aiohttp
+import nats.js.errors
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js.kv import KeyValue
 from opentelemetry import trace
 from opentelemetry.trace import TracerProvider
 
@@ -18,14 +24,18 @@ from vibewave.contracts.events import (
     EXECUTOR_CONSUMER,
     OUTPUT_NAMES_BUCKET,
     OUTPUTS_STORE,
+    REQ_PREFIX,
+    REQUESTS_BUCKET,
     Assignment,
     AttemptFailed,
     FailureKind,
     RequestCompleted,
     RequestEvent,
     RequestProgress,
+    RequestRecord,
     RequestStarted,
     request_subject,
+    split_request_subject,
 )
 from vibewave.contracts.models import WorkflowResult
 from vibewave.contracts.runtime.bus import Bus, decode
@@ -37,6 +47,8 @@ from vibewave.executor.outputs import OutputStore, file_stem, suffix_of
 from vibewave.executor.settings import ExecutorSettings
 
 log = logging.getLogger("vibewave.executor")
+
+RECENT_CANCELS = 10_000  # cancel requests remembered for assignments that have not started here yet
 
 
 def prompt_id_for(request_id: str, attempt: int) -> str:
@@ -53,6 +65,10 @@ class ExecutorService:
         self._bus: Bus | None = None
         self._session: aiohttp.ClientSession | None = None
         self._outputs: OutputStore | None = None
+        self._requests: KeyValue | None = None
+        self._cancel_sub: Subscription | None = None
+        self._running: dict[str, asyncio.Event] = {}  # request id → its cancel switch
+        self._recent_cancels: OrderedDict[str, None] = OrderedDict()
 
     @property
     def bus(self) -> Bus:
@@ -65,17 +81,47 @@ class ExecutorService:
         self._bus = await Bus.connect(common.nats_url, name="executor", tracer_provider=self.tracer_provider)
         await self.bus.provision(common.replicas)
         self._outputs = OutputStore(await self.bus.object_store(OUTPUTS_STORE), await self.bus.kv(OUTPUT_NAMES_BUCKET))
+        self._requests = await self.bus.kv(REQUESTS_BUCKET)
         self._session = aiohttp.ClientSession()
+        self._cancel_sub = await self.bus.nc.subscribe(
+            f"{REQ_PREFIX}.*.{RequestEvent.CANCEL_REQUESTED}", cb=self._on_cancel_requested
+        )
         self.bus.consume(
             EXECUTOR_CONSUMER, self.handle, concurrency=self.settings.concurrency, replicas=common.replicas
         )
         await serve_liveness(self.bus.nc, "executor", "runs workflows on ComfyUI")
 
     async def stop(self) -> None:
+        if self._cancel_sub is not None:
+            with contextlib.suppress(Exception):
+                await self._cancel_sub.unsubscribe()
         if self._bus is not None:
             await self._bus.close()
         if self._session is not None:
             await self._session.close()
+
+    async def _on_cancel_requested(self, msg: Msg) -> None:
+        """Every executor hears every cancel; the one running that request stops it."""
+        request_id, _ = split_request_subject(msg.subject)
+        switch = self._running.get(request_id)
+        if switch is not None:
+            log.info("cancel requested; stopping the prompt", extra={"request_id": request_id})
+            switch.set()
+            return
+        self._recent_cancels[request_id] = None
+        while len(self._recent_cancels) > RECENT_CANCELS:
+            self._recent_cancels.popitem(last=False)
+
+    async def _cancel_already_requested(self, request_id: str) -> bool:
+        """Heard here before the assignment arrived, or recorded by the scheduler (e.g. while we restarted)."""
+        if request_id in self._recent_cancels:
+            return True
+        assert self._requests is not None
+        try:
+            entry = await self._requests.get(request_id)
+        except nats.js.errors.KeyNotFoundError:
+            return False
+        return bool(entry.value) and decode(entry.value or b"", RequestRecord).cancel_requested
 
     async def handle(self, msg: Msg) -> None:
         assignment = decode(msg.data, Assignment)
@@ -105,6 +151,18 @@ class ExecutorService:
             await self._fail(a, FailureKind.WORKFLOW, f"invalid input {exc}")
             return
         assert self._session is not None and self._outputs is not None
+        cancel = asyncio.Event()
+        self._running[a.request_id] = cancel
+        try:
+            if await self._cancel_already_requested(a.request_id):
+                cancel.set()
+            await self._run(a, workflow, graph, cancel)
+        finally:
+            self._running.pop(a.request_id, None)
+            self._recent_cancels.pop(a.request_id, None)
+
+    async def _run(self, a: Assignment, workflow: Workflow, graph: dict[str, object], cancel: asyncio.Event) -> None:
+        assert self._session is not None
         client = ComfyUIClient(a.comfyui_url, self._session, connect_timeout=self.settings.connect_timeout_s)
         prompt_id = prompt_id_for(a.request_id, a.attempt)
         reporter = _ProgressReporter(self, a, self.settings.progress_interval_s)
@@ -123,7 +181,8 @@ class ExecutorService:
                 prompt_id,
                 on_started=started,
                 on_progress=reporter.report,
-                timeout=self.settings.execution_timeout_s,
+                timeout=a.execution_timeout_s or self.settings.execution_timeout_s,
+                cancel=cancel,
             )
             files = await self._store(client, workflow, a, refs)
         except ComfyUIError as exc:
@@ -171,17 +230,19 @@ class _ProgressReporter:
 
     async def report(self, progress: Progress) -> None:
         now = time.monotonic()
-        final = progress.max > 0 and progress.value >= progress.max
-        if not final and now - self._last < self.interval:
+        if not progress.final and now - self._last < self.interval:
             return
         self._last = now
         self._sequence += 1
         a = self.assignment
-        percent = round(100.0 * progress.value / progress.max, 1) if progress.max else 0.0
         await self.service.bus.publish(
             request_subject(a.request_id, RequestEvent.PROGRESS),
             RequestProgress(
-                request_id=a.request_id, node=progress.node, value=progress.value, max=progress.max, percent=percent
+                request_id=a.request_id,
+                node=progress.node,
+                value=progress.value,
+                max=progress.max,
+                percent=progress.percent,
             ),
             msg_id=f"{a.request_id}.progress.{a.attempt}.{self._sequence}",
         )

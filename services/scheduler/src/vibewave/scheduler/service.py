@@ -26,10 +26,12 @@ from vibewave.contracts.events import (
     SCHEDULER_CONSUMER,
     Assignment,
     AttemptFailed,
+    CancelRequested,
     Demand,
     FailureKind,
     PodRecord,
     RequestAssigned,
+    RequestCancelled,
     RequestCompleted,
     RequestEvent,
     RequestFailed,
@@ -126,6 +128,8 @@ class SchedulerService:
                     await self._on_completed(decode(msg.data, RequestCompleted))
                 elif event == RequestEvent.ATTEMPT_FAILED:
                     await self._on_attempt_failed(decode(msg.data, AttemptFailed))
+                elif event == RequestEvent.CANCEL_REQUESTED:
+                    await self._on_cancel_requested(decode(msg.data, CancelRequested))
                 await self._place()
         finally:
             request_id_var.reset(token)
@@ -141,6 +145,7 @@ class SchedulerService:
             created_at=event.created_at,
             updated_at=now,
             batch_id=event.batch_id,
+            execution_timeout_s=event.execution_timeout_s,
             traceparent=trace_headers().get("traceparent"),
         )
         try:
@@ -167,12 +172,37 @@ class SchedulerService:
         self._demand_changed.set()
         log.info("request completed", extra={"files": event.result.files, "pod_id": record.pod_id})
 
+    async def _on_cancel_requested(self, event: CancelRequested) -> None:
+        """Pending: cancelled now. On a pod: flagged, and the executor running it stops it (it heard too)."""
+        record = await self._read(event.request_id)
+        if record is None or record.status.terminal:
+            return
+        if record.status == RequestStatus.PENDING:
+            self.placer.forget(record.id)
+            self._demand_changed.set()
+            await self._cancelled(record)
+        elif not record.cancel_requested:
+            await self._save(msgspec.structs.replace(record, cancel_requested=True))
+            log.info("cancel requested while %s on %s", record.status, record.pod_id)
+
+    async def _cancelled(self, record: RequestRecord) -> None:
+        await self._save(msgspec.structs.replace(record, status=RequestStatus.CANCELLED, error="cancelled by request"))
+        await self.bus.publish(
+            request_subject(record.id, RequestEvent.CANCELLED),
+            RequestCancelled(request_id=record.id, at=utcnow()),
+            msg_id=f"{record.id}.cancelled",
+        )
+        log.info("request cancelled")
+
     async def _on_attempt_failed(self, event: AttemptFailed) -> None:
         record = await self._current(event.request_id, event.attempt)
         if record is None:
             return
         self.placer.release(record.id)
         self._demand_changed.set()
+        if event.kind == FailureKind.CANCELLED or record.cancel_requested:
+            await self._cancelled(record)
+            return
         retry = event.kind == FailureKind.POD_FAULT and record.attempts < self.settings.max_attempts
         if retry:
             log.warning("attempt %d failed on %s (%s); retrying", record.attempts, event.pod_id, event.error)
@@ -188,16 +218,19 @@ class SchedulerService:
             msg_id=f"{record.id}.failed",
         )
 
-    async def _current(self, request_id: str, attempt: int) -> RequestRecord | None:
-        """The record, if this event is about its current attempt (late events of old attempts are moot)."""
+    async def _read(self, request_id: str) -> RequestRecord | None:
         try:
             entry = await self.requests.get(request_id)
         except nats.js.errors.KeyNotFoundError:
             log.warning("event for unknown request ignored")
             return None
-        if not entry.value:
+        return decode(entry.value, RequestRecord) if entry.value else None
+
+    async def _current(self, request_id: str, attempt: int) -> RequestRecord | None:
+        """The record, if this event is about its current attempt (late events of old attempts are moot)."""
+        record = await self._read(request_id)
+        if record is None:
             return None
-        record = decode(entry.value, RequestRecord)
         if record.status.terminal or record.attempts != attempt:
             log.info("stale event ignored", extra={"status": record.status, "attempt": attempt})
             return None
@@ -238,6 +271,7 @@ class SchedulerService:
                 pod_id=pod.id,
                 pod_ip=pod.ip,
                 comfyui_url=pod.comfyui_url or "",
+                execution_timeout_s=record.execution_timeout_s,
             )
             await self.bus.publish(
                 dispatch_subject(pod.id), assignment, msg_id=f"{record.id}.dispatch.{record.attempts}"
