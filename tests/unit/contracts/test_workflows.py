@@ -104,3 +104,22 @@ def test_video_length_must_be_4k_plus_1():
     rendered = wan.render(wan.resolve_inputs({"prompt": "x"}, "preview"))
     assert rendered["55"]["inputs"]["length"] == 49
     assert rendered["7"]["inputs"]["text"], "an omitted negative prompt keeps the template's"
+
+
+def test_catalog_picks_up_a_folder_added_while_running(tmp_path):
+    from vibewave.contracts.workflows import WorkflowCatalog
+
+    catalog = WorkflowCatalog(tmp_path, check_interval_s=0)
+    assert catalog.get("late_flow") is None
+    folder = tmp_path / "late_flow"
+    folder.mkdir()
+    (folder / "graph.json").write_text('{"1": {"class_type": "EmptyImage", "inputs": {"width": 64}}}')
+    (folder / "workflow.json").write_text(
+        '{"name": "late_flow", "file_prefix": "late", "graph": "graph.json",'
+        ' "inputs": {"width": {"type": "int", "node": "1", "field": "width", "default": 64}}}'
+    )
+    assert catalog.get("late_flow") is not None
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "workflow.json").write_text("{not json")
+    assert "late_flow" in catalog.names(), "a broken folder does not hide the others"

@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import secrets
+import time
 from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
 
 SHIPPED_DIR = Path(__file__).with_name("workflow_defs")
+
+log = logging.getLogger("vibewave.contracts.workflows")
 
 
 class InputSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -197,12 +201,72 @@ def load_workflow(folder: Path) -> Workflow:
 
 
 def load_catalog(extra_dir: Path | None = None) -> dict[str, Workflow]:
-    """Shipped workflows, then the operator's (same name replaces the shipped one)."""
+    """Shipped workflows, then the operator's (same name replaces the shipped one).
+
+    A broken shipped workflow is a bug and raises; a broken operator folder is logged and skipped, so one
+    bad folder does not take the others down.
+    """
     catalog: dict[str, Workflow] = {}
     for root in (SHIPPED_DIR, extra_dir):
         if root is None or not root.is_dir():
             continue
         for folder in sorted(p for p in root.iterdir() if (p / "workflow.json").is_file()):
-            workflow = load_workflow(folder)
+            try:
+                workflow = load_workflow(folder)
+            except (OSError, ValueError, msgspec.DecodeError) as exc:
+                if root == SHIPPED_DIR:
+                    raise
+                log.error("workflow folder %s skipped: %s", folder, exc)
+                continue
             catalog[workflow.name] = workflow
     return catalog
+
+
+class WorkflowCatalog:
+    """The catalogue, re-read when files of the operator's directory change (checked at most once a second),
+    so a folder added to `WORKFLOWS_DIR` is usable without a restart."""
+
+    def __init__(self, extra_dir: Path | None = None, check_interval_s: float = 1.0) -> None:
+        self.extra_dir = extra_dir
+        self.check_interval_s = check_interval_s
+        self._signature = self._scan()
+        self._workflows = load_catalog(extra_dir)
+        self._checked_at = time.monotonic()
+
+    def _scan(self) -> tuple[tuple[str, int, int], ...]:
+        if self.extra_dir is None or not self.extra_dir.is_dir():
+            return ()
+        found: list[tuple[str, int, int]] = []
+        for path in self.extra_dir.glob("*/*"):
+            if path.is_file():
+                stat = path.stat()
+                found.append((str(path), stat.st_mtime_ns, stat.st_size))
+        return tuple(sorted(found))
+
+    def refresh(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._checked_at < self.check_interval_s:
+            return
+        self._checked_at = now
+        signature = self._scan()
+        if signature != self._signature:
+            self._signature = signature
+            self._workflows = load_catalog(self.extra_dir)
+            log.info("workflow catalogue reloaded: %s", ", ".join(sorted(self._workflows)))
+
+    def get(self, name: str) -> Workflow | None:
+        """The workflow, looking at the directory again on a miss (it may have just been added)."""
+        self.refresh()
+        if name not in self._workflows:
+            self.refresh(force=True)
+        return self._workflows.get(name)
+
+    def __getitem__(self, name: str) -> Workflow:
+        found = self.get(name)
+        if found is None:
+            raise KeyError(name)
+        return found
+
+    def names(self) -> list[str]:
+        self.refresh()
+        return sorted(self._workflows)

@@ -45,7 +45,7 @@ from vibewave.contracts.models import (
 )
 from vibewave.contracts.runtime.bus import Bus, decode
 from vibewave.contracts.runtime.health import SERVICE_NAMES, ping
-from vibewave.contracts.workflows import Workflow, load_catalog
+from vibewave.contracts.workflows import Workflow, WorkflowCatalog
 
 log = logging.getLogger("vibewave.api")
 
@@ -80,7 +80,7 @@ class Gateway:
     def __init__(self, settings: ApiSettings, tracer_provider: TracerProvider | None = None) -> None:
         self.settings = settings
         self.tracer_provider = tracer_provider
-        self.catalog: dict[str, Workflow] = load_catalog(settings.workflows_dir)
+        self.catalog = WorkflowCatalog(settings.workflows_dir)
         self.index = RequestIndex()
         self.started_at = time.monotonic()
         self._bus: Bus | None = None

@@ -103,7 +103,7 @@ class WorkflowsController(Controller):
         gateway = gateway_of(state)
         workflow = gateway.catalog.get(data.workflow_name)
         if workflow is None:
-            known = ", ".join(sorted(gateway.catalog))
+            known = ", ".join(gateway.catalog.names())
             raise ValidationException(detail=f"workflow_name: unknown workflow {data.workflow_name!r} (known: {known})")
         submitted = await _submit(gateway, workflow, data.inputs, data.preset, data.priority)
         return ComfyUIRequest(

@@ -41,7 +41,7 @@ from vibewave.contracts.models import WorkflowResult
 from vibewave.contracts.runtime.bus import Bus, decode
 from vibewave.contracts.runtime.health import serve_liveness
 from vibewave.contracts.runtime.logs import request_id_var
-from vibewave.contracts.workflows import InvalidInput, Workflow, load_catalog
+from vibewave.contracts.workflows import InvalidInput, Workflow, WorkflowCatalog
 from vibewave.executor.comfyui import ComfyUIClient, ComfyUIError, OutputRef, Progress
 from vibewave.executor.outputs import OutputStore, file_stem, suffix_of
 from vibewave.executor.settings import ExecutorSettings
@@ -61,7 +61,7 @@ class ExecutorService:
         self.settings = settings
         self.tracer = trace.get_tracer("vibewave.executor", tracer_provider=tracer_provider)
         self.tracer_provider = tracer_provider
-        self.catalog: dict[str, Workflow] = {}
+        self.catalog = WorkflowCatalog(settings.workflows_dir)
         self._bus: Bus | None = None
         self._session: aiohttp.ClientSession | None = None
         self._outputs: OutputStore | None = None
@@ -77,7 +77,6 @@ class ExecutorService:
 
     async def start(self) -> None:
         common = self.settings.common
-        self.catalog = load_catalog(self.settings.workflows_dir)
         self._bus = await Bus.connect(common.nats_url, name="executor", tracer_provider=self.tracer_provider)
         await self.bus.provision(common.replicas)
         self._outputs = OutputStore(await self.bus.object_store(OUTPUTS_STORE), await self.bus.kv(OUTPUT_NAMES_BUCKET))
