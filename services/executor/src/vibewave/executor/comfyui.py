@@ -26,7 +26,6 @@ from vibewave.contracts.events import FailureKind
 
 log = logging.getLogger("vibewave.executor.comfyui")
 
-OUTPUT_KEYS = ("images", "gifs", "video", "videos", "audio", "animated_images")
 TERMINAL_FRAMES = ("execution_success", "execution_error", "execution_interrupted")
 SILENCE_CHECK_S = 5.0
 RECONNECTS = 3
@@ -331,15 +330,19 @@ class ComfyUIClient:
             raise PodFault(f"prompt interrupted on the pod before node {last_data.get('node_id')}")
         if status.get("status_str") not in (None, "success"):
             raise PodFault(f"ComfyUI reported status {status.get('status_str')!r}")
-        refs: list[OutputRef] = []
-        for node_id, ui in (entry.get("outputs") or {}).items():
-            for key in OUTPUT_KEYS:
-                for item in ui.get(key) or []:
-                    if isinstance(item, dict) and "filename" in item and item.get("type", "output") == "output":
-                        refs.append(
-                            OutputRef(node_id, item["filename"], item.get("subfolder", ""), item.get("type", "output"))
-                        )
-        return refs
+        return output_refs(entry.get("outputs") or {})
+
+
+def output_refs(outputs: dict[str, Any]) -> list[OutputRef]:
+    """Every saved file in a history entry's outputs, whatever key its node used (`images`, `gifs`,
+    `video`, `audio`, …): items with a `filename` of type `output` (previews in `temp` are not results)."""
+    refs: list[OutputRef] = []
+    for node_id, ui in outputs.items():
+        for value in ui.values() if isinstance(ui, dict) else ():
+            for item in value if isinstance(value, list) else ():
+                if isinstance(item, dict) and "filename" in item and item.get("type", "output") == "output":
+                    refs.append(OutputRef(node_id, item["filename"], item.get("subfolder", ""), "output"))
+    return refs
 
 
 def describe_rejection(body: dict[str, Any]) -> str:
