@@ -16,6 +16,7 @@ Read top to bottom: who publishes what, on which subject, into which stream, and
 | vw.dispatch.<pod_id>    (work queue)   | Assignment        | scheduler    | executor                  |
 | vw.pod.<pod_id>.<event>                | PodEvent          | pod-manager  | (observers)               |
 | vw.fleet.demand         (core NATS)    | Demand            | scheduler    | pod-manager               |
+| vw.rpc.pods.<op>        (req/reply)    | PodAdminRequest   | api          | pod-manager → PodAdminReply |
 
 State lives in KV: `requests` (RequestRecord; single writer: scheduler) and `pods` (PodRecord; single
 writer: pod-manager). Generated files live in the `outputs` object store. Every published message carries
@@ -39,6 +40,25 @@ REQ_PREFIX = "vw.req"
 DISPATCH_PREFIX = "vw.dispatch"
 POD_PREFIX = "vw.pod"
 DEMAND_SUBJECT = "vw.fleet.demand"
+POD_RPC_PREFIX = "vw.rpc.pods"
+
+
+class PodOperation(StrEnum):
+    """Admin operations pod-manager answers over request/reply (`vw.rpc.pods.<op>`)."""
+
+    LIST = "list"
+    GET = "get"
+    CREATE = "create"
+    START = "start"
+    STOP = "stop"
+    RESTART = "restart"
+    TERMINATE = "terminate"
+    CATALOGUE = "catalogue"
+    HEALTH = "health"
+
+
+def pod_rpc_subject(operation: PodOperation | str) -> str:
+    return f"{POD_RPC_PREFIX}.{operation}"
 
 
 class RequestEvent(StrEnum):
@@ -194,8 +214,12 @@ class PodRecord(msgspec.Struct, kw_only=True):
     status: PodStatus
     comfyui_url: str | None = None
     ip: str | None = None
+    gpu_type: str | None = None
+    cost_per_hr: float | None = None
     created_at: datetime
     updated_at: datetime
+    started_at: datetime | None = None  # last create or resume: the readiness bound counts from here
+    stopped_at: datetime | None = None
     error: str | None = None
 
 
@@ -209,6 +233,22 @@ class Demand(msgspec.Struct, kw_only=True):
     by_workflow: dict[str, int]
     busy_pods: list[str] = msgspec.field(default_factory=list)
     at: datetime
+
+
+class PodAdminRequest(msgspec.Struct, kw_only=True):
+    """An admin call: the pod it is about (if any) and the operation's parameters."""
+
+    pod_id: str | None = None
+    workflow_name: str | None = None
+    catalogue: str | None = None
+
+
+class PodAdminReply(msgspec.Struct, kw_only=True):
+    """`status` is the HTTP status the api answers with; `data` the body on success."""
+
+    status: int
+    data: Any = None
+    error: str | None = None
 
 
 class RequestRecord(msgspec.Struct, kw_only=True):
@@ -341,4 +381,6 @@ CHANNELS: tuple[Channel, ...] = (
     Channel("vw.dispatch.{pod_id}", Assignment, "scheduler", "Work for one pod (work queue).", ("pod_id",)),
     Channel("vw.pod.{pod_id}.{event}", PodEvent, "pod-manager", "A pod changed state.", ("pod_id", "event")),
     Channel(DEMAND_SUBJECT, Demand, "scheduler", "Pods needed per workflow (core NATS, periodic)."),
+    Channel("vw.rpc.pods.{op}", PodAdminRequest, "api", "Admin call; pod-manager replies PodAdminReply.", ("op",)),
+    Channel("(reply inbox)", PodAdminReply, "pod-manager", "Answer to an admin call."),
 )

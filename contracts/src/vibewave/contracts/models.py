@@ -131,6 +131,26 @@ class RequestSummary(msgspec.Struct, kw_only=True):
     status: RequestStatus
 
 
+class PodView(msgspec.Struct, kw_only=True):
+    """A pod as `/api/runpod/pods` shows it: Vibewave's view plus the provider's own record (`details`)."""
+
+    id: str
+    name: str
+    provider: str
+    status: str  # creating, starting, ready, stopped, failed, terminated — or the provider's, if not ours
+    managed: bool  # created (or adopted) by Vibewave
+    workflow_name: str | None = None
+    provider_state: str | None = None
+    gpu_type: str | None = None
+    cost_per_hr: float | None = None
+    ip: str | None = None
+    comfyui_url: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    error: str | None = None
+    details: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
 class QueueStatus(msgspec.Struct, kw_only=True):
     """The queue at a glance (API document, "QueueStatus")."""
 
@@ -224,5 +244,6 @@ REST_MODELS: tuple[type[msgspec.Struct], ...] = (
     ErrorBody,
     CancelConflict,
     WorkflowPresets,
+    PodView,
     HealthReport,
 )

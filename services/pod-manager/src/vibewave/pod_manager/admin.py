@@ -1,0 +1,155 @@
+"""Admin operations behind `/api/runpod/*`, answered over NATS request/reply (`vw.rpc.pods.<op>`).
+
+Each handler decodes the request, calls the provider or the manager, and replies with the HTTP status
+the api should answer with. Provider failures become 500 `"RunPod API error: <reason>"` (for RunPod)
+with the provider's own message — never anything that holds the key.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from nats.micro.request import Request
+from nats.micro.service import EndpointConfig, Service
+
+from vibewave.contracts.events import PodAdminReply, PodAdminRequest, PodOperation, PodRecord, pod_rpc_subject
+from vibewave.contracts.models import DEFAULT_WORKFLOW, PodView
+from vibewave.contracts.runtime.bus import encode
+from vibewave.pod_manager.providers import ProviderError, ProviderPod
+
+if TYPE_CHECKING:
+    from vibewave.pod_manager.service import PodManagerService
+
+log = logging.getLogger("vibewave.pod_manager.admin")
+
+CATALOGUES = ("account", "gpu_types", "cloud_types", "network_volumes", "templates")
+
+
+def pod_view(manager: PodManagerService, found: ProviderPod | None, record: PodRecord | None) -> PodView:
+    base = found or record
+    assert base is not None
+    return PodView(
+        id=base.id,
+        name=base.name,
+        provider=manager.provider.name,
+        status=str(record.status) if record else str(found.state if found else "unknown"),
+        managed=record is not None or manager.is_ours(base.name),
+        workflow_name=record.workflow_name if record else None,
+        provider_state=str(found.state) if found else None,
+        gpu_type=(found.gpu_type if found else None) or (record.gpu_type if record else None),
+        cost_per_hr=found.cost_per_hr if found else (record.cost_per_hr if record else None),
+        ip=(found.ip if found else None) or (record.ip if record else None),
+        comfyui_url=(record.comfyui_url if record else None) or (found.comfyui_url if found else None),
+        created_at=record.created_at if record else None,
+        updated_at=record.updated_at if record else None,
+        error=record.error if record else None,
+        details=found.details if found else {},
+    )
+
+
+class Admin:
+    def __init__(self, manager: PodManagerService) -> None:
+        self.manager = manager
+
+    async def view(self, pod_id: str) -> PodAdminReply:
+        found = await self.manager.provider.get(pod_id)
+        if found is None:
+            return PodAdminReply(status=404, error="Pod not found")
+        return PodAdminReply(status=200, data=pod_view(self.manager, found, self.manager.pods.get(pod_id)))
+
+    async def list(self, _: PodAdminRequest) -> PodAdminReply:
+        pods = [pod_view(self.manager, p, self.manager.pods.get(p.id)) for p in await self.manager.provider.list()]
+        return PodAdminReply(status=200, data=pods)
+
+    async def get(self, request: PodAdminRequest) -> PodAdminReply:
+        return await self.view(request.pod_id or "")
+
+    async def create(self, request: PodAdminRequest) -> PodAdminReply:
+        async with self.manager.lock:
+            pod = await self.manager.create(request.workflow_name or DEFAULT_WORKFLOW, surface_errors=True)
+        assert pod is not None
+        return await self.view(pod.id)
+
+    async def _on_pod(self, request: PodAdminRequest, action: Callable[[str], Awaitable[object]]) -> PodAdminReply:
+        pod_id = request.pod_id or ""
+        if await self.manager.provider.get(pod_id) is None:
+            return PodAdminReply(status=404, error="Pod not found")
+        async with self.manager.lock:
+            await action(pod_id)
+        return await self.view(pod_id)
+
+    async def start(self, request: PodAdminRequest) -> PodAdminReply:
+        return await self._on_pod(request, self.manager.admin_start)
+
+    async def stop(self, request: PodAdminRequest) -> PodAdminReply:
+        return await self._on_pod(request, self.manager.admin_stop)
+
+    async def restart(self, request: PodAdminRequest) -> PodAdminReply:
+        return await self._on_pod(request, self.manager.admin_restart)
+
+    async def terminate(self, request: PodAdminRequest) -> PodAdminReply:
+        pod_id = request.pod_id or ""
+        found = await self.manager.provider.get(pod_id)
+        if found is None:
+            return PodAdminReply(status=404, error="Pod not found")
+        async with self.manager.lock:
+            await self.manager.admin_terminate(pod_id)
+        view = pod_view(self.manager, found, None)
+        return PodAdminReply(status=200, data=msgspec.structs.replace(view, status="terminated", details={}))
+
+    async def catalogue(self, request: PodAdminRequest) -> PodAdminReply:
+        kind = request.catalogue or ""
+        if kind not in CATALOGUES:
+            return PodAdminReply(status=400, error=f"unknown catalogue {kind!r}")
+        data = await self.manager.provider.catalogue(kind)
+        return PodAdminReply(status=200, data={"provider": self.manager.provider.name, kind: data})
+
+    async def health(self, _: PodAdminRequest) -> PodAdminReply:
+        counts: dict[str, int] = {}
+        for pod in self.manager.pods.values():
+            counts[pod.status] = counts.get(pod.status, 0) + 1
+        body: dict[str, Any] = {"provider": self.manager.provider.name, "pods": counts}
+        try:
+            await self.manager.provider.catalogue("account")
+        except ProviderError as exc:
+            return PodAdminReply(status=200, data={**body, "healthy": False, "detail": self.failure_detail(exc)})
+        return PodAdminReply(status=200, data={**body, "healthy": True, "detail": "provider API answers"})
+
+    def failure_detail(self, exc: ProviderError) -> str:
+        if self.manager.provider.name == "runpod":
+            return f"RunPod API error: {exc.message}"
+        return f"{self.manager.provider.name} provider error: {exc.message}"
+
+    async def handle(self, operation: PodOperation, request: Request) -> None:
+        try:
+            call = PodAdminRequest() if not request.data else msgspec.json.decode(request.data, type=PodAdminRequest)
+        except msgspec.DecodeError as exc:
+            await request.respond(encode(PodAdminReply(status=400, error=f"bad admin request: {exc}")))
+            return
+        handler: Callable[[PodAdminRequest], Awaitable[PodAdminReply]] = getattr(self, operation.value)
+        try:
+            reply = await handler(call)
+        except ProviderError as exc:
+            status = exc.status if exc.status in (400, 404) else 500
+            reply = PodAdminReply(status=status, error=exc.message if status != 500 else self.failure_detail(exc))
+        except Exception:
+            log.exception("admin %s failed", operation)
+            reply = PodAdminReply(status=500, error="pod-manager failed; see its log")
+        await request.respond(encode(reply))
+
+
+async def register_admin(service: Service, manager: PodManagerService) -> None:
+    admin = Admin(manager)
+    for operation in PodOperation:
+        await service.add_endpoint(
+            EndpointConfig(
+                name=f"pods-{operation}",
+                subject=pod_rpc_subject(operation),
+                handler=partial(admin.handle, operation),
+                queue_group="pod-manager",
+            )
+        )

@@ -1,0 +1,62 @@
+"""Where pods come from, behind one small interface: `runpod`, `local` and `static`."""
+
+from __future__ import annotations
+
+from vibewave.pod_manager.providers.base import (
+    CapacityError,
+    HostBusy,
+    InsufficientBalance,
+    PodNotFound,
+    Provider,
+    ProviderError,
+    ProviderPod,
+    ProviderState,
+    Unauthorized,
+)
+from vibewave.pod_manager.providers.local import LocalProvider
+from vibewave.pod_manager.providers.runpod import RunPodPodDefaults, RunPodProvider
+from vibewave.pod_manager.providers.static import StaticProvider
+from vibewave.pod_manager.runpod_api import HttpGraphQLTransport, RunPodClient
+from vibewave.pod_manager.settings import PodManagerSettings
+
+__all__ = [
+    "CapacityError",
+    "HostBusy",
+    "InsufficientBalance",
+    "PodNotFound",
+    "Provider",
+    "ProviderError",
+    "ProviderPod",
+    "ProviderState",
+    "Unauthorized",
+    "create_provider",
+]
+
+
+def create_provider(settings: PodManagerSettings) -> Provider:
+    """The provider `POD_PROVIDER` names, built from settings."""
+    if settings.provider == "local":
+        return LocalProvider(
+            settings.common.home, command=settings.local_command, step_time_s=settings.simulator_step_time_s
+        )
+    if settings.provider == "static":
+        return StaticProvider(settings.static_urls)
+    if settings.provider == "runpod":
+        rp = settings.runpod
+        if not rp.api_key:
+            raise ValueError("POD_PROVIDER=runpod needs RUNPOD_API_KEY")
+        transport = HttpGraphQLTransport(rp.base_url, rp.api_key.reveal(), timeout_s=rp.timeout_s)
+        defaults = RunPodPodDefaults(
+            gpu_types=rp.gpu_types,
+            image=rp.image,
+            container_disk_gb=rp.container_disk_gb,
+            min_memory_gb=rp.min_memory_gb,
+            ports=rp.ports,
+            cloud_type=rp.cloud_type,
+            docker_args=rp.docker_args,
+            template_id=rp.template_id,
+            proxy_url_template=rp.proxy_url_template,
+            comfyui_port=rp.comfyui_port,
+        )
+        return RunPodProvider(RunPodClient(transport), defaults)
+    raise ValueError(f"unknown POD_PROVIDER {settings.provider!r} (runpod, local or static)")

@@ -1,0 +1,150 @@
+"""`local`: a pod is a ComfyUI process on this machine, on a free port.
+
+By default the process is the bundled ComfyUI simulator; `LOCAL_COMFYUI_COMMAND` (with `{port}` and
+`{output_dir}` filled in) runs a real ComfyUI instead, e.g. one per local GPU. A stopped pod has no
+process; starting it runs a new one. Processes die with pod-manager, so none is ever orphaned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+from vibewave.pod_manager.providers.base import BadRequest, PodNotFound, ProviderPod, ProviderState
+
+log = logging.getLogger("vibewave.pod_manager.local")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _die_with_parent() -> None:
+    """Linux: the pod process gets SIGTERM if pod-manager dies."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class LocalProvider:
+    name = "local"
+    ephemeral = True
+
+    def __init__(self, home: Path, *, command: list[str] | None, step_time_s: float) -> None:
+        self.home = home
+        self.command = command
+        self.step_time_s = step_time_s
+        self._names: dict[str, str] = {}
+        self._processes: dict[str, asyncio.subprocess.Process] = {}
+        self._ports: dict[str, int] = {}
+
+    async def create(self, name: str, workflow_name: str) -> ProviderPod:
+        pod_id = f"local-{uuid4().hex[:10]}"
+        self._names[pod_id] = name
+        await self._spawn(pod_id)
+        return self._view(pod_id)
+
+    async def _spawn(self, pod_id: str) -> None:
+        port = free_port()
+        output_dir = self.home / "pods" / pod_id
+        output_dir.mkdir(parents=True, exist_ok=True)
+        if self.command:
+            argv = [part.format(port=port, output_dir=output_dir) for part in self.command]
+        else:
+            argv = [
+                sys.executable, "-m", "vibewave.comfyui_sim",
+                "--host", "127.0.0.1", "--port", str(port),
+                "--output-dir", str(output_dir), "--step-time", str(self.step_time_s),
+            ]  # fmt: skip
+        log_path = self.home / "logs" / f"pod-{pod_id}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("ab") as log_file:
+            process = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file, preexec_fn=_die_with_parent
+            )
+        self._processes[pod_id], self._ports[pod_id] = process, port
+        log.info("local pod %s started (pid %d, port %d)", pod_id, process.pid, port, extra={"pod_id": pod_id})
+
+    def _view(self, pod_id: str) -> ProviderPod:
+        process = self._processes.get(pod_id)
+        if process is None:
+            state = ProviderState.STOPPED
+        elif process.returncode is None:
+            state = ProviderState.RUNNING
+        else:
+            state = ProviderState.STOPPED
+        port = self._ports.get(pod_id)
+        running = state == ProviderState.RUNNING
+        return ProviderPod(
+            id=pod_id,
+            name=self._names[pod_id],
+            state=state,
+            comfyui_url=f"http://127.0.0.1:{port}" if running and port else None,
+            ip="127.0.0.1",
+            gpu_type="local",
+            cost_per_hr=0.0,
+            details={"pid": process.pid if process else None, "port": port if running else None,
+                     "exit_code": process.returncode if process else None},
+        )  # fmt: skip
+
+    async def get(self, pod_id: str) -> ProviderPod | None:
+        return self._view(pod_id) if pod_id in self._names else None
+
+    async def list(self) -> list[ProviderPod]:
+        return [self._view(pod_id) for pod_id in self._names]
+
+    async def start(self, pod_id: str) -> ProviderPod:
+        if pod_id not in self._names:
+            raise PodNotFound(f"pod {pod_id} not found")
+        if self._view(pod_id).state != ProviderState.RUNNING:
+            await self._spawn(pod_id)
+        return self._view(pod_id)
+
+    async def stop(self, pod_id: str) -> None:
+        if pod_id not in self._names:
+            raise PodNotFound(f"pod {pod_id} not found")
+        process = self._processes.pop(pod_id, None)
+        self._ports.pop(pod_id, None)
+        if process is not None and process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), 5)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+    async def restart(self, pod_id: str) -> None:
+        await self.stop(pod_id)
+        await self.start(pod_id)
+
+    async def terminate(self, pod_id: str) -> None:
+        await self.stop(pod_id)
+        del self._names[pod_id]
+
+    async def catalogue(self, kind: str) -> Any:
+        """The local fleet's truth: no cloud account, GPUs or volumes to report."""
+        note = "local provider: pods are ComfyUI processes on this machine; there is no RunPod account"
+        answers: dict[str, Any] = {
+            "account": {"provider": self.name, "note": note, "balance": None, "current_spend_per_hr": 0.0},
+            "gpu_types": [],
+            "cloud_types": [],
+            "network_volumes": [],
+            "templates": [],
+        }
+        if kind not in answers:
+            raise BadRequest(f"unknown catalogue {kind!r}")
+        return answers[kind]
+
+    async def close(self) -> None:
+        for pod_id in list(self._processes):
+            await self.stop(pod_id)

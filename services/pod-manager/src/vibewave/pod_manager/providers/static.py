@@ -1,0 +1,92 @@
+"""`static`: ComfyUI servers that already run somewhere (`STATIC_COMFYUI_URLS`).
+
+Each URL is one pod slot. Creating a pod claims a free slot; stopping or terminating releases it. The
+servers themselves are never started or stopped by Vibewave.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from vibewave.pod_manager.providers.base import BadRequest, CapacityError, PodNotFound, ProviderPod, ProviderState
+
+
+class StaticProvider:
+    name = "static"
+    ephemeral = True
+
+    def __init__(self, urls: list[str]) -> None:
+        if not urls:
+            raise ValueError("POD_PROVIDER=static needs STATIC_COMFYUI_URLS (comma-separated ComfyUI base URLs)")
+        self.urls = [u.rstrip("/") for u in urls]
+        self._claims: dict[str, str] = {}  # pod id → name
+        self._stopped: set[str] = set()
+
+    def _slot(self, pod_id: str) -> str:
+        return self.urls[int(pod_id.removeprefix("static-"))]
+
+    def _view(self, pod_id: str) -> ProviderPod:
+        url = self._slot(pod_id)
+        state = ProviderState.STOPPED if pod_id in self._stopped else ProviderState.RUNNING
+        return ProviderPod(
+            id=pod_id,
+            name=self._claims[pod_id],
+            state=state,
+            comfyui_url=url if state == ProviderState.RUNNING else None,
+            ip=urlsplit(url).hostname,
+            gpu_type="static",
+            cost_per_hr=0.0,
+            details={"url": url},
+        )
+
+    async def create(self, name: str, workflow_name: str) -> ProviderPod:
+        for index in range(len(self.urls)):
+            pod_id = f"static-{index}"
+            if pod_id not in self._claims:
+                self._claims[pod_id] = name
+                return self._view(pod_id)
+        raise CapacityError(f"all {len(self.urls)} static ComfyUI servers are in use")
+
+    async def get(self, pod_id: str) -> ProviderPod | None:
+        return self._view(pod_id) if pod_id in self._claims else None
+
+    async def list(self) -> list[ProviderPod]:
+        return [self._view(pod_id) for pod_id in self._claims]
+
+    def _known(self, pod_id: str) -> None:
+        if pod_id not in self._claims:
+            raise PodNotFound(f"pod {pod_id} not found")
+
+    async def start(self, pod_id: str) -> ProviderPod:
+        self._known(pod_id)
+        self._stopped.discard(pod_id)
+        return self._view(pod_id)
+
+    async def stop(self, pod_id: str) -> None:
+        self._known(pod_id)
+        self._stopped.add(pod_id)
+
+    async def restart(self, pod_id: str) -> None:
+        self._known(pod_id)
+
+    async def terminate(self, pod_id: str) -> None:
+        self._known(pod_id)
+        del self._claims[pod_id]
+        self._stopped.discard(pod_id)
+
+    async def catalogue(self, kind: str) -> Any:
+        note = "static provider: fixed ComfyUI servers; there is no RunPod account"
+        answers: dict[str, Any] = {
+            "account": {"provider": self.name, "note": note, "servers": self.urls, "balance": None},
+            "gpu_types": [],
+            "cloud_types": [],
+            "network_volumes": [],
+            "templates": [],
+        }
+        if kind not in answers:
+            raise BadRequest(f"unknown catalogue {kind!r}")
+        return answers[kind]
+
+    async def close(self) -> None:
+        return None
