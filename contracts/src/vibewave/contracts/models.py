@@ -151,6 +151,21 @@ class PodView(msgspec.Struct, kw_only=True):
     details: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
+class PodCreateRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """`POST /api/runpod/pods`: a pod for this workflow, created with the configured defaults."""
+
+    workflow_name: str = DEFAULT_WORKFLOW
+
+
+class PodAddress(msgspec.Struct, kw_only=True):
+    """`GET /api/runpod/pods/{id}/ip`: where the pod answers."""
+
+    pod_id: str
+    ip: str | None
+    comfyui_url: str | None
+    ports: list[dict[str, Any]] = msgspec.field(default_factory=list)
+
+
 class QueueStatus(msgspec.Struct, kw_only=True):
     """The queue at a glance (API document, "QueueStatus")."""
 

@@ -15,6 +15,7 @@ from vibewave.api.docs import redoc, swagger_ui
 from vibewave.api.errors import EXCEPTION_HANDLERS
 from vibewave.api.gateway import Gateway
 from vibewave.api.routes import QwenController, WorkflowsController, download_file, health
+from vibewave.api.runpod_routes import RunPodController
 from vibewave.api.settings import ApiSettings
 
 DESCRIPTION = (
@@ -38,7 +39,15 @@ def create_app(settings: ApiSettings | None = None, tracer_provider: TracerProvi
             await gateway.stop()
 
     return Litestar(
-        route_handlers=[QwenController, WorkflowsController, download_file, health, swagger_ui, redoc],
+        route_handlers=[
+            QwenController,
+            WorkflowsController,
+            RunPodController,
+            download_file,
+            health,
+            swagger_ui,
+            redoc,
+        ],
         lifespan=[connect_gateway],
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=OpenAPIConfig(

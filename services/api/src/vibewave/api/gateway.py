@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from uuid import uuid4
 
+import msgspec
 import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
@@ -29,10 +30,14 @@ from vibewave.contracts.events import (
     REQUESTS_BUCKET,
     REQUESTS_STREAM,
     CancelRequested,
+    PodAdminReply,
+    PodAdminRequest,
+    PodOperation,
     RequestEvent,
     RequestProgress,
     RequestRecord,
     RequestSubmitted,
+    pod_rpc_subject,
     request_subject,
     utcnow,
 )
@@ -196,6 +201,21 @@ class Gateway:
         log.info("cancel requested", extra={"request_id": request_id})
         ended = await self.index.wait(request_id, lambda r: r.status.terminal, wait_s)
         return to_public(ended) if ended is not None else await self.get_request(request_id)
+
+    # ------------------------------------------------------------------------------------------- pods
+
+    async def pod_admin(
+        self, operation: PodOperation, request: PodAdminRequest | None = None, timeout: float = 15.0
+    ) -> PodAdminReply:
+        """An admin call answered by pod-manager (which alone holds the provider and its key)."""
+        payload = msgspec.json.encode(request or PodAdminRequest())
+        try:
+            msg = await self.bus.nc.request(pod_rpc_subject(operation), payload, timeout=timeout)
+        except nats.errors.NoRespondersError as exc:
+            raise Unavailable("pod-manager is not running") from exc
+        except nats.errors.TimeoutError as exc:
+            raise Unavailable(f"pod-manager did not answer within {timeout:.0f}s") from exc
+        return decode(msg.data, PodAdminReply)
 
     # ------------------------------------------------------------------------------------------- files
 

@@ -273,12 +273,12 @@ class PodManagerService:
         log.info("pod %s resuming", pod.id, extra={"pod_id": pod.id})
         return resumed
 
-    async def _stop(self, pod: PodRecord) -> PodRecord:
+    async def _stop(self, pod: PodRecord, reason: str = "idle") -> PodRecord:
         await self.provider.stop(pod.id)
         stopped = msgspec.structs.replace(pod, status=PodStatus.STOPPED, stopped_at=utcnow())
         await self._save(stopped)
         self._idle_since.pop(pod.id, None)
-        log.info("pod %s stopped (idle)", pod.id, extra={"pod_id": pod.id})
+        log.info("pod %s stopped (%s)", pod.id, reason, extra={"pod_id": pod.id})
         return stopped
 
     async def _terminate_idle(self, pod: PodRecord) -> None:
@@ -377,7 +377,7 @@ class PodManagerService:
         if pod is None:
             await self.provider.stop(pod_id)
             return None
-        return await self._stop(pod)
+        return await self._stop(pod, "stopped by request")
 
     async def admin_restart(self, pod_id: str) -> PodRecord | None:
         await self.provider.restart(pod_id)
