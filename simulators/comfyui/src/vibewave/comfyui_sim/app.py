@@ -26,7 +26,7 @@ from typing import Any
 
 from aiohttp import web
 
-from vibewave.comfyui_sim import jobs, render
+from vibewave.comfyui_sim import jobs, render, webp
 from vibewave.comfyui_sim.catalogue import MODEL_FOLDERS, Catalogue
 from vibewave.comfyui_sim.config import Faults, SimConfig
 from vibewave.comfyui_sim.hub import Hub
@@ -38,6 +38,14 @@ log = logging.getLogger("vibewave.comfyui_sim")
 
 SIM_NAME = "vibewave-comfyui-simulator"
 COMFYUI_VERSION = "0.33.0"
+# What the recording server reported in system_stats.comfy_package_versions (all at the required version).
+PACKAGE_VERSIONS = (
+    ("comfyui-frontend-package", "1.49.6"),
+    ("comfyui-workflow-templates", "0.11.44"),
+    ("comfyui-embedded-docs", "0.5.10"),
+    ("comfy-kitchen", "0.2.31"),
+    ("comfy-aimdo", "0.4.13"),
+)
 SENSITIVE_EXTRA_DATA_KEYS = ("auth_token_comfy_org", "api_key_comfy_org")
 FORCE_DOWNLOAD = {"text/html", "text/html-sandboxed", "application/xhtml+xml", "text/javascript", "text/css"}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -54,7 +62,14 @@ class Simulator:
     worker: Worker
     initial_faults: Faults
     number: int = 0
+    last_create_time: int = 0
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def create_time(self) -> int:
+        """ms epoch, strictly increasing: /api/jobs sorts on it, and a fast client can post several prompts
+        within one millisecond (the real server, slower per request, never showed ties)."""
+        self.last_create_time = max(now_ms(), self.last_create_time + 1)
+        return self.last_create_time
 
     @property
     def faults(self) -> Faults:
@@ -184,7 +199,7 @@ async def post_prompt(request: web.Request) -> web.Response:
         log.warning("invalid prompt: %s", result.error)
         return web.json_response({"error": result.error, "node_errors": result.node_errors}, status=400)
     sensitive = {k: extra_data.pop(k) for k in SENSITIVE_EXTRA_DATA_KEYS if k in extra_data}
-    extra_data["create_time"] = now_ms()
+    extra_data["create_time"] = s.create_time()
     s.queue.put(QueueItem(number, prompt_id, prompt, extra_data, result.outputs, sensitive))
     return web.json_response({"prompt_id": prompt_id, "number": number, "node_errors": result.node_errors})
 
@@ -282,18 +297,22 @@ def _locate(config: SimConfig, query: Mapping[str, str]) -> Path | int:
     return path if path.is_file() else 404
 
 
-def _reencoded(path: Path, channel: str | None) -> bytes:
-    """`preview=` / `channel=` answers: our files are opaque RGB PNGs, so the RGB view is the file itself.
+def _reencoded(path: Path, preview: str | None, channel: str | None) -> tuple[bytes, str]:
+    """`preview=` / `channel=` answers (body, content type).
 
-    WebP/JPEG re-encoding needs an image library the simulator does not have; the PNG is returned instead.
+    `preview=webp;Q` gives a WebP (lossless VP8L where ComfyUI writes lossy VP8; see webp.py). `jpeg;Q` would
+    need a JPEG encoder the simulator does not have: the PNG is returned instead. Our files are opaque RGB
+    PNGs, so the RGB channel view is the file itself and the alpha view is a flat white greyscale PNG.
     """
     data = path.read_bytes()
     size = render.png_size(data)
     if size is None:
         raise ValueError(f"cannot identify image file {path.name!r}")
     if channel == "a":
-        return render.encode_gray_png(size[0], size[1], 255)
-    return data
+        return render.encode_gray_png(size[0], size[1], 255), "image/png"
+    if preview is not None and preview.split(";")[0] == "webp":
+        return webp.png_to_webp(data), "image/webp"
+    return data, "image/png"
 
 
 async def view(request: web.Request) -> web.StreamResponse:
@@ -304,8 +323,8 @@ async def view(request: web.Request) -> web.StreamResponse:
     name = located.name
     disposition = f'filename="{name}"'
     if "preview" in query or query.get("channel", "rgba") != "rgba":
-        data = await asyncio.to_thread(_reencoded, located, query.get("channel"))
-        return web.Response(body=data, content_type="image/png", headers={"Content-Disposition": disposition})
+        data, content_type = await asyncio.to_thread(_reencoded, located, query.get("preview"), query.get("channel"))
+        return web.Response(body=data, content_type=content_type, headers={"Content-Disposition": disposition})
     content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
     if content_type in FORCE_DOWNLOAD:
         content_type = "application/octet-stream"
@@ -384,7 +403,9 @@ async def system_stats(request: web.Request) -> web.Response:
                 "required_frontend_version": "1.49.6",
                 "installed_templates_version": "0.11.44",
                 "required_templates_version": "0.11.44",
-                "comfy_package_versions": [],
+                "comfy_package_versions": [
+                    {"name": name, "installed": version, "required": version} for name, version in PACKAGE_VERSIONS
+                ],
                 "python_version": sys.version,
                 "pytorch_version": f"none ({SIM_NAME})",
                 "embedded_python": False,

@@ -21,6 +21,7 @@ DEFAULT_MODELS: dict[str, list[str]] = {
     "checkpoints": [],
     "diffusion_models": [
         "qwen_image_fp8_e4m3fn.safetensors",
+        "qwen_image_distill_full_fp8_e4m3fn.safetensors",
         "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors",
         "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors",
         "wan2.2_ti2v_5B_fp16.safetensors",

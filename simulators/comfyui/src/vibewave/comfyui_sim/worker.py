@@ -32,6 +32,9 @@ from vibewave.comfyui_sim.values import format_value
 log = logging.getLogger("vibewave.comfyui_sim")
 
 MODEL_LOADERS = {"UNETLoader", "CLIPLoader", "VAELoader", "LoraLoaderModelOnly"}
+# Nodes that run model layers (comfy.ops checks the interrupt flag on every call): an interrupt stops them
+# within their `node_time`. Every other node finishes its work first.
+MODEL_BASED = {"KSampler", "KSamplerAdvanced", "VAEDecode", "VAEEncode", "CLIPTextEncode"}
 
 
 class Interrupted(Exception):
@@ -349,8 +352,13 @@ class Worker:
             self.check_interrupt()
             self.check_faults(node_id, class_type, None)
             delay = self.faults.node_time + (self.faults.load_time if class_type in MODEL_LOADERS else 0.0)
-            await self.sleep_interruptible(delay)
-            self.check_interrupt()
+            if class_type in MODEL_BASED:
+                # Model inference checks the interrupt flag on every layer call (PROTOCOL.md §5.4).
+                await self.sleep_interruptible(delay)
+                self.check_interrupt()
+            elif delay > 0:
+                # Anything else runs to the end; the interrupt then hits before the next node (scenario 10).
+                await asyncio.sleep(delay)
             ctx = NodeRun(self, run, node_id, class_type)
             outputs, ui = await nodes.NODE_FUNCTIONS[class_type](ctx, **kwargs)
         except Interrupted:

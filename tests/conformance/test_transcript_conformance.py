@@ -1,0 +1,216 @@
+"""Transcript conformance: replay the recorded ComfyUI 0.33.0 sessions against the simulator.
+
+Each test starts a fresh simulator, replays one transcript from `transcripts/` (copied verbatim from
+reference/comfyui/transcripts, 0.33.0) with `replay.Replay`, and fails with the list of differences. What is
+compared is described in replay.py; every scenario-specific allowance below names the reason and the
+PROTOCOL.md section (or simulator README entry) behind it. Allowances that apply everywhere:
+
+* Status interleaving: `status` frames are broadcast on enqueue/dequeue from the HTTP handler and the
+  worker, so where they fall between another prompt's frames depends on timing (PROTOCOL.md §3.5 "Timing";
+  e.g. scenario 11, where B's status arrives after C's POST). Status frames are therefore matched as their
+  own ordered stream (same count, same queue_remaining, same sid presence); all other frames are matched
+  in recorded order.
+* Progress throttling (PROTOCOL.md §3.7): 0.33 drops progress updates < 100 ms apart. The simulator is run
+  with throttling off so frame counts do not depend on timing; it may then send extra `progress` frames
+  (and their `progress_state` companions) between the recorded ones, never extra first/final/preview ones.
+  Every recorded progress frame must be present.
+* `number`: the recording server had served earlier scenarios, so its counter is offset; the live counter
+  must keep one constant offset per scenario (negative for `front`, explicit floats echoed exactly).
+* Wall-clock values (timestamps, create/start/end times) and Python tracebacks: type only. The `executed`
+  / `current_outputs` lists of error frames are compared as sets (built from a set, PROTOCOL.md §3.4).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.conformance.replay import Options, Replay, Rule, load, png_of_size
+from vibewave.comfyui_sim import Faults, NodeFault, SimConfig, serve
+from vibewave.comfyui_sim.config import DEFAULT_MODELS
+
+pytestmark = pytest.mark.integration
+
+# Model files of the recording server while scenarios 01-20 ran (before the Wan files were added for 21/22):
+# the model combos of GET /object_info/UNETLoader etc. and GET /models/<folder> list exactly these.
+RECORDING_MODELS: dict[str, list[str]] = {
+    "checkpoints": [],
+    "diffusion_models": ["qwen_image_fp8_e4m3fn.safetensors"],
+    "text_encoders": ["qwen_2.5_vl_7b_fp8_scaled.safetensors"],
+    "vae": ["qwen_image_vae.safetensors"],
+    "loras": ["Qwen-Image-Lightning-4steps-V1.0.safetensors", "Qwen-Image-Lightning-8steps-V1.0.safetensors"],
+}
+
+# Scenarios 09/21/21b: the recording server had zero-byte placeholder model files, so the first loader failed
+# (PROTOCOL.md §5.1). The simulator pretends every model is installed and would run the graph to the end
+# (README: "Loaders and samplers load nothing"), so execution differs by design. The validation half is
+# compared as is (200, empty node_errors); the execution half is reproduced with the simulator's own fault
+# switch (`--fail-node VAELoader` with the recorded exception type and message) and then compared frame by
+# frame and against history / jobs like every other scenario.
+LOADER_ERROR = NodeFault(
+    node="VAELoader",
+    exception_type="safetensors._safetensors_rust.SafetensorError",
+    message="Error while deserializing header: header too small",
+)
+
+
+@dataclass
+class Scenario:
+    name: str
+    faults: Faults = field(default_factory=lambda: Faults(step_time=0.001))
+    models: dict[str, list[str]] | None = field(default_factory=lambda: RECORDING_MODELS)
+    prerequisites: list[str] = field(default_factory=list)
+    options: Options = field(default_factory=Options)
+    input_files: dict[str, bytes] = field(default_factory=dict)
+    output_files: list[str] = field(default_factory=list)
+
+
+def example_png() -> bytes:
+    # ComfyUI ships input/example.png; the recording server's LoadImage list shows it (scenario 13).
+    return png_of_size(120, 7)
+
+
+def _options_13() -> Options:
+    return Options(
+        rules=[
+            # The simulator serves object_info for the node classes it can execute (35 of the recording
+            # server's 857: simulator README, "Node catalogue"); the full listing is compared for type only.
+            Rule(r"/body/ComfySwitchNode", "skip"),
+            # /system_stats describes the simulator's host, not the recording machine (simulator README: it
+            # labels itself in system_stats and the device name); the keys and types are compared.
+            Rule(r"/body/system/(ram_total|ram_free|python_version|pytorch_version|deploy_environment)", "type"),
+            Rule(r"/body/system/argv", "skip"),
+            # It presents itself as one CUDA device (a GPU box), where the recording machine had only a CPU.
+            Rule(
+                r"/body/devices/\d+/(name|type|index|vram_total|vram_free|torch_vram_total|torch_vram_free)", "ignore"
+            ),
+            # Scenario 13 ran after 01-12 on the recording server; here only 12 is replayed first, so the job
+            # list has fewer entries: compare the entries present and the item shape.
+            Rule(r"/body/jobs", "prefix"),
+            Rule(r"/body/pagination/(total|has_more)", "type"),
+        ],
+        # ComfySwitchNode is not in the simulator's catalogue (see above): GET /object_info/ComfySwitchNode is {}.
+        skip_http={_index("13", "/object_info/ComfySwitchNode"): "not in the simulator's catalogue"},
+    )
+
+
+def _index(name: str, path: str, nth: int = 0) -> int:
+    hits = [i for i, e in enumerate(load(name)["events"]) if e["kind"] == "http" and e["request"]["path"] == path]
+    return hits[nth]
+
+
+def _view_indexes(name: str, needle: str) -> set[int]:
+    return {
+        i
+        for i, e in enumerate(load(name)["events"])
+        if e["kind"] == "http" and e["request"]["path"].startswith("/view") and needle in e["request"]["path"]
+    }
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "01": Scenario("01"),
+    # 02 posts the exact prompt of 01 (fully cached on the recording server): replay 01 first.
+    "02": Scenario("02", prerequisites=["01"]),
+    "03": Scenario("03"),
+    "04": Scenario("04"),
+    "05": Scenario("05"),
+    "06": Scenario("06"),
+    "07": Scenario("07"),
+    "08": Scenario("08"),
+    "09": Scenario("09", faults=Faults(step_time=0.001, execution_error=LOADER_ERROR)),
+    # Blur nodes take `node_time` so that the interrupt lands while node 11 runs, as recorded.
+    "10": Scenario("10", faults=Faults(step_time=0.001, node_time=0.25)),
+    "11": Scenario(
+        "11",
+        faults=Faults(step_time=0.001, node_time=0.3),
+        # GET /api/jobs?limit=10 on the recording server also listed the jobs of scenarios 01-10: compare the
+        # entries present (this scenario's, newest first) and the pagination types.
+        options=Options(rules=[Rule(r"/body/jobs", "prefix"), Rule(r"/body/pagination/(total|has_more)", "type")]),
+    ),
+    # Upload contents are not recorded, only name and size: the replay sends PNGs of the recorded sizes, so
+    # the /view answers of the uploaded files must have exactly the recorded length.
+    "12": Scenario("12", options=Options(body_length_exact=_view_indexes("12", "golden_upload"))),
+    "13": Scenario(
+        "13",
+        prerequisites=["12"],
+        models=RECORDING_MODELS,
+        options=_options_13(),
+        input_files={"example.png": example_png()},
+    ),
+    # The recording server's output folder already held golden_colortransfer_00001..8 (scenario 06).
+    "14": Scenario(
+        "14",
+        faults=Faults(step_time=0.001, node_time=0.2),
+        output_files=[f"golden_colortransfer_{i:05}_.png" for i in range(1, 9)],
+    ),
+    # The owner's socket drops while node 10 runs and reconnects at once: node 10 must still be running.
+    # The recording server's output folder already held golden_long_00001_.png (saved by scenario 11's F),
+    # so 15's file is number 2: the replay starts with that file in place.
+    "15": Scenario("15", faults=Faults(step_time=0.001, node_time=0.25), output_files=["golden_long_00001_.png"]),
+    "16": Scenario("16"),
+    "17": Scenario("17"),
+    "18": Scenario("18"),
+    "19": Scenario("19"),
+    "20": Scenario("20"),
+    "21": Scenario("21", faults=Faults(step_time=0.001, execution_error=LOADER_ERROR), models=None),
+    # KNOWN DIVERGENCE: the flattened 14B graph uses ComfySwitchNode (lazy inputs, match types) and
+    # ComfyMathExpression, which the simulator cannot execute (not in its catalogue: 400 missing_node_type
+    # where the recording server answered 200). Only the simplified 14B graph (second half) is replayed.
+    "21b": Scenario(
+        "21b",
+        faults=Faults(step_time=0.001, execution_error=LOADER_ERROR),
+        models=None,
+        options=Options(skip_notes=("wan22_t2v_14b_api.json", "wan22_t2v_14b_api_simple.json")),
+    ),
+    # Prompt 2 of 22 uses SaveWEBM and SaveAnimatedWEBP, which need VP9 / WebP encoders the simulator does not
+    # have (they are not in its catalogue, so it would answer 400 missing_node_type): only prompt 1
+    # (SaveVideo mp4, /view, HEAD, Range, preview of a video) is replayed.
+    "22": Scenario("22", options=Options(stop_at_note="prompt 2"), models=None),
+}
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
+        yield session
+
+
+async def replay(scenario: Scenario, tmp_path: Path, http: aiohttp.ClientSession) -> Replay:
+    models = scenario.models or {k: list(v) for k, v in DEFAULT_MODELS.items()}
+    config = SimConfig(port=0, base_dir=tmp_path, models=models, faults=scenario.faults)
+    config.resolve_dirs()
+    for name, data in scenario.input_files.items():
+        (config.inp / name).write_bytes(data)
+    for name in scenario.output_files:
+        (config.out / name).parent.mkdir(parents=True, exist_ok=True)
+        (config.out / name).write_bytes(png_of_size(100, 3))
+    running = await serve(config)
+    try:
+        previous: Replay | None = None
+        for name in [*scenario.prerequisites, scenario.name]:
+            options = scenario.options if name == scenario.name else SCENARIOS[name].options
+            run = Replay(running.url, http, load(name), options)
+            if previous is not None:
+                run.share_state(previous)
+            await run.run()
+            await run.finish()
+            previous = run
+        assert previous is not None
+        return previous
+    finally:
+        await running.close()
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+async def test_transcript(name: str, tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    started = time.monotonic()
+    run = await replay(SCENARIOS[name], tmp_path, http)
+    if run.errors:
+        elapsed = time.monotonic() - started
+        pytest.fail(f"scenario {name} diverges from the recording ({elapsed:.1f}s):\n" + "\n".join(run.errors))
+    assert run.exchanges, "nothing was replayed"
