@@ -299,6 +299,7 @@ class BucketSpec:
     name: str
     history: int = 1
     description: str = ""
+    ttl_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -315,7 +316,10 @@ STREAMS = (REQUESTS_STREAM, DISPATCH_STREAM, PODS_STREAM)
 REQUESTS_BUCKET = BucketSpec("requests", description="RequestRecord by request id; writer: scheduler")
 PODS_BUCKET = BucketSpec("pods", description="PodRecord by pod id; writer: pod-manager")
 OUTPUT_NAMES_BUCKET = BucketSpec("output_names", description="claims on output file names; writer: executor")
-BUCKETS = (REQUESTS_BUCKET, PODS_BUCKET, OUTPUT_NAMES_BUCKET)
+IDEMPOTENCY_BUCKET = BucketSpec(
+    "idempotency", description="Idempotency-Key → the request it created; writer: api", ttl_s=24 * 3600
+)
+BUCKETS = (REQUESTS_BUCKET, PODS_BUCKET, OUTPUT_NAMES_BUCKET, IDEMPOTENCY_BUCKET)
 
 OUTPUTS_STORE = ObjectStoreSpec("outputs", description="generated files, served at /api/files/{name}")
 OBJECT_STORES = (OUTPUTS_STORE,)

@@ -67,9 +67,39 @@ class WorkflowInput(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     def workflow_inputs(self) -> dict[str, Any]:
         """The inputs the caller gave, as the workflow sees them (no scheduling hints, no preset)."""
         inputs = msgspec.structs.asdict(self)
-        for hint in ("priority", "preset"):
-            inputs.pop(hint)
+        for hint in ("priority", "preset", "count"):
+            inputs.pop(hint, None)
         return {name: value for name, value in inputs.items() if value is not None}
+
+
+MAX_BATCH = 16
+
+
+class BatchGenerateRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """`POST /api/qwen/batch-generate`: one request per prompt, sharing the other settings."""
+
+    prompts: Annotated[list[Prompt], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
+    negative_prompt: Annotated[str, msgspec.Meta(max_length=4000)] | None = None
+    width: Side | None = None
+    height: Side | None = None
+    seed: Seed | None = None
+    steps: Steps | None = None
+    preset: PresetName | None = None
+    priority: Priority = Priority.NORMAL
+
+    def inputs_for(self, prompt: str, index: int) -> dict[str, Any]:
+        """The inputs of the batch's `index`-th request; a given seed counts up across the batch."""
+        inputs: dict[str, Any] = {
+            "prompt": prompt, "negative_prompt": self.negative_prompt, "width": self.width, "height": self.height,
+            "seed": None if self.seed is None else self.seed + index, "steps": self.steps,
+        }  # fmt: skip
+        return {name: value for name, value in inputs.items() if value is not None}
+
+
+class MultipleImagesRequest(WorkflowInput, forbid_unknown_fields=True, kw_only=True):
+    """`POST /api/runpod/generate-multiple-images`: `count` images of one prompt (seeds seed, seed+1, ...)."""
+
+    count: Annotated[int, msgspec.Meta(ge=1, le=MAX_BATCH)] = 4
 
 
 class WorkflowQueueRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -114,6 +144,35 @@ class GenerateAccepted(msgspec.Struct, kw_only=True):
     request_id: str
     status: RequestStatus
     workflow_name: str
+    status_url: str
+
+
+class BatchAccepted(msgspec.Struct, kw_only=True):
+    """Answer to a batch: its id (readable as a whole at `status_url`) and each request's id."""
+
+    batch_id: str
+    request_ids: list[str]
+    status: RequestStatus
+    status_url: str
+
+
+class BatchStatus(msgspec.Struct, kw_only=True):
+    """A batch read as a whole: overall status (completed only when all are), files, and each request."""
+
+    batch_id: str
+    status: RequestStatus
+    total: int
+    counts: dict[str, int]
+    files: list[str]
+    requests: list[ComfyUIRequest]
+
+
+class SyncTimeout(msgspec.Struct, kw_only=True):
+    """408 to a synchronous call that ran out of time; the request goes on and can be polled."""
+
+    detail: str
+    request_id: str
+    status: RequestStatus
     status_url: str
 
 
@@ -176,13 +235,19 @@ class QueueStatus(msgspec.Struct, kw_only=True):
 
 
 class QueueStats(msgspec.Struct, kw_only=True):
-    """Counts of `/api/runpod/stats` (API document, "Queue Statistics")."""
+    """Counts of `/api/runpod/stats` (API document, "Queue Statistics").
+
+    `pending_requests` counts every request not yet ended (waiting or running); `running_requests` and
+    `cancelled_requests` are additions, so that the parts add up to `total_requests`.
+    """
 
     active_pods: int
     pending_requests: int
     completed_requests: int
     failed_requests: int
     total_requests: int
+    running_requests: int = 0
+    cancelled_requests: int = 0
 
 
 class ErrorBody(msgspec.Struct):
@@ -253,6 +318,11 @@ REST_MODELS: tuple[type[msgspec.Struct], ...] = (
     WorkflowResult,
     ComfyUIRequest,
     WorkflowQueueRequest,
+    BatchGenerateRequest,
+    MultipleImagesRequest,
+    BatchAccepted,
+    BatchStatus,
+    SyncTimeout,
     GenerateAccepted,
     QueueStatus,
     QueueStats,

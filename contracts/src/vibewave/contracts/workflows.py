@@ -62,7 +62,8 @@ class PresetDef(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     inputs: dict[str, Any]
     description: str = ""
     expected_seconds: tuple[float, float] | None = None
-    timeout_s: float | None = None
+    timeout_s: float | None = None  # execution timeout on the pod
+    sync_timeout_s: float | None = None  # how long a synchronous call waits before answering 408
 
 
 class WorkflowDef(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -77,6 +78,8 @@ class WorkflowDef(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     default_preset: str | None = None
     presets: dict[str, PresetDef] = msgspec.field(default_factory=dict)
     notes: dict[str, Any] = msgspec.field(default_factory=dict)
+    examples: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    tips: list[str] = msgspec.field(default_factory=list)
 
     def all_variants(self) -> list[VariantDef]:
         """The variants, with a plain `graph` as the catch-all last one."""
@@ -108,6 +111,19 @@ class Workflow(msgspec.Struct, frozen=True, kw_only=True):
             known = ", ".join(sorted(self.definition.presets)) or "none"
             raise InvalidInput("preset", f"unknown preset {preset!r} (known: {known})")
         return dict(found.inputs)
+
+    def preset_for(self, inputs: dict[str, Any], named: str | None = None) -> str | None:
+        """The named preset, else the first whose inputs the resolved inputs match, else the default."""
+        if named is not None:
+            return named
+        for name, preset in self.definition.presets.items():
+            if all(inputs.get(k) == v for k, v in preset.inputs.items()):
+                return name
+        return self.definition.default_preset
+
+    def sync_timeout_for(self, preset: str | None, default: float) -> float:
+        found = self.definition.presets.get(preset or "")
+        return found.sync_timeout_s if found is not None and found.sync_timeout_s else default
 
     def timeout_for(self, preset: str | None) -> float:
         found = self.definition.presets.get(preset or self.definition.default_preset or "")

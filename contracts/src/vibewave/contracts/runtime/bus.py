@@ -193,6 +193,7 @@ class Bus:
                         storage=StorageType.FILE,
                         replicas=replicas,
                         description=spec.description,
+                        ttl=spec.ttl_s,
                     )
                 )
         return self._kv[spec.name]

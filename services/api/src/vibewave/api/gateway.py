@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import re
 import time
@@ -25,7 +26,9 @@ from opentelemetry.trace import TracerProvider
 from vibewave.api.index import RequestIndex
 from vibewave.api.settings import ApiSettings
 from vibewave.contracts.events import (
+    IDEMPOTENCY_BUCKET,
     OUTPUTS_STORE,
+    PODS_BUCKET,
     REQ_PREFIX,
     REQUESTS_BUCKET,
     REQUESTS_STREAM,
@@ -42,11 +45,16 @@ from vibewave.contracts.events import (
     utcnow,
 )
 from vibewave.contracts.models import (
+    ActivePod,
+    BatchStatus,
     ComfyUIRequest,
     ComponentHealth,
     HealthReport,
     Priority,
+    QueueStats,
+    QueueStatus,
     RequestStatus,
+    RequestSummary,
 )
 from vibewave.contracts.runtime.bus import Bus, decode
 from vibewave.contracts.runtime.health import SERVICE_NAMES, ping
@@ -55,11 +63,33 @@ from vibewave.contracts.workflows import Workflow, WorkflowCatalog
 log = logging.getLogger("vibewave.api")
 
 REQUEST_ID = re.compile(r"^req-[0-9a-f]{16}$")
+BATCH_ID = re.compile(r"^batch-[0-9a-f]{16}$")
+UNFINISHED = (RequestStatus.PENDING, RequestStatus.ASSIGNED, RequestStatus.RUNNING)
 FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 
 
 class Unavailable(Exception):
     """NATS could not take the request; nothing was accepted."""
+
+
+class IdempotencyConflict(Exception):
+    """The Idempotency-Key was used before with a different request body."""
+
+
+class Submission(msgspec.Struct, kw_only=True):
+    """What one create call submits: its requests (one per prompt for a batch) under one key."""
+
+    fingerprint: str
+    batch_id: str | None
+    events: list[RequestSubmitted]
+
+
+def new_request_id() -> str:
+    return f"req-{uuid4().hex[:16]}"
+
+
+def new_batch_id() -> str:
+    return f"batch-{uuid4().hex[:16]}"
 
 
 class AlreadyFinished(Exception):
@@ -103,7 +133,7 @@ class Gateway:
         self._bus = await Bus.connect(common.nats_url, name="api", tracer_provider=self.tracer_provider)
         await self._bus.provision(common.replicas)
         self._requests = await self._bus.kv(REQUESTS_BUCKET)
-        self.index.start(self._requests)
+        self.index.start(self._requests, await self._bus.kv(PODS_BUCKET))
         await self._bus.object_store(OUTPUTS_STORE)
         self._progress_sub = await self._bus.nc.subscribe(
             f"{REQ_PREFIX}.*.{RequestEvent.PROGRESS}", cb=self._on_progress
@@ -124,7 +154,7 @@ class Gateway:
 
     # ------------------------------------------------------------------------------------------ requests
 
-    async def submit(
+    def prepare(
         self,
         workflow: Workflow,
         inputs: dict[str, object],
@@ -133,9 +163,9 @@ class Gateway:
         preset: str | None = None,
         batch_id: str | None = None,
     ) -> RequestSubmitted:
-        """Publish a new request (inputs already resolved); returns once JetStream has stored it."""
-        event = RequestSubmitted(
-            request_id=f"req-{uuid4().hex[:16]}",
+        """A new request (inputs already resolved), not yet published."""
+        return RequestSubmitted(
+            request_id=new_request_id(),
             workflow_name=workflow.name,
             inputs=dict(inputs),
             priority=priority,
@@ -143,14 +173,99 @@ class Gateway:
             batch_id=batch_id,
             execution_timeout_s=workflow.timeout_for(preset),
         )
+
+    async def submit(self, submission: Submission, idempotency_key: str | None = None) -> Submission:
+        """Publish the submission's requests; returns once JetStream has stored them.
+
+        With an Idempotency-Key the first call claims the key (atomically, in KV `idempotency`) and later
+        calls with the same key get the first submission back — republished, which the dedupe ids make
+        harmless, in case the first call failed between claiming and publishing. The same key with a
+        different body raises IdempotencyConflict.
+        """
+        if idempotency_key is not None:
+            submission = await self._claim(idempotency_key, submission)
+        for event in submission.events:
+            try:
+                await self.bus.publish(
+                    request_subject(event.request_id, RequestEvent.SUBMITTED),
+                    event,
+                    msg_id=f"{event.request_id}.submitted",
+                )
+            except (nats.errors.Error, OSError) as exc:
+                raise Unavailable(
+                    f"the request queue is unavailable ({exc}); retry (with the same Idempotency-Key)"
+                ) from exc
+            log.info("request accepted", extra={"request_id": event.request_id, "workflow": event.workflow_name})
+        return submission
+
+    async def _claim(self, key: str, submission: Submission) -> Submission:
+        bucket = await self.bus.kv(IDEMPOTENCY_BUCKET)
+        name = hashlib.sha256(key.encode()).hexdigest()
         try:
-            await self.bus.publish(
-                request_subject(event.request_id, RequestEvent.SUBMITTED), event, msg_id=f"{event.request_id}.submitted"
-            )
-        except (nats.errors.Error, OSError) as exc:
-            raise Unavailable(f"the request queue is unavailable ({exc}); nothing was accepted, retry") from exc
-        log.info("request accepted", extra={"request_id": event.request_id, "workflow": workflow.name})
-        return event
+            await bucket.create(name, msgspec.json.encode(submission))
+            return submission
+        except nats.js.errors.KeyWrongLastSequenceError:
+            entry = await bucket.get(name)
+        earlier = decode(entry.value or b"", Submission)
+        if earlier.fingerprint != submission.fingerprint:
+            raise IdempotencyConflict("this Idempotency-Key was already used with a different request")
+        log.info("idempotent repeat", extra={"request_id": earlier.events[0].request_id if earlier.events else None})
+        return earlier
+
+    # ------------------------------------------------------------------------------------------ reads
+
+    def queue_status(self, limit: int) -> QueueStatus:
+        def summaries(statuses: tuple[RequestStatus, ...]) -> list[RequestSummary]:
+            return [
+                RequestSummary(id=r.id, workflow_name=r.workflow_name, status=r.status)
+                for r in self.index.newest(statuses, limit)
+            ]
+
+        pods = [
+            ActivePod(id=p.id, name=p.name, status=p.status, ip=p.ip, workflow_name=p.workflow_name)
+            for p in self.index.active_pods()
+        ]
+        return QueueStatus(
+            active_pods=pods,
+            pending_requests=summaries(UNFINISHED),
+            completed_requests=summaries((RequestStatus.COMPLETED,)),
+            failed_requests=summaries((RequestStatus.FAILED, RequestStatus.CANCELLED)),
+        )
+
+    def history(self, limit: int, status: RequestStatus | None) -> list[ComfyUIRequest]:
+        statuses = (status,) if status else tuple(RequestStatus)
+        return [to_public(r, self.index.progress.get(r.id)) for r in self.index.newest(statuses, limit)]
+
+    def stats(self) -> QueueStats:
+        count = self.index.count
+        pending = sum(count(s) for s in UNFINISHED)
+        return QueueStats(
+            active_pods=len(self.index.active_pods()),
+            pending_requests=pending,
+            completed_requests=count(RequestStatus.COMPLETED),
+            failed_requests=count(RequestStatus.FAILED),
+            total_requests=len(self.index.records),
+            running_requests=count(RequestStatus.RUNNING),
+            cancelled_requests=count(RequestStatus.CANCELLED),
+        )
+
+    def batch_status(self, batch_id: str) -> BatchStatus | None:
+        if not BATCH_ID.match(batch_id):
+            return None
+        records = sorted(self.index.batch(batch_id), key=lambda r: r.created_at)
+        if not records:
+            return None
+        counts: dict[str, int] = {}
+        for record in records:
+            counts[record.status] = counts.get(record.status, 0) + 1
+        return BatchStatus(
+            batch_id=batch_id,
+            status=batch_overall(records),
+            total=len(records),
+            counts=counts,
+            files=[f for r in records if r.result for f in r.result.files],
+            requests=[to_public(r, self.index.progress.get(r.id)) for r in records],
+        )
 
     async def get_request(self, request_id: str) -> ComfyUIRequest | None:
         if not REQUEST_ID.match(request_id):
@@ -289,6 +404,17 @@ class Gateway:
         except nats.errors.Error as exc:
             return ComponentHealth(name=service, healthy=False, detail=f"check failed: {exc}")
         return ComponentHealth(name=service, healthy=True, detail="alive", latency_ms=round(latency, 2))
+
+
+def batch_overall(records: list[RequestRecord]) -> RequestStatus:
+    """Running while any runs or waits; else completed if all did, failed if any failed, else cancelled."""
+    statuses = {r.status for r in records}
+    for unfinished in (RequestStatus.RUNNING, RequestStatus.ASSIGNED, RequestStatus.PENDING):
+        if unfinished in statuses:
+            return RequestStatus.RUNNING if statuses & {RequestStatus.RUNNING, RequestStatus.ASSIGNED} else unfinished
+    if statuses == {RequestStatus.COMPLETED}:
+        return RequestStatus.COMPLETED
+    return RequestStatus.FAILED if RequestStatus.FAILED in statuses else RequestStatus.CANCELLED
 
 
 def to_public(record: RequestRecord, progress: float | None = None) -> ComfyUIRequest:

@@ -1,44 +1,79 @@
-"""The api's view of every request, kept current from a watch of KV `requests`.
+"""The api's view of every request and pod, kept current from watches of KV `requests` and `pods`.
 
-Reads (status, queue, history, stats) come from here, not from a store scan per call; the scheduler stays
-the only writer, and the watch brings each of its writes to every api instance.
+Reads (status, queue, history, stats, batches) come from here, not from a store scan per call; the
+scheduler and pod-manager stay the only writers. Per status, request ids are kept sorted by creation
+time, so "the newest N with status S" is a slice and every count is a `len`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from nats.js.kv import KeyValue
 
-from vibewave.contracts.events import RequestRecord
+from vibewave.contracts.events import PodRecord, PodStatus, RequestRecord
+from vibewave.contracts.models import RequestStatus
 from vibewave.contracts.runtime.bus import decode
 
 log = logging.getLogger("vibewave.api.index")
 
-
 Predicate = Callable[[RequestRecord], bool]
+Key = tuple[float, str]  # (created_at timestamp, request id)
+ACTIVE_POD_STATUSES = (PodStatus.CREATING, PodStatus.STARTING, PodStatus.READY)
 
 
 class RequestIndex:
     def __init__(self) -> None:
         self.records: dict[str, RequestRecord] = {}
         self.progress: dict[str, float] = {}  # last reported percent of running requests
+        self.by_status: dict[RequestStatus, list[Key]] = {status: [] for status in RequestStatus}
+        self.batches: dict[str, list[str]] = {}
+        self.pods: dict[str, PodRecord] = {}
         self.ready = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._waiters: dict[str, list[tuple[Predicate, asyncio.Future[RequestRecord]]]] = {}
+
+    # ---------------------------------------------------------------------------------------- reads
 
     def get(self, request_id: str) -> RequestRecord | None:
         return self.records.get(request_id)
 
+    def newest(self, statuses: tuple[RequestStatus, ...], limit: int) -> list[RequestRecord]:
+        """The `limit` most recently created requests having one of `statuses`, newest first."""
+        if len(statuses) == 1:
+            keys: Iterator[Key] = reversed(self.by_status[statuses[0]][-limit:])
+        else:
+            merged = sorted((k for s in statuses for k in self.by_status[s][-limit:]), reverse=True)
+            keys = iter(merged[:limit])
+        return [self.records[request_id] for _, request_id in keys]
+
+    def count(self, status: RequestStatus) -> int:
+        return len(self.by_status[status])
+
+    def batch(self, batch_id: str) -> list[RequestRecord]:
+        return [self.records[r] for r in self.batches.get(batch_id, []) if r in self.records]
+
+    def active_pods(self) -> list[PodRecord]:
+        return [p for p in self.pods.values() if p.status in ACTIVE_POD_STATUSES]
+
+    # --------------------------------------------------------------------------------------- writes
+
     def apply(self, key: str, value: bytes | None) -> None:
+        previous = self.records.get(key)
+        if previous is not None:
+            self._unlist(previous)
         if not value:
             self.records.pop(key, None)
             return
         record = decode(value, RequestRecord)
         self.records[key] = record
+        bisect.insort(self.by_status[record.status], (record.created_at.timestamp(), record.id))
+        if record.batch_id and previous is None:
+            self.batches.setdefault(record.batch_id, []).append(record.id)
         if record.status.terminal:
             self.progress.pop(key, None)
         waiters = self._waiters.get(key)
@@ -46,6 +81,19 @@ class RequestIndex:
             for predicate, future in list(waiters):
                 if not future.done() and predicate(record):
                     future.set_result(record)
+
+    def _unlist(self, record: RequestRecord) -> None:
+        keys = self.by_status[record.status]
+        position = bisect.bisect_left(keys, (record.created_at.timestamp(), record.id))
+        if position < len(keys) and keys[position][1] == record.id:
+            del keys[position]
+
+    def apply_pod(self, key: str, value: bytes | None) -> None:
+        pod = decode(value, PodRecord) if value else None
+        if pod is None or pod.status == PodStatus.TERMINATED:
+            self.pods.pop(key, None)
+        else:
+            self.pods[key] = pod
 
     def note_progress(self, request_id: str, percent: float) -> None:
         record = self.records.get(request_id)
@@ -57,41 +105,67 @@ class RequestIndex:
         current = self.records.get(request_id)
         if current is not None and predicate(current):
             return current
-        future: asyncio.Future[RequestRecord] = asyncio.get_running_loop().create_future()
-        entry = (predicate, future)
-        self._waiters.setdefault(request_id, []).append(entry)
+        future = self.expect(request_id, predicate)
         try:
             return await asyncio.wait_for(future, timeout)
         except TimeoutError:
             return None
         finally:
-            waiters = self._waiters.get(request_id, [])
-            if entry in waiters:
-                waiters.remove(entry)
-            if not waiters:
-                self._waiters.pop(request_id, None)
+            self.forget(request_id, future)
 
-    def start(self, kv: KeyValue) -> None:
-        self._task = asyncio.create_task(self._follow(kv), name="api:request-index")
+    def expect(self, request_id: str, predicate: Predicate) -> asyncio.Future[RequestRecord]:
+        """Register interest before the request exists (subscribe before publishing)."""
+        future: asyncio.Future[RequestRecord] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(request_id, []).append((predicate, future))
+        return future
+
+    def forget(self, request_id: str, future: asyncio.Future[RequestRecord]) -> None:
+        waiters = [w for w in self._waiters.get(request_id, []) if w[1] is not future]
+        if waiters:
+            self._waiters[request_id] = waiters
+        else:
+            self._waiters.pop(request_id, None)
+
+    async def wait_expected(
+        self, request_id: str, future: asyncio.Future[RequestRecord], timeout: float
+    ) -> RequestRecord | None:
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            return None
+        finally:
+            self.forget(request_id, future)
+
+    # -------------------------------------------------------------------------------------- follow
+
+    def start(self, requests: KeyValue, pods: KeyValue) -> None:
+        self._tasks = [
+            asyncio.create_task(self._follow(requests, self.apply, self.ready), name="api:request-index"),
+            asyncio.create_task(self._follow(pods, self.apply_pod, None), name="api:pod-index"),
+        ]
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
 
-    async def _follow(self, kv: KeyValue) -> None:
+    async def _follow(
+        self, kv: KeyValue, apply: Callable[[str, bytes | None], None], ready: asyncio.Event | None
+    ) -> None:
         while True:
             try:
                 watcher = await kv.watchall()
                 async for entry in watcher:
                     if entry is None:
-                        self.ready.set()
+                        if ready is not None:
+                            ready.set()
                         continue
                     deleted = entry.operation in ("DEL", "PURGE")
-                    self.apply(entry.key, None if deleted else entry.value)
+                    apply(entry.key, None if deleted else entry.value)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("request index watch interrupted (%s); resuming", exc)
+                log.warning("index watch interrupted (%s); resuming", exc)
                 await asyncio.sleep(0.5)

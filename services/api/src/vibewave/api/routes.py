@@ -1,37 +1,76 @@
-"""HTTP handlers: take typed input, call the gateway, return a contract Struct."""
+"""HTTP handlers for requests and workflows: take typed input, call the gateway, return a contract Struct."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated, Any
 
-from litestar import Controller, Response, delete, get, post
+import msgspec
+from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
 from litestar.openapi import ResponseSpec
-from litestar.params import Body, PathParameter
+from litestar.params import Body, PathParameter, QueryParameter
 from litestar.response import Stream
-from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_409_CONFLICT, HTTP_503_SERVICE_UNAVAILABLE
+from litestar.status_codes import (
+    HTTP_200_OK,
+    HTTP_202_ACCEPTED,
+    HTTP_408_REQUEST_TIMEOUT,
+    HTTP_409_CONFLICT,
+    HTTP_422_UNPROCESSABLE_ENTITY,
+    HTTP_503_SERVICE_UNAVAILABLE,
+)
 
 from vibewave.api.catalog import describe
-from vibewave.api.gateway import AlreadyFinished, Gateway, Unavailable
-from vibewave.contracts.events import RequestSubmitted
+from vibewave.api.gateway import (
+    AlreadyFinished,
+    Gateway,
+    IdempotencyConflict,
+    Submission,
+    Unavailable,
+    new_batch_id,
+)
+from vibewave.contracts.events import RequestRecord
 from vibewave.contracts.models import (
     DEFAULT_WORKFLOW,
+    BatchAccepted,
+    BatchGenerateRequest,
+    BatchStatus,
     CancelConflict,
     ComfyUIRequest,
     GenerateAccepted,
     HealthReport,
+    MultipleImagesRequest,
+    Priority,
+    QueueStats,
+    QueueStatus,
     RequestStatus,
+    SyncTimeout,
     WorkflowInput,
     WorkflowPresets,
     WorkflowQueueRequest,
+    WorkflowResult,
 )
 from vibewave.contracts.workflows import InvalidInput, Workflow
 
 NOT_FOUND = "Request not found"
 CANCEL_WAIT_S = 10.0
+SYNC_TIMEOUT_CAP_S = 1800.0
+SYNC_TIMEOUT_DEFAULT_S = 300.0
+MAX_IDEMPOTENCY_KEY = 255
 
-RequestId = Annotated[str, PathParameter(description="The id a generate or queue call returned.")]
+RequestId = Annotated[str, PathParameter(description="The id a generate, batch or queue call returned.")]
+SyncTimeoutParam = Annotated[
+    float | None,
+    QueryParameter(
+        gt=0,
+        le=SYNC_TIMEOUT_CAP_S,
+        description="Seconds to wait before answering 408 (the request keeps running). Default: the preset's.",
+    ),
+]
+IDEMPOTENCY_DOC = {
+    422: ResponseSpec(None, description="The Idempotency-Key was already used with a different body"),
+}
 
 
 def gateway_of(state: State) -> Gateway:
@@ -39,21 +78,136 @@ def gateway_of(state: State) -> Gateway:
     return gateway
 
 
-async def _submit(
-    gateway: Gateway, workflow: Workflow, given: dict[str, Any], preset: str | None, priority: Any
-) -> RequestSubmitted:
-    """Validate against the workflow's schema (400 naming the field), then hand over to the queue."""
+def idempotency_key(request: Request[Any, Any, Any]) -> str | None:
+    key = request.headers.get("idempotency-key")
+    if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
+        raise ValidationException(detail=f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
+    return key
+
+
+def fingerprint(path: str, body: msgspec.Struct) -> str:
+    return hashlib.sha256(path.encode() + b"\n" + msgspec.json.encode(body)).hexdigest()
+
+
+def resolve(workflow: Workflow, given: dict[str, Any], preset: str | None) -> dict[str, Any]:
+    """Validate against the workflow's schema: a 400 naming the field."""
     try:
-        inputs = workflow.resolve_inputs(given, preset)
+        return workflow.resolve_inputs(given, preset)
     except InvalidInput as exc:
         raise ValidationException(detail=str(exc)) from exc
+
+
+async def publish(gateway: Gateway, submission: Submission, request: Request[Any, Any, Any]) -> Submission:
     try:
-        return await gateway.submit(workflow, inputs, priority, preset=preset)
+        return await gateway.submit(submission, idempotency_key(request))
+    except IdempotencyConflict as exc:
+        raise HTTPException(status_code=HTTP_422_UNPROCESSABLE_ENTITY, detail=str(exc)) from exc
     except Unavailable as exc:
         raise HTTPException(status_code=HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc)) from exc
 
 
-async def _status(gateway: Gateway, request_id: str) -> ComfyUIRequest:
+async def submit_one(
+    gateway: Gateway,
+    request: Request[Any, Any, Any],
+    body: msgspec.Struct,
+    workflow: Workflow,
+    given: dict[str, Any],
+    preset: str | None,
+    priority: Priority,
+) -> Submission:
+    event = gateway.prepare(workflow, resolve(workflow, given, preset), priority, preset=preset)
+    submission = Submission(fingerprint=fingerprint(request.url.path, body), batch_id=None, events=[event])
+    return await publish(gateway, submission, request)
+
+
+async def submit_batch(
+    gateway: Gateway,
+    request: Request[Any, Any, Any],
+    body: msgspec.Struct,
+    workflow: Workflow,
+    inputs: list[dict[str, Any]],
+    preset: str | None,
+    priority: Priority,
+) -> BatchAccepted:
+    batch_id = new_batch_id()
+    events = [
+        gateway.prepare(workflow, resolve(workflow, given, preset), priority, preset=preset, batch_id=batch_id)
+        for given in inputs
+    ]
+    submission = Submission(fingerprint=fingerprint(request.url.path, body), batch_id=batch_id, events=events)
+    submission = await publish(gateway, submission, request)
+    batch = submission.batch_id or batch_id
+    return BatchAccepted(
+        batch_id=batch,
+        request_ids=[e.request_id for e in submission.events],
+        status=RequestStatus.PENDING,
+        status_url=f"/api/qwen/status/{batch}",
+    )
+
+
+async def generate_sync(
+    gateway: Gateway,
+    request: Request[Any, Any, Any],
+    data: WorkflowInput,
+    timeout: float | None,
+    status_path: str,
+) -> Response[WorkflowResult | SyncTimeout]:
+    """Submit, then wait for the request's end — registered before publishing — or answer 408."""
+    workflow = gateway.catalog[DEFAULT_WORKFLOW]
+    inputs = resolve(workflow, data.workflow_inputs(), data.preset)
+    preset = workflow.preset_for(inputs, data.preset)
+    event = gateway.prepare(workflow, inputs, data.priority, preset=preset)
+    ended = gateway.index.expect(event.request_id, lambda r: r.status.terminal)
+    submission = Submission(fingerprint=fingerprint(request.url.path, data), batch_id=None, events=[event])
+    try:
+        submission = await publish(gateway, submission, request)
+    except HTTPException:
+        gateway.index.forget(event.request_id, ended)
+        raise
+    request_id = submission.events[0].request_id
+    wait_s = timeout or workflow.sync_timeout_for(preset, SYNC_TIMEOUT_DEFAULT_S)
+    if request_id == event.request_id:
+        record = await gateway.index.wait_expected(request_id, ended, wait_s)
+    else:  # an idempotent repeat: wait on the first call's request
+        gateway.index.forget(event.request_id, ended)
+        record = await gateway.index.wait(request_id, lambda r: r.status.terminal, wait_s)
+    if record is None:
+        current = await gateway.get_request(request_id)
+        return Response(
+            SyncTimeout(
+                detail=f"Generation not finished within {wait_s:.0f}s; it keeps running: poll the status URL",
+                request_id=request_id,
+                status=current.status if current else RequestStatus.PENDING,
+                status_url=f"{status_path}/{request_id}",
+            ),
+            status_code=HTTP_408_REQUEST_TIMEOUT,
+        )
+    return Response(result_of(record), status_code=HTTP_200_OK)
+
+
+def result_of(record: RequestRecord) -> WorkflowResult:
+    if record.status == RequestStatus.COMPLETED and record.result is not None:
+        return record.result
+    return WorkflowResult(
+        success=False, files=[], error=record.error or str(record.status), request_id=record.id,
+        pod_id=record.pod_id, pod_ip=record.pod_ip,
+    )  # fmt: skip
+
+
+async def accepted(gateway: Gateway, request: Request[Any, Any, Any], data: WorkflowInput) -> GenerateAccepted:
+    submission = await submit_one(
+        gateway, request, data, gateway.catalog[DEFAULT_WORKFLOW], data.workflow_inputs(), data.preset, data.priority
+    )
+    event = submission.events[0]
+    return GenerateAccepted(
+        request_id=event.request_id,
+        status=RequestStatus.PENDING,
+        workflow_name=event.workflow_name,
+        status_url=f"/api/qwen/status/{event.request_id}",
+    )
+
+
+async def request_status(gateway: Gateway, request_id: str) -> ComfyUIRequest:
     found = await gateway.get_request(request_id)
     if found is None:
         raise NotFoundException(detail=NOT_FOUND)
@@ -64,62 +218,122 @@ class QwenController(Controller):
     path = "/api/qwen"
     tags = ["Qwen image generation"]
 
-    @post("/generate-async", status_code=HTTP_202_ACCEPTED, operation_id="qwenGenerateAsync")
+    @post("/generate", status_code=HTTP_200_OK, operation_id="qwenGenerate",
+          responses={408: ResponseSpec(SyncTimeout, description="Not finished in time; poll the status URL"),
+                     **IDEMPOTENCY_DOC})  # fmt: skip
+    async def generate(
+        self, state: State, request: Request[Any, Any, Any],
+        data: Annotated[WorkflowInput, Body(title="WorkflowInput")], timeout: SyncTimeoutParam = None,
+    ) -> Response[WorkflowResult | SyncTimeout]:  # fmt: skip
+        """Generate a Qwen image and wait for it (408 with the request id if it takes longer than `timeout`)."""
+        return await generate_sync(gateway_of(state), request, data, timeout, "/api/qwen/status")
+
+    @post("/generate-async", status_code=HTTP_202_ACCEPTED, operation_id="qwenGenerateAsync", responses=IDEMPOTENCY_DOC)
     async def generate_async(
-        self, state: State, data: Annotated[WorkflowInput, Body(title="WorkflowInput")]
-    ) -> GenerateAccepted:
+        self, state: State, request: Request[Any, Any, Any],
+        data: Annotated[WorkflowInput, Body(title="WorkflowInput")],
+    ) -> GenerateAccepted:  # fmt: skip
         """Queue a Qwen image generation and return its request id at once."""
+        return await accepted(gateway_of(state), request, data)
+
+    @post("/batch-generate", status_code=HTTP_202_ACCEPTED, operation_id="qwenBatchGenerate", responses=IDEMPOTENCY_DOC)
+    async def batch_generate(
+        self, state: State, request: Request[Any, Any, Any],
+        data: Annotated[BatchGenerateRequest, Body(title="BatchGenerateRequest")],
+    ) -> BatchAccepted:  # fmt: skip
+        """Queue one generation per prompt; the batch is readable as a whole at its status URL."""
         gateway = gateway_of(state)
-        submitted = await _submit(
-            gateway, gateway.catalog[DEFAULT_WORKFLOW], data.workflow_inputs(), data.preset, data.priority
-        )
-        return GenerateAccepted(
-            request_id=submitted.request_id,
-            status=RequestStatus.PENDING,
-            workflow_name=submitted.workflow_name,
-            status_url=f"/api/qwen/status/{submitted.request_id}",
+        inputs = [data.inputs_for(prompt, i) for i, prompt in enumerate(data.prompts)]
+        return await submit_batch(
+            gateway, request, data, gateway.catalog[DEFAULT_WORKFLOW], inputs, data.preset, data.priority
         )
 
     @get("/status/{request_id:str}", operation_id="qwenStatus")
-    async def status(self, state: State, request_id: RequestId) -> ComfyUIRequest:
-        """The request's current state; `result.files` are downloadable from `/api/files/{name}`."""
-        return await _status(gateway_of(state), request_id)
+    async def status(self, state: State, request_id: RequestId) -> ComfyUIRequest | BatchStatus:
+        """A request's state (`result.files` download from `/api/files/{name}`), or a whole batch's."""
+        gateway = gateway_of(state)
+        if request_id.startswith("batch-"):
+            batch = gateway.batch_status(request_id)
+            if batch is None:
+                raise NotFoundException(detail="Batch not found")
+            return batch
+        return await request_status(gateway, request_id)
 
     @get("/presets", operation_id="qwenPresets", sync_to_thread=False)
     def presets(self, state: State) -> WorkflowPresets:
         """Presets (fast, quality, ultra), the graph variant each runs on, and every input's limits."""
         return describe(gateway_of(state).catalog[DEFAULT_WORKFLOW])
 
+    @get("/examples", operation_id="qwenExamples", sync_to_thread=False)
+    def examples(self, state: State) -> dict[str, Any]:
+        """Example prompts with sizes and presets, and tips for writing prompts."""
+        definition = gateway_of(state).catalog[DEFAULT_WORKFLOW].definition
+        return {"workflow_name": definition.name, "examples": definition.examples, "tips": definition.tips}
+
+    @get("/health", operation_id="qwenHealth")
+    async def health(self, state: State) -> Response[dict[str, Any]]:
+        """Whether Qwen generation can run now: the services are alive and the workflow is loaded."""
+        gateway = gateway_of(state)
+        report = await gateway.health()
+        workflow = gateway.catalog.get(DEFAULT_WORKFLOW)
+        pods = [p for p in gateway.index.active_pods() if p.workflow_name == DEFAULT_WORKFLOW]
+        body = {
+            "status": "healthy" if not report.unhealthy and workflow else "unhealthy",
+            "workflow_name": DEFAULT_WORKFLOW,
+            "workflow_loaded": workflow is not None,
+            "presets": sorted(workflow.definition.presets) if workflow else [],
+            "pods": {"active": len(pods), "ready": sum(1 for p in pods if p.status == "ready")},
+            "queue": {"pending": gateway.stats().pending_requests},
+            "unhealthy": report.unhealthy,
+        }
+        healthy = body["status"] == "healthy"
+        return Response(body, status_code=HTTP_200_OK if healthy else HTTP_503_SERVICE_UNAVAILABLE)
+
 
 class WorkflowsController(Controller):
     path = "/api/runpod/workflows"
     tags = ["Workflows"]
 
-    @post("/queue", status_code=HTTP_202_ACCEPTED, operation_id="workflowsQueue")
+    @post("/queue", status_code=HTTP_202_ACCEPTED, operation_id="workflowsQueue", responses=IDEMPOTENCY_DOC)
     async def queue(
-        self, state: State, data: Annotated[WorkflowQueueRequest, Body(title="WorkflowQueueRequest")]
-    ) -> ComfyUIRequest:
+        self, state: State, request: Request[Any, Any, Any],
+        data: Annotated[WorkflowQueueRequest, Body(title="WorkflowQueueRequest")],
+    ) -> ComfyUIRequest:  # fmt: skip
         """Queue any workflow of the catalogue (shipped or from `WORKFLOWS_DIR`) with its own inputs."""
         gateway = gateway_of(state)
         workflow = gateway.catalog.get(data.workflow_name)
         if workflow is None:
             known = ", ".join(gateway.catalog.names())
             raise ValidationException(detail=f"workflow_name: unknown workflow {data.workflow_name!r} (known: {known})")
-        submitted = await _submit(gateway, workflow, data.inputs, data.preset, data.priority)
-        return ComfyUIRequest(
-            id=submitted.request_id,
-            workflow_name=submitted.workflow_name,
-            inputs=submitted.inputs,
-            status=RequestStatus.PENDING,
-            pod_id=None,
-            created_at=submitted.created_at,
-            updated_at=submitted.created_at,
-        )
+        submission = await submit_one(gateway, request, data, workflow, data.inputs, data.preset, data.priority)
+        event = submission.events[0]
+        current = await gateway.get_request(event.request_id)
+        return current or ComfyUIRequest(
+            id=event.request_id, workflow_name=event.workflow_name, inputs=event.inputs,
+            status=RequestStatus.PENDING, pod_id=None, created_at=event.created_at, updated_at=event.created_at,
+        )  # fmt: skip
 
     @get("/status/{request_id:str}", operation_id="workflowsStatus")
     async def status(self, state: State, request_id: RequestId) -> ComfyUIRequest:
         """A queued workflow's current state."""
-        return await _status(gateway_of(state), request_id)
+        return await request_status(gateway_of(state), request_id)
+
+    @get("/queue/status", operation_id="workflowsQueueStatus", sync_to_thread=False)
+    def queue_status(
+        self, state: State, limit: Annotated[int, QueryParameter(ge=1, le=1000, description="Newest N per list")] = 100
+    ) -> QueueStatus:
+        """Active pods, and the newest unfinished, completed and failed (or cancelled) requests."""
+        return gateway_of(state).queue_status(limit)
+
+    @get("/history", operation_id="workflowsHistory", sync_to_thread=False)
+    def history(
+        self,
+        state: State,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000, description="At most this many, newest first")] = 50,
+        status: Annotated[RequestStatus | None, QueryParameter(description="Only requests in this state")] = None,
+    ) -> list[ComfyUIRequest]:
+        """Requests, newest first, optionally of one status."""
+        return gateway_of(state).history(limit, status)
 
     @delete(
         "/{request_id:str}",
@@ -130,14 +344,58 @@ class WorkflowsController(Controller):
     async def cancel(self, state: State, request_id: RequestId) -> Response[ComfyUIRequest | CancelConflict]:
         """Cancel: a pending request at once, a running one by interrupting its prompt (409 if it had ended)."""
         try:
-            request = await gateway_of(state).cancel(request_id, CANCEL_WAIT_S)
+            found = await gateway_of(state).cancel(request_id, CANCEL_WAIT_S)
         except AlreadyFinished as exc:
             return Response(CancelConflict(detail=str(exc), request=exc.request), status_code=HTTP_409_CONFLICT)
         except Unavailable as exc:
             raise HTTPException(status_code=HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc)) from exc
-        if request is None:
+        if found is None:
             raise NotFoundException(detail=NOT_FOUND)
-        return Response(request, status_code=HTTP_200_OK if request.status.terminal else HTTP_202_ACCEPTED)
+        return Response(found, status_code=HTTP_200_OK if found.status.terminal else HTTP_202_ACCEPTED)
+
+
+class ImagesController(Controller):
+    path = "/api/runpod"
+    tags = ["Image generation"]
+
+    @post("/generate-image", status_code=HTTP_200_OK, operation_id="runpodGenerateImage",
+          responses={408: ResponseSpec(SyncTimeout, description="Not finished in time; poll the status URL"),
+                     **IDEMPOTENCY_DOC})  # fmt: skip
+    async def generate_image(
+        self, state: State, request: Request[Any, Any, Any],
+        data: Annotated[WorkflowInput, Body(title="WorkflowInput")], timeout: SyncTimeoutParam = None,
+    ) -> Response[WorkflowResult | SyncTimeout]:  # fmt: skip
+        """Generate an image and wait for it (408 with the request id if it takes longer than `timeout`)."""
+        return await generate_sync(gateway_of(state), request, data, timeout, "/api/runpod/workflows/status")
+
+    @post("/generate-image-async", status_code=HTTP_202_ACCEPTED, operation_id="runpodGenerateImageAsync",
+          responses=IDEMPOTENCY_DOC)  # fmt: skip
+    async def generate_image_async(
+        self, state: State, request: Request[Any, Any, Any],
+        data: Annotated[WorkflowInput, Body(title="WorkflowInput")],
+    ) -> GenerateAccepted:  # fmt: skip
+        """Queue an image generation and return its request id at once."""
+        return await accepted(gateway_of(state), request, data)
+
+    @post("/generate-multiple-images", status_code=HTTP_202_ACCEPTED, operation_id="runpodGenerateMultipleImages",
+          responses=IDEMPOTENCY_DOC)  # fmt: skip
+    async def generate_multiple_images(
+        self, state: State, request: Request[Any, Any, Any],
+        data: Annotated[MultipleImagesRequest, Body(title="MultipleImagesRequest")],
+    ) -> BatchAccepted:  # fmt: skip
+        """Queue `count` images of one prompt (seeds seed, seed+1, … when a seed is given) as one batch."""
+        gateway = gateway_of(state)
+        base = data.workflow_inputs()
+        seed = base.get("seed")
+        inputs = [{**base, **({"seed": seed + i} if seed is not None else {})} for i in range(data.count)]
+        return await submit_batch(
+            gateway, request, data, gateway.catalog[DEFAULT_WORKFLOW], inputs, data.preset, data.priority
+        )
+
+    @get("/stats", operation_id="runpodStats", sync_to_thread=False)
+    def stats(self, state: State) -> QueueStats:
+        """Counts of pods and requests by state."""
+        return gateway_of(state).stats()
 
 
 @get("/api/files/{filename:str}", operation_id="downloadFile", tags=["Files"])

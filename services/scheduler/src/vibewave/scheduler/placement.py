@@ -1,20 +1,24 @@
 """Which request runs on which pod: the queue and the pods' slots, without I/O.
 
-Requests wait in one FIFO per priority class; a ready pod of the request's workflow with a free slot
-takes the oldest request of the highest class. A pod holds one request at a time, and a request is on
-at most one pod: nothing is double-booked.
+Requests wait in one FIFO per (workflow, priority class). A ready pod of a workflow with a free slot
+takes the head with the best effective rank — its class, raised one class for every `aging_s` it has
+waited, so a low-priority request never starves — and among equal ranks the oldest. Only the three
+heads are compared, so placing stays cheap however deep the queue. A pod holds one request at a time
+and a request is on at most one pod: nothing is double-booked.
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from vibewave.contracts.events import PodRecord, PodStatus, RequestRecord
 from vibewave.contracts.models import Priority, RequestStatus
 
 PRIORITY_ORDER = (Priority.HIGH, Priority.NORMAL, Priority.LOW)
+RANK = {priority: rank for rank, priority in enumerate(PRIORITY_ORDER)}
 
 
 @dataclass(frozen=True)
@@ -24,9 +28,12 @@ class Placement:
 
 
 class Placer:
-    def __init__(self) -> None:
-        self._queues: dict[Priority, deque[str]] = {p: deque() for p in PRIORITY_ORDER}
+    def __init__(self, aging_s: float = 30.0, clock: Callable[[], float] = time.time) -> None:
+        self.aging_s = aging_s
+        self.clock = clock
+        self._queues: dict[tuple[str, Priority], deque[str]] = {}
         self._queued: dict[str, RequestRecord] = {}
+        self._waiting: dict[str, int] = {}  # per workflow
         self._pods: dict[str, PodRecord] = {}
         self._pod_of: dict[str, str] = {}  # request id → pod id, while assigned or running
         self._request_on: dict[str, str] = {}  # pod id → request id
@@ -37,7 +44,8 @@ class Placer:
         if record.id in self._queued or record.id in self._pod_of:
             return
         self._queued[record.id] = record
-        queue = self._queues[record.priority]
+        self._waiting[record.workflow_name] = self._waiting.get(record.workflow_name, 0) + 1
+        queue = self._queues.setdefault((record.workflow_name, record.priority), deque())
         queue.appendleft(record.id) if front else queue.append(record.id)
 
     def occupy(self, request_id: str, pod_id: str) -> None:
@@ -53,10 +61,11 @@ class Placer:
         return pod_id
 
     def forget(self, request_id: str) -> None:
-        """Drop a queued request (cancelled or failed before placement)."""
+        """Drop a queued request (cancelled, or failed before placement)."""
         record = self._queued.pop(request_id, None)
         if record is not None:
-            self._queues[record.priority].remove(request_id)
+            self._queues[(record.workflow_name, record.priority)].remove(request_id)
+            self._waiting[record.workflow_name] -= 1
 
     def update_pod(self, pod: PodRecord) -> None:
         if pod.status in (PodStatus.TERMINATED, PodStatus.FAILED, PodStatus.STOPPED):
@@ -72,8 +81,9 @@ class Placer:
     def place(self) -> list[Placement]:
         """Match free ready pods with the best waiting requests of their workflow."""
         placements: list[Placement] = []
-        free = [p for p in self._pods.values() if p.status == PodStatus.READY and p.id not in self._request_on]
-        for pod in free:
+        for pod in list(self._pods.values()):
+            if pod.status != PodStatus.READY or pod.id in self._request_on:
+                continue
             request_id = self._take(pod.workflow_name)
             if request_id is None:
                 continue
@@ -81,21 +91,42 @@ class Placer:
             placements.append(Placement(request_id, pod))
         return placements
 
+    def effective_rank(self, record: RequestRecord, now: float) -> float:
+        waited = max(0.0, now - record.created_at.timestamp())
+        steps = int(waited // self.aging_s) if self.aging_s > 0 else 0
+        return RANK[record.priority] - steps
+
     def _take(self, workflow_name: str) -> str | None:
+        now = self.clock()
+        best: tuple[float, float, str] | None = None
         for priority in PRIORITY_ORDER:
-            queue = self._queues[priority]
+            queue = self._queues.get((workflow_name, priority))
+            if queue:
+                head = self._queued[queue[0]]
+                candidate = (self.effective_rank(head, now), head.created_at.timestamp(), head.id)
+                if best is None or candidate[:2] < best[:2]:
+                    best = candidate
+        if best is None:
+            return None
+        record = self._queued.pop(best[2])
+        self._queues[(workflow_name, record.priority)].popleft()
+        self._waiting[workflow_name] -= 1
+        return record.id
+
+    def expired(self, ttl_s: float) -> list[str]:
+        """Queued requests older than `ttl_s` (heads only: each queue is oldest first)."""
+        cutoff = self.clock() - ttl_s
+        found: list[str] = []
+        for queue in self._queues.values():
             for request_id in queue:
-                if self._queued[request_id].workflow_name == workflow_name:
-                    queue.remove(request_id)
-                    del self._queued[request_id]
-                    return request_id
-        return None
+                if self._queued[request_id].created_at.timestamp() >= cutoff:
+                    break
+                found.append(request_id)
+        return found
 
     def demand(self) -> dict[str, int]:
         """Pods wanted per workflow: requests waiting plus requests on pods."""
-        wanted: dict[str, int] = {}
-        for record in self._queued.values():
-            wanted[record.workflow_name] = wanted.get(record.workflow_name, 0) + 1
+        wanted = {workflow: count for workflow, count in self._waiting.items() if count}
         for pod_id in self._request_on:
             pod = self._pods.get(pod_id)
             if pod is not None:
@@ -104,6 +135,9 @@ class Placer:
 
     def busy_pods(self) -> list[str]:
         return sorted(self._request_on)
+
+    def on_pod(self) -> dict[str, str]:
+        return dict(self._pod_of)
 
     @property
     def queued_count(self) -> int:

@@ -57,7 +57,7 @@ class SchedulerService:
     def __init__(self, settings: SchedulerSettings, tracer_provider: TracerProvider | None = None) -> None:
         self.settings = settings
         self.tracer_provider = tracer_provider
-        self.placer = Placer()
+        self.placer = Placer(aging_s=settings.aging_s)
         self._bus: Bus | None = None
         self._requests: KeyValue | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -85,6 +85,7 @@ class SchedulerService:
         self._tasks = [
             asyncio.create_task(self._watch_pods(pods), name="scheduler:pods"),
             asyncio.create_task(self._announce_demand(), name="scheduler:demand"),
+            asyncio.create_task(self._watch_time(), name="scheduler:timeouts"),
         ]
         self.bus.consume(SCHEDULER_CONSUMER, self.handle, replicas=common.replicas)
         self._liveness = await serve_liveness(self.bus.nc, "scheduler", "request lifecycle and placement")
@@ -210,13 +211,7 @@ class SchedulerService:
             await self._save(requeued)
             self.placer.enqueue(requeued, front=True)
             return
-        log.warning("request failed: %s", event.error, extra={"kind": event.kind})
-        await self._save(msgspec.structs.replace(record, status=RequestStatus.FAILED, error=event.error))
-        await self.bus.publish(
-            request_subject(record.id, RequestEvent.FAILED),
-            RequestFailed(request_id=record.id, kind=event.kind, error=event.error, attempts=record.attempts),
-            msg_id=f"{record.id}.failed",
-        )
+        await self._finish_failed(record, event.kind, event.error)
 
     async def _read(self, request_id: str) -> RequestRecord | None:
         try:
@@ -303,6 +298,53 @@ class SchedulerService:
             except Exception as exc:
                 log.warning("pod watch interrupted (%s); resuming", exc)
                 await asyncio.sleep(1)
+
+    async def _watch_time(self) -> None:
+        """Fail requests that waited past the queue TTL, and runs that outlived their execution timeout
+        by more than the grace (their executor is gone: a live one interrupts and reports on its own)."""
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                async with self._lock:
+                    await self._expire_waiting()
+                    await self._expire_running()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("timeout sweep failed (%s); will retry", exc)
+
+    async def _expire_waiting(self) -> None:
+        for request_id in self.placer.expired(self.settings.queue_ttl_s):
+            record = await self._read(request_id)
+            self.placer.forget(request_id)
+            self._demand_changed.set()
+            if record is not None and not record.status.terminal:
+                await self._finish_failed(
+                    record,
+                    FailureKind.TIMEOUT,
+                    f"timed out: waited longer than the queue TTL ({self.settings.queue_ttl_s:.0f}s)",
+                )
+
+    async def _expire_running(self) -> None:
+        now = utcnow()
+        for request_id in list(self.placer.on_pod()):
+            record = await self._read(request_id)
+            if record is None or record.status.terminal:
+                continue
+            limit = (record.execution_timeout_s or 900.0) + self.settings.run_grace_s
+            if (now - record.updated_at).total_seconds() > limit:
+                self.placer.release(request_id)
+                self._demand_changed.set()
+                await self._finish_failed(record, FailureKind.TIMEOUT, f"timed out: no outcome within {limit:.0f}s")
+
+    async def _finish_failed(self, record: RequestRecord, kind: FailureKind, error: str) -> None:
+        log.warning("request failed: %s", error, extra={"request_id": record.id, "kind": kind})
+        await self._save(msgspec.structs.replace(record, status=RequestStatus.FAILED, error=error))
+        await self.bus.publish(
+            request_subject(record.id, RequestEvent.FAILED),
+            RequestFailed(request_id=record.id, kind=kind, error=error, attempts=record.attempts),
+            msg_id=f"{record.id}.failed",
+        )
 
     async def _announce_demand(self) -> None:
         while True:
