@@ -14,7 +14,16 @@ from opentelemetry.trace import TracerProvider
 from vibewave.api.docs import redoc, swagger_ui
 from vibewave.api.errors import EXCEPTION_HANDLERS
 from vibewave.api.gateway import Gateway
-from vibewave.api.routes import QwenController, WorkflowsController, download_file, health
+from vibewave.api.routes import (
+    QwenController,
+    WorkflowsController,
+    download_file,
+    generate_image,
+    generate_image_async,
+    generate_multiple_images,
+    health,
+    stats,
+)
 from vibewave.api.runpod_routes import RunPodController
 from vibewave.api.settings import ApiSettings
 
@@ -43,6 +52,10 @@ def create_app(settings: ApiSettings | None = None, tracer_provider: TracerProvi
             QwenController,
             WorkflowsController,
             RunPodController,
+            generate_image,
+            generate_image_async,
+            generate_multiple_images,
+            stats,
             download_file,
             health,
             swagger_ui,

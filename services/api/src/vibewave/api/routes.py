@@ -354,48 +354,60 @@ class WorkflowsController(Controller):
         return Response(found, status_code=HTTP_200_OK if found.status.terminal else HTTP_202_ACCEPTED)
 
 
-class ImagesController(Controller):
-    path = "/api/runpod"
-    tags = ["Image generation"]
+IMAGES = ["Image generation"]
 
-    @post("/generate-image", status_code=HTTP_200_OK, operation_id="runpodGenerateImage",
-          responses={408: ResponseSpec(SyncTimeout, description="Not finished in time; poll the status URL"),
-                     **IDEMPOTENCY_DOC})  # fmt: skip
-    async def generate_image(
-        self, state: State, request: Request[Any, Any, Any],
-        data: Annotated[WorkflowInput, Body(title="WorkflowInput")], timeout: SyncTimeoutParam = None,
-    ) -> Response[WorkflowResult | SyncTimeout]:  # fmt: skip
-        """Generate an image and wait for it (408 with the request id if it takes longer than `timeout`)."""
-        return await generate_sync(gateway_of(state), request, data, timeout, "/api/runpod/workflows/status")
 
-    @post("/generate-image-async", status_code=HTTP_202_ACCEPTED, operation_id="runpodGenerateImageAsync",
-          responses=IDEMPOTENCY_DOC)  # fmt: skip
-    async def generate_image_async(
-        self, state: State, request: Request[Any, Any, Any],
-        data: Annotated[WorkflowInput, Body(title="WorkflowInput")],
-    ) -> GenerateAccepted:  # fmt: skip
-        """Queue an image generation and return its request id at once."""
-        return await accepted(gateway_of(state), request, data)
+@post("/api/runpod/generate-image", status_code=HTTP_200_OK, operation_id="runpodGenerateImage", tags=IMAGES,
+      responses={408: ResponseSpec(SyncTimeout, description="Not finished in time; poll the status URL"),
+                 **IDEMPOTENCY_DOC})  # fmt: skip
+async def generate_image(
+    state: State, request: Request[Any, Any, Any],
+    data: Annotated[WorkflowInput, Body(title="WorkflowInput")], timeout: SyncTimeoutParam = None,
+) -> Response[WorkflowResult | SyncTimeout]:  # fmt: skip
+    """Generate an image and wait for it (408 with the request id if it takes longer than `timeout`)."""
+    return await generate_sync(gateway_of(state), request, data, timeout, "/api/runpod/workflows/status")
 
-    @post("/generate-multiple-images", status_code=HTTP_202_ACCEPTED, operation_id="runpodGenerateMultipleImages",
-          responses=IDEMPOTENCY_DOC)  # fmt: skip
-    async def generate_multiple_images(
-        self, state: State, request: Request[Any, Any, Any],
-        data: Annotated[MultipleImagesRequest, Body(title="MultipleImagesRequest")],
-    ) -> BatchAccepted:  # fmt: skip
-        """Queue `count` images of one prompt (seeds seed, seed+1, … when a seed is given) as one batch."""
-        gateway = gateway_of(state)
-        base = data.workflow_inputs()
-        seed = base.get("seed")
-        inputs = [{**base, **({"seed": seed + i} if seed is not None else {})} for i in range(data.count)]
-        return await submit_batch(
-            gateway, request, data, gateway.catalog[DEFAULT_WORKFLOW], inputs, data.preset, data.priority
-        )
 
-    @get("/stats", operation_id="runpodStats", sync_to_thread=False)
-    def stats(self, state: State) -> QueueStats:
-        """Counts of pods and requests by state."""
-        return gateway_of(state).stats()
+@post(
+    "/api/runpod/generate-image-async",
+    status_code=HTTP_202_ACCEPTED,
+    operation_id="runpodGenerateImageAsync",
+    tags=IMAGES,
+    responses=IDEMPOTENCY_DOC,
+)
+async def generate_image_async(
+    state: State, request: Request[Any, Any, Any],
+    data: Annotated[WorkflowInput, Body(title="WorkflowInput")],
+) -> GenerateAccepted:  # fmt: skip
+    """Queue an image generation and return its request id at once."""
+    return await accepted(gateway_of(state), request, data)
+
+
+@post(
+    "/api/runpod/generate-multiple-images",
+    status_code=HTTP_202_ACCEPTED,
+    operation_id="runpodGenerateMultipleImages",
+    tags=IMAGES,
+    responses=IDEMPOTENCY_DOC,
+)
+async def generate_multiple_images(
+    state: State, request: Request[Any, Any, Any],
+    data: Annotated[MultipleImagesRequest, Body(title="MultipleImagesRequest")],
+) -> BatchAccepted:  # fmt: skip
+    """Queue `count` images of one prompt (seeds seed, seed+1, … when a seed is given) as one batch."""
+    gateway = gateway_of(state)
+    base = data.workflow_inputs()
+    seed = base.get("seed")
+    inputs = [{**base, **({"seed": seed + i} if seed is not None else {})} for i in range(data.count)]
+    return await submit_batch(
+        gateway, request, data, gateway.catalog[DEFAULT_WORKFLOW], inputs, data.preset, data.priority
+    )
+
+
+@get("/api/runpod/stats", operation_id="runpodStats", sync_to_thread=False, tags=["Workflows"])
+def stats(state: State) -> QueueStats:
+    """Counts of pods and requests by state."""
+    return gateway_of(state).stats()
 
 
 @get("/api/files/{filename:str}", operation_id="downloadFile", tags=["Files"])
