@@ -81,3 +81,46 @@ async def test_failed_handler_is_redelivered_in_the_producers_trace(nats_url):
     consumer_spans = [s for s in exporter.get_finished_spans() if s.name == "process progress"]
     assert len(consumer_spans) == 2
     assert {s.context.trace_id for s in consumer_spans} == {root.get_span_context().trace_id}
+
+
+async def test_kv_follow_survives_a_nats_restart(tmp_path):
+    """nats-py's own watcher goes silent after a server restart; Bus.follow_kv reopens it."""
+    from vibewave.contracts.events import PODS_BUCKET
+    from vibewave.devstack.nats_server import EmbeddedNats
+
+    server = EmbeddedNats(tmp_path / "nats")
+    server.start()
+    seen: dict[str, bytes | None] = {}
+    changed = asyncio.Event()
+
+    def apply(key: str, value: bytes | None) -> None:
+        seen[key] = value
+        changed.set()
+
+    bus = await Bus.connect(server.url, name="test")
+    try:
+        await bus.provision()
+        kv = await bus.kv(PODS_BUCKET)
+        ready = asyncio.Event()
+        follower = asyncio.create_task(bus.follow_kv(PODS_BUCKET, apply, ready))
+        await asyncio.wait_for(ready.wait(), 5)
+        await kv.put("before", b"1")
+        async with asyncio.timeout(5):
+            while "before" not in seen:
+                changed.clear()
+                await changed.wait()
+        await asyncio.to_thread(server.restart)
+        async with asyncio.timeout(15):
+            while True:
+                try:
+                    await kv.put("after", b"2")
+                    break
+                except Exception:
+                    await asyncio.sleep(0.2)
+            while seen.get("after") != b"2":
+                changed.clear()
+                await changed.wait()
+        follower.cancel()
+    finally:
+        await bus.close()
+        server.stop()

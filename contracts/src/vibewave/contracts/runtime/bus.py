@@ -88,10 +88,12 @@ def trace_headers() -> dict[str, str]:
 
 
 class _ConnectionLog:
-    """Logs connection trouble, except the disconnect our own close causes."""
+    """Logs connection trouble, except the disconnect our own close causes, and tells listeners of
+    each reconnect (a KV watch does not survive a NATS restart and must be opened again)."""
 
     def __init__(self) -> None:
         self.closing = False
+        self.listeners: list[asyncio.Event] = []
 
     async def error(self, exc: Exception) -> None:
         if not self.closing:
@@ -103,6 +105,8 @@ class _ConnectionLog:
 
     async def reconnected(self) -> None:
         log.info("nats reconnected")
+        for listener in self.listeners:
+            listener.set()
 
 
 class Bus:
@@ -236,6 +240,50 @@ class Bus:
     async def publish_core(self, subject: str, message: msgspec.Struct) -> None:
         """Fire-and-forget core NATS publish, for periodic signals that the next one supersedes."""
         await self.nc.publish(subject, encode(message), headers=trace_headers())
+
+    # ---------------------------------------------------------------------------------------- watching
+
+    async def follow_kv(
+        self,
+        spec: BucketSpec,
+        apply: Callable[[str, bytes | None], None],
+        ready: asyncio.Event | None = None,
+    ) -> None:
+        """Apply every value of a bucket, then every change, forever (run it as a task).
+
+        The watch is opened again after each reconnect, replaying current values: nats-py's watcher
+        stays silent after a NATS restart. `apply` must therefore be idempotent; deletes arrive as None.
+        """
+        reconnected = asyncio.Event()
+        self._connection_log.listeners.append(reconnected)
+        try:
+            while True:
+                reconnected.clear()
+                watcher = None
+                try:
+                    watcher = await (await self.kv(spec)).watchall()
+                    while not reconnected.is_set():
+                        try:
+                            entry = await watcher.updates(timeout=1.0)  # type: ignore[no-untyped-call]
+                        except nats.errors.TimeoutError:
+                            continue
+                        if entry is None:
+                            if ready is not None:
+                                ready.set()
+                            continue
+                        deleted = entry.operation in ("DEL", "PURGE")
+                        apply(entry.key, None if deleted else entry.value)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("watch of %s interrupted (%s); reopening", spec.name, exc)
+                    await asyncio.sleep(0.5)
+                finally:
+                    if watcher is not None:
+                        with contextlib.suppress(Exception):
+                            await watcher.stop()  # type: ignore[no-untyped-call]
+        finally:
+            self._connection_log.listeners.remove(reconnected)
 
     # -------------------------------------------------------------------------------------- consuming
 

@@ -28,7 +28,6 @@ from vibewave.api.settings import ApiSettings
 from vibewave.contracts.events import (
     IDEMPOTENCY_BUCKET,
     OUTPUTS_STORE,
-    PODS_BUCKET,
     REQ_PREFIX,
     REQUESTS_BUCKET,
     REQUESTS_STREAM,
@@ -133,7 +132,7 @@ class Gateway:
         self._bus = await Bus.connect(common.nats_url, name="api", tracer_provider=self.tracer_provider)
         await self._bus.provision(common.replicas)
         self._requests = await self._bus.kv(REQUESTS_BUCKET)
-        self.index.start(self._requests, await self._bus.kv(PODS_BUCKET))
+        self.index.start(self._bus)
         await self._bus.object_store(OUTPUTS_STORE)
         self._progress_sub = await self._bus.nc.subscribe(
             f"{REQ_PREFIX}.*.{RequestEvent.PROGRESS}", cb=self._on_progress

@@ -1,4 +1,5 @@
-"""The api's view of every request and pod, kept current from watches of KV `requests` and `pods`.
+"""The api's view of every request and pod, kept current from watches of KV `requests` and `pods`
+(reopened after every NATS reconnect).
 
 Reads (status, queue, history, stats, batches) come from here, not from a store scan per call; the
 scheduler and pod-manager stay the only writers. Per status, request ids are kept sorted by creation
@@ -13,11 +14,9 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterator
 
-from nats.js.kv import KeyValue
-
-from vibewave.contracts.events import PodRecord, PodStatus, RequestRecord
+from vibewave.contracts.events import PODS_BUCKET, REQUESTS_BUCKET, PodRecord, PodStatus, RequestRecord
 from vibewave.contracts.models import RequestStatus
-from vibewave.contracts.runtime.bus import decode
+from vibewave.contracts.runtime.bus import Bus, decode
 
 log = logging.getLogger("vibewave.api.index")
 
@@ -138,10 +137,10 @@ class RequestIndex:
 
     # -------------------------------------------------------------------------------------- follow
 
-    def start(self, requests: KeyValue, pods: KeyValue) -> None:
+    def start(self, bus: Bus) -> None:
         self._tasks = [
-            asyncio.create_task(self._follow(requests, self.apply, self.ready), name="api:request-index"),
-            asyncio.create_task(self._follow(pods, self.apply_pod, None), name="api:pod-index"),
+            asyncio.create_task(bus.follow_kv(REQUESTS_BUCKET, self.apply, self.ready), name="api:request-index"),
+            asyncio.create_task(bus.follow_kv(PODS_BUCKET, self.apply_pod), name="api:pod-index"),
         ]
 
     async def stop(self) -> None:
@@ -150,22 +149,3 @@ class RequestIndex:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-
-    async def _follow(
-        self, kv: KeyValue, apply: Callable[[str, bytes | None], None], ready: asyncio.Event | None
-    ) -> None:
-        while True:
-            try:
-                watcher = await kv.watchall()
-                async for entry in watcher:
-                    if entry is None:
-                        if ready is not None:
-                            ready.set()
-                        continue
-                    deleted = entry.operation in ("DEL", "PURGE")
-                    apply(entry.key, None if deleted else entry.value)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("index watch interrupted (%s); resuming", exc)
-                await asyncio.sleep(0.5)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import OrderedDict
@@ -85,9 +86,8 @@ class ExecutorService:
         self._cancel_sub = await self.bus.nc.subscribe(
             f"{REQ_PREFIX}.*.{RequestEvent.CANCEL_REQUESTED}", cb=self._on_cancel_requested
         )
-        self.bus.consume(
-            EXECUTOR_CONSUMER, self.handle, concurrency=self.settings.concurrency, replicas=common.replicas
-        )
+        consumer = dataclasses.replace(EXECUTOR_CONSUMER, ack_wait_s=self.settings.ack_wait_s)
+        self.bus.consume(consumer, self.handle, concurrency=self.settings.concurrency, replicas=common.replicas)
         await serve_liveness(self.bus.nc, "executor", "runs workflows on ComfyUI")
 
     async def stop(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Iterable
 
 import msgspec
 import nats.js.errors
@@ -30,6 +31,7 @@ from vibewave.contracts.events import (
     Demand,
     FailureKind,
     PodRecord,
+    PodStatus,
     RequestAssigned,
     RequestCancelled,
     RequestCompleted,
@@ -63,6 +65,7 @@ class SchedulerService:
         self._tasks: list[asyncio.Task[None]] = []
         self._demand_changed = asyncio.Event()
         self._lock = asyncio.Lock()  # events and pod changes both place requests: one at a time
+        self._pods_changed = asyncio.Event()
         self._liveness: object | None = None
 
     @property
@@ -80,10 +83,12 @@ class SchedulerService:
         self._bus = await Bus.connect(common.nats_url, name="scheduler", tracer_provider=self.tracer_provider)
         await self.bus.provision(common.replicas)
         self._requests = await self.bus.kv(REQUESTS_BUCKET)
-        self.placer.restore(await self._load_open_requests())
-        pods = await self.bus.kv(PODS_BUCKET)
+        open_requests = await self._load_open_requests()
+        self.placer.restore(open_requests)
+        await self._redispatch(r for r in open_requests if r.status == RequestStatus.ASSIGNED)
         self._tasks = [
-            asyncio.create_task(self._watch_pods(pods), name="scheduler:pods"),
+            asyncio.create_task(self.bus.follow_kv(PODS_BUCKET, self._on_pod), name="scheduler:pods"),
+            asyncio.create_task(self._place_on_pod_changes(), name="scheduler:placement"),
             asyncio.create_task(self._announce_demand(), name="scheduler:demand"),
             asyncio.create_task(self._watch_time(), name="scheduler:timeouts"),
         ]
@@ -98,6 +103,25 @@ class SchedulerService:
                 await task
         if self._bus is not None:
             await self._bus.close()
+
+    async def _redispatch(self, assigned: Iterable[RequestRecord]) -> None:
+        """Send assigned requests' dispatches again: an earlier scheduler may have stopped between recording
+        an assignment and sending it. Harmless if it had been sent: the dedupe id drops a repeat within the
+        window, and an executor that gets it twice finds the prompt (same id per attempt) already on the pod."""
+        pods = await self.bus.kv(PODS_BUCKET)
+        for record in assigned:
+            try:
+                entry = await pods.get(record.pod_id or "")
+                pod = decode(entry.value or b"", PodRecord)
+            except (nats.js.errors.KeyNotFoundError, msgspec.DecodeError):
+                pod = None
+            if pod is None or pod.status != PodStatus.READY:
+                self.placer.release(record.id)
+                requeued = msgspec.structs.replace(record, status=RequestStatus.PENDING, pod_id=None, pod_ip=None)
+                await self._save(requeued)
+                self.placer.enqueue(requeued, front=True)
+                continue
+            await self._dispatch(record, pod)
 
     async def _load_open_requests(self) -> list[RequestRecord]:
         records: list[RequestRecord] = []
@@ -280,24 +304,27 @@ class SchedulerService:
             otel_context.detach(token)
         log.info("request assigned", extra={"request_id": record.id, "pod_id": pod.id})
 
-    async def _watch_pods(self, pods: KeyValue) -> None:
+    def _on_pod(self, key: str, value: bytes | None) -> None:
+        if value:
+            self.placer.update_pod(decode(value, PodRecord))
+        else:
+            self.placer.remove_pod(key)
+        self._pods_changed.set()
+
+    async def _place_on_pod_changes(self) -> None:
+        """Pods coming and going (from the KV watch) may free slots: place what waits."""
         while True:
+            await self._pods_changed.wait()
+            self._pods_changed.clear()
             try:
-                watcher = await pods.watchall()
-                async for entry in watcher:
-                    if entry is None:
-                        continue
-                    async with self._lock:
-                        if entry.operation in ("DEL", "PURGE") or not entry.value:
-                            self.placer.remove_pod(entry.key)
-                        else:
-                            self.placer.update_pod(decode(entry.value, PodRecord))
-                        await self._place()
+                async with self._lock:
+                    await self._place()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("pod watch interrupted (%s); resuming", exc)
-                await asyncio.sleep(1)
+                log.warning("placement after a pod change failed (%s); will retry", exc)
+                await asyncio.sleep(0.5)
+                self._pods_changed.set()
 
     async def _watch_time(self) -> None:
         """Fail requests that waited past the queue TTL, and runs that outlived their execution timeout
