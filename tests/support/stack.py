@@ -77,6 +77,12 @@ class Stack:
                 process.kill()
                 process.wait()
 
+    def kill(self, name: str) -> None:
+        """SIGKILL: no graceful stop, as a crash would leave things."""
+        process = self.processes.pop(name)
+        process.kill()
+        process.wait()
+
     def health(self) -> httpx.Response | None:
         try:
             return self.client.get("/health")
