@@ -36,7 +36,9 @@ def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.05) 
 
 
 class Stack:
-    def __init__(self, nats_url: str, home: Path, **env: str) -> None:
+    def __init__(
+        self, nats_url: str, home: Path, *, service_env: dict[str, dict[str, str]] | None = None, **env: str
+    ) -> None:
         self.home = home
         self.api_port = free_port()
         self.base_url = f"http://127.0.0.1:{self.api_port}"
@@ -51,6 +53,7 @@ class Stack:
             "SCHEDULER_DEMAND_INTERVAL": "0.2",
             **env,
         }
+        self.service_env = service_env or {}  # e.g. the RunPod key for pod-manager only
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.client = httpx.Client(base_url=self.base_url, timeout=10)
 
@@ -59,7 +62,7 @@ class Stack:
             log = (self.home / f"{name}.out").open("ab")
             self.processes[name] = subprocess.Popen(
                 [sys.executable, "-m", f"vibewave.{name.replace('-', '_')}"],
-                env=self.env,
+                env={**self.env, **self.service_env.get(name, {})},
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
