@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import signal
 import sys
 import time
@@ -21,7 +22,7 @@ from pathlib import Path
 from vibewave.devstack.nats_server import EmbeddedNats
 
 SERVICES = ("scheduler", "pod-manager", "executor", "api")
-COLORS = {"nats": 90, "scheduler": 35, "pod-manager": 33, "executor": 36, "api": 32, "devstack": 1}
+COLORS = {"nats": 90, "runpod-emu": 34, "scheduler": 35, "pod-manager": 33, "executor": 36, "api": 32, "devstack": 1}
 LEVEL_COLORS = {"WARNING": 33, "ERROR": 31, "CRITICAL": 31}
 
 
@@ -33,6 +34,8 @@ class StackSettings:
     api_port: int  # API_PORT
     raw_logs: bool  # VIBEWAVE_RAW_LOGS=1: print the services' JSON lines as they are
     color: bool
+    runpod_emulator: bool  # RUNPOD_EMULATOR=1: pods come from the RunPod emulator instead of local processes
+    emulator_port: int  # RUNPOD_EMULATOR_PORT
 
     @classmethod
     def from_env(cls) -> StackSettings:
@@ -43,13 +46,15 @@ class StackSettings:
             api_port=int(os.environ.get("API_PORT", "8000")),
             raw_logs=os.environ.get("VIBEWAVE_RAW_LOGS", "") in {"1", "true"},
             color=sys.stdout.isatty() and "NO_COLOR" not in os.environ,
+            runpod_emulator=os.environ.get("RUNPOD_EMULATOR", "") in {"1", "true"},
+            emulator_port=int(os.environ.get("RUNPOD_EMULATOR_PORT", "8765")),
         )
 
 
 class Console:
     def __init__(self, settings: StackSettings) -> None:
         self.settings = settings
-        self.width = max(len(s) for s in (*SERVICES, "devstack"))
+        self.width = max(len(s) for s in (*SERVICES, "devstack", "runpod-emu"))
 
     def line(self, label: str, text: str) -> None:
         if not self.settings.raw_logs:
@@ -80,10 +85,11 @@ class Console:
 
 
 class ServiceProcess:
-    def __init__(self, name: str, env: dict[str, str], console: Console) -> None:
+    def __init__(self, name: str, env: dict[str, str], console: Console, module: str | None = None) -> None:
         self.name = name
         self.env = env
         self.console = console
+        self.module = module or f"vibewave.{name.replace('-', '_')}"
         self.process: asyncio.subprocess.Process | None = None
         self.stopping = False
 
@@ -93,7 +99,7 @@ class ServiceProcess:
         while not self.stopping:
             started = time.monotonic()
             self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", f"vibewave.{self.name.replace('-', '_')}",
+                sys.executable, "-m", self.module,
                 env=self.env, stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
@@ -145,6 +151,31 @@ async def _wait_healthy(port: int, console: Console, started: float) -> None:
         await asyncio.sleep(0.25)
 
 
+def emulator_process(
+    settings: StackSettings, env: dict[str, str], console: Console, services: list[ServiceProcess]
+) -> ServiceProcess:
+    """The RunPod emulator as one more labelled process; pod-manager (alone) gets a key for it."""
+    key = f"rpa_local_{secrets.token_hex(16)}"
+    url = f"http://127.0.0.1:{settings.emulator_port}"
+    emulator_env = {
+        **env,
+        "VIBEWAVE_RUNPOD_EMU_PORT": str(settings.emulator_port),
+        "VIBEWAVE_RUNPOD_EMU_API_KEYS": key,
+        "VIBEWAVE_RUNPOD_EMU_WORK_DIR": str(settings.home / "runpod-emulator"),
+    }
+    for service in services:
+        if service.name == "pod-manager":
+            service.env = {
+                **service.env,
+                "POD_PROVIDER": "runpod",
+                "RUNPOD_API_KEY": key,
+                "RUNPOD_API_BASE_URL": url,
+                "RUNPOD_PROXY_URL_TEMPLATE": url + "/proxy/{pod_id}-{port}",
+            }
+    console.line("devstack", f"pods come from the RunPod emulator at {url}")
+    return ServiceProcess("runpod-emu", emulator_env, console, module="vibewave.runpod_emu")
+
+
 async def run_stack(settings: StackSettings) -> None:
     started = time.monotonic()
     console = Console(settings)
@@ -156,6 +187,8 @@ async def run_stack(settings: StackSettings) -> None:
         console.line("nats", f"embedded nats-server with JetStream at {nats_url} (store {settings.home / 'nats'})")
     env = {**os.environ, "NATS_URL": nats_url, "VIBEWAVE_HOME": str(settings.home), "API_PORT": str(settings.api_port)}
     services = [ServiceProcess(name, env, console) for name in SERVICES]
+    if settings.runpod_emulator:
+        services.insert(0, emulator_process(settings, env, console, services))
     tasks = [asyncio.create_task(s.run_forever()) for s in services]
     ready = asyncio.create_task(_wait_healthy(settings.api_port, console, started))
     stop = asyncio.Event()
