@@ -1,9 +1,14 @@
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.support.stack import Stack
 from vibewave.devstack.nats_server import EmbeddedNats
+
+StackFactory = Callable[..., Stack]
 
 
 @pytest.fixture(scope="module")
@@ -16,11 +21,20 @@ def stack_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNat
 
 
 @pytest.fixture(scope="module")
-def stack(stack_nats: EmbeddedNats, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    services = Stack(stack_nats.url, tmp_path_factory.mktemp("e2e-home"))
-    services.start()
-    try:
-        services.wait_healthy(timeout=60)
-        yield services
-    finally:
-        services.close()
+def start_stack(stack_nats: EmbeddedNats, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackFactory]:
+    """Start the four services (with extra settings) against the module's NATS; all stopped at the end."""
+    with ExitStack() as cleanup:
+
+        def start(nats: EmbeddedNats | None = None, home: Path | None = None, **settings: Any) -> Stack:
+            services = Stack((nats or stack_nats).url, home or tmp_path_factory.mktemp("e2e-home"), **settings)
+            cleanup.callback(services.close)
+            services.start()
+            services.wait_healthy(timeout=60)
+            return services
+
+        yield start
+
+
+@pytest.fixture(scope="module")
+def stack(start_stack: StackFactory) -> Stack:
+    return start_stack()

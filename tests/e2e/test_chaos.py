@@ -15,6 +15,7 @@ import httpx
 import nats
 import pytest
 
+from tests.e2e.conftest import StackFactory
 from tests.support.stack import Stack, wait_for
 from vibewave.contracts.events import PODS_BUCKET, REQUESTS_BUCKET, PodRecord, RequestRecord
 from vibewave.contracts.runtime.bus import decode
@@ -34,17 +35,8 @@ def chaos_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNat
 
 
 @pytest.fixture(scope="module")
-def stack(chaos_nats: EmbeddedNats, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    services = Stack(
-        chaos_nats.url, tmp_path_factory.mktemp("chaos-home"),
-        MAX_PODS="3", EXECUTOR_ACK_WAIT="3", SIM_STEP_TIME="0.02", POD_IDLE_TIMEOUT="600",
-    )  # fmt: skip
-    services.start()
-    try:
-        services.wait_healthy(timeout=60)
-        yield services
-    finally:
-        services.close()
+def stack(start_stack: StackFactory, chaos_nats: EmbeddedNats) -> Stack:
+    return start_stack(chaos_nats, MAX_PODS="3", EXECUTOR_ACK_WAIT="3", SIM_STEP_TIME="0.02", POD_IDLE_TIMEOUT="600")
 
 
 def submit_until_accepted(base_url: str, index: int) -> str:

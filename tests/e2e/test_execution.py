@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +13,12 @@ import httpx
 import nats
 import pytest
 
+from tests.e2e.conftest import StackFactory
 from tests.e2e.test_walking_skeleton import png_size
 from tests.support.media import mp4_facts
-from tests.support.requests import wait_for_record
 from tests.support.stack import Stack
 from vibewave.contracts.events import PODS_BUCKET, PodRecord, PodStatus
 from vibewave.contracts.runtime.bus import decode
-from vibewave.devstack.nats_server import EmbeddedNats
 
 pytestmark = pytest.mark.e2e
 
@@ -33,19 +31,12 @@ def workflows_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def stack(stack_nats: EmbeddedNats, tmp_path_factory: pytest.TempPathFactory, workflows_dir: Path) -> Iterator[Stack]:
-    services = Stack(stack_nats.url, tmp_path_factory.mktemp("e2e-home"), WORKFLOWS_DIR=str(workflows_dir))
-    services.start()
-    try:
-        services.wait_healthy(timeout=60)
-        yield services
-    finally:
-        services.close()
+def stack(start_stack: StackFactory, workflows_dir: Path) -> Stack:
+    return start_stack(WORKFLOWS_DIR=str(workflows_dir))
 
 
 def record(stack: Stack, request_id: str, statuses: set[str], timeout: float = 60) -> Any:
-    nats_url = stack.env["NATS_URL"]
-    return asyncio.run(wait_for_record(nats_url, request_id, statuses, timeout))
+    return stack.record(request_id, statuses, timeout)
 
 
 def ready_pods(stack: Stack, workflow: str) -> list[PodRecord]:

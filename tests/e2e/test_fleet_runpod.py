@@ -16,11 +16,10 @@ import httpx
 import nats
 import pytest
 
-from tests.support.requests import wait_for_record
+from tests.e2e.conftest import StackFactory
 from tests.support.stack import Stack, free_port, wait_for
 from vibewave.contracts.events import PODS_STREAM, PodEvent
 from vibewave.contracts.runtime.bus import decode
-from vibewave.devstack.nats_server import EmbeddedNats
 
 pytestmark = pytest.mark.e2e
 
@@ -69,7 +68,7 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
 
 
 @pytest.fixture(scope="module")
-def stack(stack_nats: EmbeddedNats, emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(start_stack: StackFactory, emulator: Emulator) -> Stack:
     pod_manager_env = {
         "POD_PROVIDER": "runpod",
         "RUNPOD_API_KEY": KEY,
@@ -77,23 +76,18 @@ def stack(stack_nats: EmbeddedNats, emulator: Emulator, tmp_path_factory: pytest
         "RUNPOD_PROXY_URL_TEMPLATE": emulator.url + "/proxy/{pod_id}-{port}",
         "OTEL_TRACES_EXPORTER": "console",  # spans go to the captured output, where the key must not be
     }
-    services = Stack(
-        stack_nats.url, tmp_path_factory.mktemp("e2e-home"), service_env={"pod-manager": pod_manager_env},
+    services = start_stack(
+        service_env={"pod-manager": pod_manager_env},
         MAX_PODS=str(MAX_PODS), POD_IDLE_TIMEOUT=str(IDLE_S), POD_TERMINATE_TIMEOUT=str(TERMINATE_S),
         POD_READY_TIMEOUT=str(READY_S), POD_SYNC_INTERVAL="1", LOG_LEVEL="DEBUG",
     )  # fmt: skip
     services.responses: list[str] = []  # type: ignore[misc]
     services.client.event_hooks["response"] = [lambda r: services.responses.append(r.read().decode(errors="replace"))]
-    services.start()
-    try:
-        services.wait_healthy(timeout=60)
-        yield services
-    finally:
-        services.close()
+    return services
 
 
 def record(stack: Stack, request_id: str, statuses: set[str], timeout: float = 90) -> Any:
-    return asyncio.run(wait_for_record(stack.env["NATS_URL"], request_id, statuses, timeout))
+    return stack.record(request_id, statuses, timeout)
 
 
 def submit(stack: Stack, n: int, steps: int = 20) -> list[str]:

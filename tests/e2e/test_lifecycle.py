@@ -4,17 +4,14 @@ waiting request, a sync call's 408 followed by a successful poll, idempotent re-
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.e2e.conftest import StackFactory
 from tests.e2e.test_execution import ready_pods
-from tests.support.requests import wait_for_record
 from tests.support.stack import Stack
-from vibewave.devstack.nats_server import EmbeddedNats
 
 pytestmark = pytest.mark.e2e
 
@@ -22,18 +19,12 @@ QWEN = "comfyui_image_qwen"
 
 
 @pytest.fixture(scope="module")
-def stack(stack_nats: EmbeddedNats, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    services = Stack(stack_nats.url, tmp_path_factory.mktemp("e2e-home"), MAX_PODS="1", SCHEDULER_AGING="3600")
-    services.start()
-    try:
-        services.wait_healthy(timeout=60)
-        yield services
-    finally:
-        services.close()
+def stack(start_stack: StackFactory) -> Stack:
+    return start_stack(MAX_PODS="1", SCHEDULER_AGING="3600")
 
 
 def record(stack: Stack, request_id: str, statuses: set[str], timeout: float = 60) -> Any:
-    return asyncio.run(wait_for_record(stack.env["NATS_URL"], request_id, statuses, timeout))
+    return stack.record(request_id, statuses, timeout)
 
 
 def submit(stack: Stack, **body: Any) -> str:

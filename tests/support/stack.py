@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -12,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from tests.support.requests import wait_for_record
+from vibewave.contracts.events import RequestRecord
 
 SERVICES = ("scheduler", "pod-manager", "executor", "api")
 
@@ -107,6 +111,10 @@ class Stack:
 
         result: dict[str, Any] = wait_for(reached, timeout, f"request {request_id} to reach {statuses}")
         return result
+
+    def record(self, request_id: str, statuses: set[str], timeout: float = 60) -> RequestRecord:
+        """The request's stored record once it reaches one of `statuses` (a KV watch, bounded)."""
+        return asyncio.run(wait_for_record(self.env["NATS_URL"], request_id, statuses, timeout))
 
     def logs(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.home.glob("*.out")))

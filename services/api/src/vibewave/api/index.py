@@ -104,13 +104,7 @@ class RequestIndex:
         current = self.records.get(request_id)
         if current is not None and predicate(current):
             return current
-        future = self.expect(request_id, predicate)
-        try:
-            return await asyncio.wait_for(future, timeout)
-        except TimeoutError:
-            return None
-        finally:
-            self.forget(request_id, future)
+        return await self.wait_expected(request_id, self.expect(request_id, predicate), timeout)
 
     def expect(self, request_id: str, predicate: Predicate) -> asyncio.Future[RequestRecord]:
         """Register interest before the request exists (subscribe before publishing)."""
@@ -128,6 +122,7 @@ class RequestIndex:
     async def wait_expected(
         self, request_id: str, future: asyncio.Future[RequestRecord], timeout: float
     ) -> RequestRecord | None:
+        """The result of an `expect`, or None after `timeout` seconds; the interest is dropped either way."""
         try:
             return await asyncio.wait_for(future, timeout)
         except TimeoutError:
