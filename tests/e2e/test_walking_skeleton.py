@@ -62,12 +62,18 @@ def test_chosen_seed_and_size_are_honoured(stack: Stack):
         (b'{"prompt": "x", "width": 1000}', "width"),
         (b'{"prompt": "x", "unknown_field": 1}', "unknown_field"),
         (b'["not", "an", "object"]', "Invalid workflow input parameters"),
+        (b'{"prompt": "x", "height": 4000}', "height"),
+        (b'{"prompt": "x", "steps": 0}', "steps"),
+        (b'{"prompt": "x", "seed": -5}', "seed"),
+        (b'{"prompt": "x", "priority": "urgent"}', "priority"),
+        (b'{"prompt": "' + b"x" * 4001 + b'"}', "prompt"),
+        (b'{"prompts": []}', "prompts"),
+        (b'{"prompts": [' + b",".join([b'"p"'] * 17) + b"]}", "prompts"),
     ],
 )
 def test_bad_input_is_a_400_with_a_detail(stack: Stack, content: bytes, expected: str):
-    response = stack.client.post(
-        "/api/qwen/generate-async", content=content, headers={"content-type": "application/json"}
-    )
+    path = "/api/qwen/batch-generate" if b"prompts" in content else "/api/qwen/generate-async"
+    response = stack.client.post(path, content=content, headers={"content-type": "application/json"})
     assert response.status_code == 400, response.text
     assert expected in response.json()["detail"]
 
