@@ -76,6 +76,20 @@ class Unavailable(ProviderError):
     retryable = True
 
 
+def no_cloud_catalogue(kind: str, account: dict[str, Any]) -> Any:
+    """Catalogue answers of a provider without a cloud behind it: its own account note, nothing else invented."""
+    answers: dict[str, Any] = {
+        "account": account,
+        "gpu_types": [],
+        "cloud_types": [],
+        "network_volumes": [],
+        "templates": [],
+    }
+    if kind not in answers:
+        raise BadRequest(f"unknown catalogue {kind!r}")
+    return answers[kind]
+
+
 class Provider(Protocol):
     name: str
     ephemeral: bool  # pods die with pod-manager (local processes): nothing to adopt after a restart

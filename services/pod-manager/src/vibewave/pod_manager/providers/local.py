@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
-from vibewave.pod_manager.providers.base import BadRequest, PodNotFound, ProviderPod, ProviderState
+from vibewave.pod_manager.providers.base import PodNotFound, ProviderPod, ProviderState, no_cloud_catalogue
 
 log = logging.getLogger("vibewave.pod_manager.local")
 
@@ -134,16 +134,8 @@ class LocalProvider:
     async def catalogue(self, kind: str) -> Any:
         """The local fleet's truth: no cloud account, GPUs or volumes to report."""
         note = "local provider: pods are ComfyUI processes on this machine; there is no RunPod account"
-        answers: dict[str, Any] = {
-            "account": {"provider": self.name, "note": note, "balance": None, "current_spend_per_hr": 0.0},
-            "gpu_types": [],
-            "cloud_types": [],
-            "network_volumes": [],
-            "templates": [],
-        }
-        if kind not in answers:
-            raise BadRequest(f"unknown catalogue {kind!r}")
-        return answers[kind]
+        account = {"provider": self.name, "note": note, "balance": None, "current_spend_per_hr": 0.0}
+        return no_cloud_catalogue(kind, account)
 
     async def close(self) -> None:
         for pod_id in list(self._processes):

@@ -9,7 +9,13 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from vibewave.pod_manager.providers.base import BadRequest, CapacityError, PodNotFound, ProviderPod, ProviderState
+from vibewave.pod_manager.providers.base import (
+    CapacityError,
+    PodNotFound,
+    ProviderPod,
+    ProviderState,
+    no_cloud_catalogue,
+)
 
 
 class StaticProvider:
@@ -77,16 +83,7 @@ class StaticProvider:
 
     async def catalogue(self, kind: str) -> Any:
         note = "static provider: fixed ComfyUI servers; there is no RunPod account"
-        answers: dict[str, Any] = {
-            "account": {"provider": self.name, "note": note, "servers": self.urls, "balance": None},
-            "gpu_types": [],
-            "cloud_types": [],
-            "network_volumes": [],
-            "templates": [],
-        }
-        if kind not in answers:
-            raise BadRequest(f"unknown catalogue {kind!r}")
-        return answers[kind]
+        return no_cloud_catalogue(kind, {"provider": self.name, "note": note, "servers": self.urls, "balance": None})
 
     async def close(self) -> None:
         return None
