@@ -51,8 +51,10 @@ log = logging.getLogger("vibewave.contracts.bus")
 
 T = TypeVar("T")
 MessageHandler = Callable[[Msg], Awaitable[None]]
+BatchEnd = Callable[[], Awaitable[None]]
 
 _encoder = msgspec.json.Encoder()
+SEQUENTIAL_BATCH = 64  # messages a sequential consumer fetches at once (handled in order, each acked after it)
 _TRANSIENT = (
     nats.errors.TimeoutError,
     nats.errors.NoRespondersError,
@@ -280,17 +282,25 @@ class Bus:
                     await asyncio.sleep(0.5)
                 finally:
                     if watcher is not None:
-                        with contextlib.suppress(Exception):
-                            await watcher.stop()  # type: ignore[no-untyped-call]
+                        await bounded(watcher.stop())  # type: ignore[no-untyped-call]
         finally:
             self._connection_log.listeners.remove(reconnected)
 
     # -------------------------------------------------------------------------------------- consuming
 
     def consume(
-        self, spec: ConsumerSpec, handler: MessageHandler, *, concurrency: int = 1, replicas: int = 1
+        self,
+        spec: ConsumerSpec,
+        handler: MessageHandler,
+        *,
+        concurrency: int = 1,
+        replicas: int = 1,
+        on_batch_end: BatchEnd | None = None,
     ) -> Consumer:
-        consumer = Consumer(self, spec, handler, concurrency=concurrency, replicas=replicas)
+        """Run `handler` on each message. A sequential consumer (concurrency 1) may pass `on_batch_end`: it
+        runs after the handlers of each fetched batch, and the batch's messages are acked only once it has
+        returned (nak'd if it raises) — so a handler can leave its writes in flight for the batch to share."""
+        consumer = Consumer(self, spec, handler, concurrency=concurrency, replicas=replicas, on_batch_end=on_batch_end)
         consumer.start()
         self._consumers.append(consumer)
         return consumer
@@ -299,31 +309,41 @@ class Bus:
         """Stop consumers (their pull subscriptions first, see stack notes), then drain the connection."""
         self._connection_log.closing = True
         for consumer in self._consumers:
-            await consumer.stop()
+            await bounded(consumer.stop())
         self._consumers.clear()
         if not self.nc.is_closed:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.nc.drain(), timeout=5)
+            await bounded(self.nc.drain())
             if not self.nc.is_closed:
-                await self.nc.close()
+                await bounded(self.nc.close())
 
 
 class Consumer:
     """A durable pull consumer running `handler` for each message, up to `concurrency` at once."""
 
     def __init__(
-        self, bus: Bus, spec: ConsumerSpec, handler: MessageHandler, *, concurrency: int, replicas: int
+        self,
+        bus: Bus,
+        spec: ConsumerSpec,
+        handler: MessageHandler,
+        *,
+        concurrency: int,
+        replicas: int,
+        on_batch_end: BatchEnd | None = None,
     ) -> None:
+        if on_batch_end is not None and concurrency != 1:
+            raise ValueError("on_batch_end needs a sequential consumer (concurrency 1)")
+        self.on_batch_end = on_batch_end
         self.bus = bus
         self.spec = spec
         self.handler = handler
         self.concurrency = concurrency
         self.replicas = replicas
         self._slots = asyncio.Semaphore(concurrency)
-        self._inflight: set[asyncio.Task[None]] = set()
+        self._inflight: set[asyncio.Task[bool]] = set()
         self._task: asyncio.Task[None] | None = None
         self._sub: JetStreamContext.PullSubscription | None = None
         self._stopping = False
+        self._backlog = 1
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"consumer:{self.spec.durable}")
@@ -355,6 +375,10 @@ class Consumer:
                 except nats.errors.TimeoutError:
                     continue
                 backoff = 0.2
+                self._backlog = _pending_after(messages)
+                if self.on_batch_end is not None:
+                    await self._handle_batch(messages, self.on_batch_end)
+                    continue
                 for message in messages:
                     await self._slots.acquire()
                     if self.concurrency == 1:
@@ -373,12 +397,39 @@ class Consumer:
                 backoff = min(backoff * 2, 5.0)
 
     async def _wait_for_slot(self) -> int:
-        """How many messages to fetch: the free handler slots, waiting for at least one."""
+        """How many messages to fetch: the free handler slots, waiting for at least one.
+
+        A sequential consumer (concurrency 1) handles messages in order, so it may take as many as are
+        known to wait (the last message's `num_pending`, up to SEQUENTIAL_BATCH): one fetch round trip per
+        batch instead of per message, which is what bounds a busy sequential consumer's rate. It asks for
+        one otherwise, so an idle consumer's fetch returns with the first message that arrives."""
         await self._slots.acquire()
         self._slots.release()
+        if self.concurrency == 1:
+            return self._backlog
         return max(1, min(self.concurrency - len(self._inflight), 64))
 
-    async def _handle(self, msg: Msg) -> None:
+    async def _handle_batch(self, messages: list[Msg], on_batch_end: BatchEnd) -> None:
+        handled: list[Msg] = []
+        for message in messages:
+            await self._slots.acquire()
+            if await self._handle(message, ack=False):
+                handled.append(message)
+        if not handled:
+            return
+        try:
+            await on_batch_end()
+        except Exception:
+            log.exception("consumer %s: finishing a batch failed; its %d messages will be redelivered",
+                          self.spec.durable, len(handled))  # fmt: skip
+            for message in handled:
+                await _quietly(message.nak(delay=0.5))
+            return
+        for message in handled:
+            await _quietly(message.ack())
+
+    async def _handle(self, msg: Msg, *, ack: bool = True) -> bool:
+        """Run the handler; ack (or leave the ack to the caller), nak on failure. True if it succeeded."""
         try:
             context = propagate.extract(msg.headers or {})
             with self.bus.tracer.start_as_current_span(
@@ -397,15 +448,17 @@ class Consumer:
                 except msgspec.DecodeError as exc:
                     log.error("dropping malformed message on %s: %s", msg.subject, exc)
                     await _quietly(msg.term())
-                    return
+                    return False
                 except Exception:
                     delivered = msg.metadata.num_delivered if msg.metadata else 1
                     log.exception("handler failed on %s (delivery %d); will retry", msg.subject, delivered)
                     await _quietly(msg.nak(delay=min(0.5 * 2 ** (delivered - 1), 30)))
-                    return
+                    return False
                 finally:
                     keepalive.cancel()
-                await _quietly(msg.ack())
+                if ack:
+                    await _quietly(msg.ack())
+                return True
         finally:
             self._slots.release()
 
@@ -428,6 +481,22 @@ class Consumer:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
             self._sub = None
+
+
+def _pending_after(messages: list[Msg]) -> int:
+    """How many to fetch next: what the server said still waited after the last message (1 when none)."""
+    try:
+        pending = messages[-1].metadata.num_pending if messages else 0
+    except Exception:
+        return 1
+    return max(1, min(pending or 0, SEQUENTIAL_BATCH))
+
+
+async def bounded(awaitable: Awaitable[Any], timeout: float = 5.0) -> None:
+    """A shutdown step that may not hang the shutdown: given up after `timeout`, its errors ignored
+    (a connection being closed or a server gone can leave such a step waiting for ever)."""
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(awaitable, timeout)
 
 
 async def _quietly(awaitable: Awaitable[Any]) -> None:

@@ -55,7 +55,7 @@ from vibewave.contracts.models import (
     RequestStatus,
     RequestSummary,
 )
-from vibewave.contracts.runtime.bus import Bus, decode
+from vibewave.contracts.runtime.bus import Bus, bounded, decode
 from vibewave.contracts.runtime.health import SERVICE_NAMES, ping
 from vibewave.contracts.workflows import Workflow, WorkflowCatalog
 
@@ -145,8 +145,7 @@ class Gateway:
 
     async def stop(self) -> None:
         if self._progress_sub is not None:
-            with contextlib.suppress(Exception):
-                await self._progress_sub.unsubscribe()
+            await bounded(self._progress_sub.unsubscribe())
         await self.index.stop()
         if self._bus is not None:
             await self._bus.close()
