@@ -69,6 +69,8 @@ def test_3_generate_multiple_images(stack: Stack):
     assert started.status_code == 202, started.text
     batch = started.json()
     assert len(batch["request_ids"]) == 3 and batch["status_url"] == f"/api/qwen/status/{batch['batch_id']}"
+    at_once = stack.client.get(batch["status_url"])
+    assert at_once.status_code == 200 and at_once.json()["total"] == 3, "readable as soon as it is accepted"
 
     def finished():  # type: ignore[no-untyped-def]
         body = stack.client.get(batch["status_url"]).json()

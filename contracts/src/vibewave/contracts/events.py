@@ -251,6 +251,12 @@ class PodAdminReply(msgspec.Struct, kw_only=True):
     error: str | None = None
 
 
+class BatchMembers(msgspec.Struct, kw_only=True):
+    """Which requests a batch is, recorded by the api when it accepts the batch (KV `batches`)."""
+
+    request_ids: list[str]
+
+
 class RequestRecord(msgspec.Struct, kw_only=True):
     """A request's whole state (KV `requests`; single writer: the scheduler)."""
 
@@ -319,7 +325,10 @@ OUTPUT_NAMES_BUCKET = BucketSpec("output_names", description="claims on output f
 IDEMPOTENCY_BUCKET = BucketSpec(
     "idempotency", description="Idempotency-Key → the request it created; writer: api", ttl_s=24 * 3600
 )
-BUCKETS = (REQUESTS_BUCKET, PODS_BUCKET, OUTPUT_NAMES_BUCKET, IDEMPOTENCY_BUCKET)
+BATCHES_BUCKET = BucketSpec(
+    "batches", description="batch id → its request ids (BatchMembers); writer: api", ttl_s=7 * 24 * 3600
+)
+BUCKETS = (REQUESTS_BUCKET, PODS_BUCKET, OUTPUT_NAMES_BUCKET, IDEMPOTENCY_BUCKET, BATCHES_BUCKET)
 
 OUTPUTS_STORE = ObjectStoreSpec("outputs", description="generated files, served at /api/files/{name}")
 OBJECT_STORES = (OUTPUTS_STORE,)

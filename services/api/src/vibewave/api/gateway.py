@@ -26,11 +26,13 @@ from opentelemetry.trace import TracerProvider
 from vibewave.api.index import RequestIndex
 from vibewave.api.settings import ApiSettings
 from vibewave.contracts.events import (
+    BATCHES_BUCKET,
     IDEMPOTENCY_BUCKET,
     OUTPUTS_STORE,
     REQ_PREFIX,
     REQUESTS_BUCKET,
     REQUESTS_STREAM,
+    BatchMembers,
     CancelRequested,
     PodAdminReply,
     PodAdminRequest,
@@ -182,6 +184,12 @@ class Gateway:
         """
         if idempotency_key is not None:
             submission = await self._claim(idempotency_key, submission)
+        if submission.batch_id is not None:
+            members = BatchMembers(request_ids=[e.request_id for e in submission.events])
+            try:
+                await (await self.bus.kv(BATCHES_BUCKET)).put(submission.batch_id, msgspec.json.encode(members))
+            except (nats.errors.Error, OSError) as exc:
+                raise Unavailable(f"the request queue is unavailable ({exc}); nothing was accepted, retry") from exc
         for event in submission.events:
             try:
                 await self.bus.publish(
@@ -247,22 +255,28 @@ class Gateway:
             cancelled_requests=count(RequestStatus.CANCELLED),
         )
 
-    def batch_status(self, batch_id: str) -> BatchStatus | None:
+    async def batch_status(self, batch_id: str) -> BatchStatus | None:
+        """The batch as a whole, from the membership recorded at acceptance (so a batch is readable at once,
+        before the scheduler has recorded its requests)."""
         if not BATCH_ID.match(batch_id):
             return None
-        records = sorted(self.index.batch(batch_id), key=lambda r: r.created_at)
-        if not records:
+        try:
+            entry = await (await self.bus.kv(BATCHES_BUCKET)).get(batch_id)
+        except nats.js.errors.KeyNotFoundError:
             return None
+        members = decode(entry.value or b"", BatchMembers).request_ids
+        found = [await self.get_request(request_id) for request_id in members]
+        requests = sorted((r for r in found if r is not None), key=lambda r: r.created_at)
         counts: dict[str, int] = {}
-        for record in records:
-            counts[record.status] = counts.get(record.status, 0) + 1
+        for request in requests:
+            counts[request.status] = counts.get(request.status, 0) + 1
         return BatchStatus(
             batch_id=batch_id,
-            status=batch_overall(records),
-            total=len(records),
+            status=batch_overall([r.status for r in requests]),
+            total=len(members),
             counts=counts,
-            files=[f for r in records if r.result for f in r.result.files],
-            requests=[to_public(r, self.index.progress.get(r.id)) for r in records],
+            files=[f for r in requests if r.result for f in r.result.files],
+            requests=requests,
         )
 
     async def get_request(self, request_id: str) -> ComfyUIRequest | None:
@@ -404,9 +418,9 @@ class Gateway:
         return ComponentHealth(name=service, healthy=True, detail="alive", latency_ms=round(latency, 2))
 
 
-def batch_overall(records: list[RequestRecord]) -> RequestStatus:
+def batch_overall(of: list[RequestStatus]) -> RequestStatus:
     """Running while any runs or waits; else completed if all did, failed if any failed, else cancelled."""
-    statuses = {r.status for r in records}
+    statuses = set(of)
     for unfinished in (RequestStatus.RUNNING, RequestStatus.ASSIGNED, RequestStatus.PENDING):
         if unfinished in statuses:
             return RequestStatus.RUNNING if statuses & {RequestStatus.RUNNING, RequestStatus.ASSIGNED} else unfinished

@@ -1,7 +1,7 @@
 """The api's view of every request and pod, kept current from watches of KV `requests` and `pods`
 (reopened after every NATS reconnect).
 
-Reads (status, queue, history, stats, batches) come from here, not from a store scan per call; the
+Reads (status, queue, history, stats) come from here, not from a store scan per call; the
 scheduler and pod-manager stay the only writers. Per status, request ids are kept sorted by creation
 time, so "the newest N with status S" is a slice and every count is a `len`.
 """
@@ -29,7 +29,6 @@ class RequestIndex:
         self.records: dict[str, RequestRecord] = {}
         self.progress: dict[str, float] = {}  # last reported percent of running requests
         self.by_status: dict[RequestStatus, list[Key]] = {status: [] for status in RequestStatus}
-        self.batches: dict[str, list[str]] = {}
         self.pods: dict[str, PodRecord] = {}
         self.ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -52,9 +51,6 @@ class RequestIndex:
     def count(self, status: RequestStatus) -> int:
         return len(self.by_status[status])
 
-    def batch(self, batch_id: str) -> list[RequestRecord]:
-        return [self.records[r] for r in self.batches.get(batch_id, []) if r in self.records]
-
     def active_pods(self) -> list[PodRecord]:
         return [p for p in self.pods.values() if p.status in ACTIVE_POD_STATUSES]
 
@@ -70,8 +66,6 @@ class RequestIndex:
         record = decode(value, RequestRecord)
         self.records[key] = record
         bisect.insort(self.by_status[record.status], (record.created_at.timestamp(), record.id))
-        if record.batch_id and previous is None:
-            self.batches.setdefault(record.batch_id, []).append(record.id)
         if record.status.terminal:
             self.progress.pop(key, None)
         waiters = self._waiters.get(key)

@@ -253,7 +253,7 @@ class QwenController(Controller):
         """A request's state (`result.files` download from `/api/files/{name}`), or a whole batch's."""
         gateway = gateway_of(state)
         if request_id.startswith("batch-"):
-            batch = gateway.batch_status(request_id)
+            batch = await gateway.batch_status(request_id)
             if batch is None:
                 raise NotFoundException(detail="Batch not found")
             return batch
