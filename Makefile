@@ -13,7 +13,7 @@ export UV_LINK_MODE := copy
 
 PYPROJECTS := pyproject.toml $(wildcard contracts/pyproject.toml services/*/pyproject.toml simulators/*/pyproject.toml deploy/*/pyproject.toml)
 
-.PHONY: install run test test-unit test-integration test-e2e coverage lint format clean
+.PHONY: install run test test-unit test-integration test-e2e coverage lint format bench clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -51,6 +51,9 @@ lint: install ## ruff (lint + format check) and mypy (strict)
 format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+bench: install ## performance benchmarks → bench/results/ (one: SCENARIO=edge|pipeline|deepqueue|history|scale)
+	$(PY) -m bench $(if $(SCENARIO),--scenario $(SCENARIO))
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .vibewave .pytest_cache .mypy_cache .ruff_cache htmlcov .coverage .coverage.*

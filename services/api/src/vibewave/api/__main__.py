@@ -6,6 +6,11 @@ import asyncio
 
 import uvicorn
 
+try:
+    import uvloop
+except ImportError:  # uvicorn[standard] brings it everywhere but Windows
+    uvloop = None  # type: ignore[assignment]
+
 from vibewave.api.app import create_app
 from vibewave.api.settings import ApiSettings
 from vibewave.contracts.runtime.logs import configure_logging
@@ -26,8 +31,14 @@ def main() -> None:
         lifespan="on",
         timeout_graceful_shutdown=10,
     )
+    server = uvicorn.Server(config)
     try:
-        asyncio.run(uvicorn.Server(config).serve())
+        # uvloop: the event loop's own cost (socket writes, callbacks) is a large share of each request's
+        # CPU here; measured with `make bench SCENARIO=edge` (see bench/README.md)
+        if uvloop is not None:
+            uvloop.run(server.serve())
+        else:
+            asyncio.run(server.serve())
     finally:
         provider.shutdown()
 

@@ -1,0 +1,1 @@
+"""`make bench`: Vibewave's performance benchmarks (see bench/README.md)."""
