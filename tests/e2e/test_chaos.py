@@ -104,7 +104,13 @@ def test_burst_through_scheduler_executor_and_nats_restarts(stack: Stack, chaos_
         mine = [r for r in records if r.id in set(accepted)]
         return mine if len(mine) == BURST and all(r.status.terminal for r in mine) else None
 
-    records = wait_for(all_terminal, 180, "every request to end", interval=0.5)
+    try:
+        records = wait_for(all_terminal, 180, "every request to end", interval=0.5)
+    except AssertionError:
+        stored = [decode(v, RequestRecord) for v in asyncio.run(read_bucket(chaos_nats.url, REQUESTS_BUCKET.name))]
+        stuck = [(r.id, str(r.status), r.attempts, r.pod_id) for r in stored if not r.status.terminal]
+        missing = set(accepted) - {r.id for r in stored}
+        raise AssertionError(f"not ended: {len(stuck)} {stuck[:5]}; never recorded: {sorted(missing)[:5]}") from None
     states = Counter(str(r.status) for r in records)
     assert sum(states.values()) == BURST
     assert states == {"completed": BURST}, {r.id: r.error for r in records if r.status != "completed"}

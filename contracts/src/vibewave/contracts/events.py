@@ -298,6 +298,7 @@ class ConsumerSpec:
     filter_subjects: tuple[str, ...]
     ack_wait_s: float = 30
     max_ack_pending: int = 10_000
+    handler_timeout_s: float | None = None  # a handler still running then is abandoned and its message redelivered
 
 
 @dataclass(frozen=True)
@@ -346,6 +347,7 @@ SCHEDULER_CONSUMER = ConsumerSpec(
             RequestEvent.CANCEL_REQUESTED,
         )
     ),
+    handler_timeout_s=20,
 )
 EXECUTOR_CONSUMER = ConsumerSpec(
     stream=DISPATCH_STREAM.name,

@@ -444,7 +444,8 @@ class Consumer:
             ):
                 keepalive = asyncio.create_task(self._keep_alive(msg))
                 try:
-                    await self.handler(msg)
+                    async with asyncio.timeout(self.spec.handler_timeout_s):
+                        await self.handler(msg)
                 except msgspec.DecodeError as exc:
                     log.error("dropping malformed message on %s: %s", msg.subject, exc)
                     await _quietly(msg.term())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Callable
@@ -21,6 +22,25 @@ class Service(Protocol):
     async def stop(self) -> None: ...
 
 
+async def start_with_retries(build: Callable[[], Service], stop: asyncio.Event, log: logging.Logger) -> Service | None:
+    """Start a fresh service, again and again (backoff up to 10 s) until it starts or a stop is asked:
+    NATS restarting while a service loads its state must not kill it. None if stopped first."""
+    delay = 0.5
+    while not stop.is_set():
+        service = build()
+        try:
+            await service.start()
+            return service
+        except Exception as exc:
+            log.warning("start failed (%s: %s); retrying in %.1fs", type(exc).__name__, exc, delay)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(service.stop(), 10)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        delay = min(delay * 2, 10.0)
+    return None
+
+
 def run_service(name: str, build: Callable[[CommonSettings, TracerProvider], Service]) -> None:
     """Run until SIGTERM or SIGINT, then stop gracefully (drain consumers, close connections)."""
     common = CommonSettings.from_env()
@@ -29,12 +49,13 @@ def run_service(name: str, build: Callable[[CommonSettings, TracerProvider], Ser
     log = logging.getLogger(f"vibewave.{name.replace('-', '_')}")
 
     async def main() -> None:
-        service = build(common, provider)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await service.start()
+        service = await start_with_retries(lambda: build(common, provider), stop, log)
+        if service is None:
+            return
         log.info("%s started", name, extra={"nats_url": common.nats_url})
         await stop.wait()
         log.info("%s stopping", name)

@@ -12,6 +12,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 
 def _exporters() -> list[SpanExporter]:
@@ -31,10 +32,17 @@ def _exporters() -> list[SpanExporter]:
 
 
 def setup_tracing(service: str) -> TracerProvider:
-    """A provider named `vibewave-<service>` (OTEL_SERVICE_NAME overrides), installed as the global one."""
+    """A provider named `vibewave-<service>` (OTEL_SERVICE_NAME overrides), installed as the global one.
+
+    With no exporter the spans would be dropped anyway, so they are not recorded at all (an always-off
+    sampler): they still carry trace ids, so trace context still travels in every message and every log
+    line still names its trace, but no span gathers attributes — that was a quarter of the api's CPU per
+    request (`make bench SCENARIO=edge`, py-spy)."""
     attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": f"vibewave-{service}"}
-    provider = TracerProvider(resource=Resource.create(attributes))
-    for exporter in _exporters():
+    exporters = _exporters()
+    sampler = None if exporters or os.environ.get("OTEL_TRACES_SAMPLER") else ALWAYS_OFF
+    provider = TracerProvider(resource=Resource.create(attributes), sampler=sampler)
+    for exporter in exporters:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
     return provider

@@ -10,12 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 
 import msgspec
 import nats.js.errors
 from nats.aio.msg import Msg
-from nats.js.api import PubAck
 from nats.js.kv import KeyValue
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
@@ -55,9 +54,7 @@ from vibewave.scheduler.settings import SchedulerSettings
 
 log = logging.getLogger("vibewave.scheduler")
 
-# A change is announced at once, but at most one announcement per gap: a burst of requests (each one a
-# change) becomes a few announcements instead of one per request, each waking pod-manager.
-DEMAND_MIN_GAP_S = 0.02
+STEP_TIMEOUT_S = 20.0  # a step stuck on NATS (e.g. across a server restart) gives up and is tried again
 
 
 class SchedulerService:
@@ -72,11 +69,6 @@ class SchedulerService:
         self._lock = asyncio.Lock()  # events and pod changes both place requests: one at a time
         self._pods_changed = asyncio.Event()
         self._liveness: object | None = None
-        # The last record written for each open request. The scheduler is the only writer of KV
-        # `requests`, so this is what the bucket holds: reads come from here, not from a round trip.
-        self._open: dict[str, RequestRecord] = {}
-        self._writes: dict[str, asyncio.Future[int]] = {}  # KV writes in flight, by key (see `_save`)
-        self._sends: list[asyncio.Future[PubAck]] = []  # dispatches in flight
 
     @property
     def bus(self) -> Bus:
@@ -94,17 +86,15 @@ class SchedulerService:
         await self.bus.provision(common.replicas)
         self._requests = await self.bus.kv(REQUESTS_BUCKET)
         open_requests = await self._load_open_requests()
-        self._open = {r.id: r for r in open_requests}
         self.placer.restore(open_requests)
         await self._redispatch(r for r in open_requests if r.status == RequestStatus.ASSIGNED)
-        await self._commit()
         self._tasks = [
             asyncio.create_task(self.bus.follow_kv(PODS_BUCKET, self._on_pod), name="scheduler:pods"),
             asyncio.create_task(self._place_on_pod_changes(), name="scheduler:placement"),
             asyncio.create_task(self._announce_demand(), name="scheduler:demand"),
             asyncio.create_task(self._watch_time(), name="scheduler:timeouts"),
         ]
-        self.bus.consume(SCHEDULER_CONSUMER, self.handle, replicas=common.replicas, on_batch_end=self._commit_locked)
+        self.bus.consume(SCHEDULER_CONSUMER, self.handle, replicas=common.replicas)
         self._liveness = await serve_liveness(self.bus.nc, "scheduler", "request lifecycle and placement")
 
     async def stop(self) -> None:
@@ -156,7 +146,7 @@ class SchedulerService:
         request_id, event = split_request_subject(msg.subject)
         token = request_id_var.set(request_id)
         try:
-            async with self._lock:  # its writes are committed, and placement done, at its batch's end
+            async with self._lock:
                 if event == RequestEvent.SUBMITTED:
                     await self._on_submitted(decode(msg.data, RequestSubmitted))
                 elif event == RequestEvent.STARTED:
@@ -167,6 +157,7 @@ class SchedulerService:
                     await self._on_attempt_failed(decode(msg.data, AttemptFailed))
                 elif event == RequestEvent.CANCEL_REQUESTED:
                     await self._on_cancel_requested(decode(msg.data, CancelRequested))
+                await self._place()
         finally:
             request_id_var.reset(token)
 
@@ -189,7 +180,6 @@ class SchedulerService:
         except nats.js.errors.KeyWrongLastSequenceError:
             log.info("duplicate submission ignored")
             return
-        self._open[record.id] = record
         self.placer.enqueue(record)
         self._demand_changed.set()
         log.info("request queued", extra={"workflow": record.workflow_name, "priority": record.priority})
@@ -224,7 +214,6 @@ class SchedulerService:
 
     async def _cancelled(self, record: RequestRecord) -> None:
         await self._save(msgspec.structs.replace(record, status=RequestStatus.CANCELLED, error="cancelled by request"))
-        await self._written(record.id)
         await self.bus.publish(
             request_subject(record.id, RequestEvent.CANCELLED),
             RequestCancelled(request_id=record.id, at=utcnow()),
@@ -251,9 +240,6 @@ class SchedulerService:
         await self._finish_failed(record, event.kind, event.error)
 
     async def _read(self, request_id: str) -> RequestRecord | None:
-        cached = self._open.get(request_id)
-        if cached is not None:
-            return cached
         try:
             entry = await self.requests.get(request_id)
         except nats.js.errors.KeyNotFoundError:
@@ -272,89 +258,26 @@ class SchedulerService:
         return record
 
     async def _save(self, record: RequestRecord) -> None:
-        """Record a request's new state: in memory at once, in KV `requests` by the end of the current step.
-
-        The write is sent now and its acknowledgement awaited by `_commit`, which ends every step: a fetched
-        batch of events (before its messages are acked), a pod change, a timeout sweep. So an event is acked
-        only once the state it caused is stored, while the writes of a step share round trips instead of
-        taking one each (profiled: `make bench SCENARIO=deepqueue`). Writes of one key stay in order."""
         record = msgspec.structs.replace(record, updated_at=utcnow())
-        if record.status.terminal:
-            self._open.pop(record.id, None)
-        else:
-            self._open[record.id] = record
-        earlier = self._writes.pop(record.id, None)
-        if earlier is not None:
-            await earlier
-        self._writes[record.id] = asyncio.ensure_future(self.requests.put(record.id, encode(record)))
-
-    async def _written(self, request_id: str) -> None:
-        """Wait until the request's latest state is stored (before announcing it publicly)."""
-        write = self._writes.pop(request_id, None)
-        if write is not None:
-            await write
-
-    async def _commit(self) -> None:
-        """Await every write sent in this step; raises the first failure (the event is then redelivered)."""
-        writes, self._writes = self._writes, {}
-        sends, self._sends = self._sends, []
-        if writes or sends:
-            results = await asyncio.gather(*writes.values(), *sends, return_exceptions=True)
-            for result in results:
-                if isinstance(result, BaseException):
-                    raise result
-
-    async def _commit_locked(self) -> None:
-        """The end of a batch of events: store what they changed, then place what can run now — once for
-        the whole batch, so its assignments share round trips — and store that too. Only then are the
-        batch's messages acked."""
-        async with self._lock:
-            await self._commit()
-            await self._place()
-            await self._commit()
-
-    @contextlib.asynccontextmanager
-    async def _committing(self) -> AsyncIterator[None]:
-        """Run a step, then commit its writes (also when it fails, so none is left behind unawaited)."""
-        try:
-            yield
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await self._commit()
-            raise
-        await self._commit()
+        await self.requests.put(record.id, encode(record))
 
     # ------------------------------------------------------------------------------------ placement
 
     async def _place(self) -> None:
-        """Assign waiting requests to free pods. Every assignment is stored before any dispatch is sent: a
-        dispatch must never exist for a request the store still calls pending, which a restarted scheduler
-        would place again (and which could then run twice). The writes and the sends each share round trips."""
-        placed: list[tuple[RequestRecord, RequestRecord, PodRecord]] = []
         for placement in self.placer.place():
-            waiting = await self._read(placement.request_id)
-            if waiting is None:
-                self.placer.release(placement.request_id)
-                continue
+            entry = await self.requests.get(placement.request_id)
+            record = decode(entry.value or b"", RequestRecord)
             pod = placement.pod
-            assigned = msgspec.structs.replace(
-                waiting, status=RequestStatus.ASSIGNED, pod_id=pod.id, pod_ip=pod.ip, attempts=waiting.attempts + 1
+            record = msgspec.structs.replace(
+                record,
+                status=RequestStatus.ASSIGNED,
+                pod_id=pod.id,
+                pod_ip=pod.ip,
+                attempts=record.attempts + 1,
             )
-            await self._save(assigned)
-            placed.append((waiting, assigned, pod))
-        if not placed:
-            return
-        try:
-            await asyncio.gather(*(self._written(assigned.id) for _, assigned, _ in placed))
-        except Exception:
-            for waiting, _, _ in placed:  # not stored: they wait again, first in line
-                self.placer.release(waiting.id)
-                self._open[waiting.id] = waiting
-                self.placer.enqueue(waiting, front=True)
-            raise
-        for _, assigned, pod in placed:
-            await self._dispatch(assigned, pod)
-        self._demand_changed.set()
+            await self._save(record)
+            await self._dispatch(record, pod)
+            self._demand_changed.set()
 
     async def _dispatch(self, record: RequestRecord, pod: PodRecord) -> None:
         """Send the assignment in the request's own trace, whichever event triggered the placement."""
@@ -371,18 +294,14 @@ class SchedulerService:
                 comfyui_url=pod.comfyui_url or "",
                 execution_timeout_s=record.execution_timeout_s,
             )
-            sends = [
-                self.bus.publish(
-                    dispatch_subject(pod.id), assignment, msg_id=f"{record.id}.dispatch.{record.attempts}"
-                ),
-                self.bus.publish(
-                    request_subject(record.id, RequestEvent.ASSIGNED),
-                    RequestAssigned(request_id=record.id, pod_id=pod.id, attempt=record.attempts),
-                    msg_id=f"{record.id}.assigned.{record.attempts}",
-                ),
-            ]
-            # sent now, acks awaited with the step's other writes (`_commit`)
-            self._sends.extend(asyncio.ensure_future(send) for send in sends)
+            await self.bus.publish(
+                dispatch_subject(pod.id), assignment, msg_id=f"{record.id}.dispatch.{record.attempts}"
+            )
+            await self.bus.publish(
+                request_subject(record.id, RequestEvent.ASSIGNED),
+                RequestAssigned(request_id=record.id, pod_id=pod.id, attempt=record.attempts),
+                msg_id=f"{record.id}.assigned.{record.attempts}",
+            )
         finally:
             otel_context.detach(token)
         log.info("request assigned", extra={"request_id": record.id, "pod_id": pod.id})
@@ -400,7 +319,7 @@ class SchedulerService:
             await self._pods_changed.wait()
             self._pods_changed.clear()
             try:
-                async with self._lock, self._committing():
+                async with asyncio.timeout(STEP_TIMEOUT_S), self._lock:
                     await self._place()
             except asyncio.CancelledError:
                 raise
@@ -410,14 +329,16 @@ class SchedulerService:
                 self._pods_changed.set()
 
     async def _watch_time(self) -> None:
-        """Fail requests that waited past the queue TTL, and runs that outlived their execution timeout
-        by more than the grace (their executor is gone: a live one interrupts and reports on its own)."""
+        """Once a second: fail requests that waited past the queue TTL, and runs that outlived their
+        execution timeout by more than the grace (their executor is gone: a live one interrupts and reports
+        on its own); then place what can run, so placement converges whatever trigger a failure swallowed."""
         while True:
             await asyncio.sleep(1.0)
             try:
-                async with self._lock, self._committing():
+                async with asyncio.timeout(STEP_TIMEOUT_S), self._lock:
                     await self._expire_waiting()
                     await self._expire_running()
+                    await self._place()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -450,7 +371,6 @@ class SchedulerService:
     async def _finish_failed(self, record: RequestRecord, kind: FailureKind, error: str) -> None:
         log.warning("request failed: %s", error, extra={"request_id": record.id, "kind": kind})
         await self._save(msgspec.structs.replace(record, status=RequestStatus.FAILED, error=error))
-        await self._written(record.id)
         await self.bus.publish(
             request_subject(record.id, RequestEvent.FAILED),
             RequestFailed(request_id=record.id, kind=kind, error=error, attempts=record.attempts),
@@ -465,4 +385,3 @@ class SchedulerService:
             demand = Demand(by_workflow=self.placer.demand(), busy_pods=self.placer.busy_pods(), at=utcnow())
             with contextlib.suppress(Exception):
                 await self.bus.publish_core(DEMAND_SUBJECT, demand)
-            await asyncio.sleep(DEMAND_MIN_GAP_S)
