@@ -51,7 +51,6 @@ log = logging.getLogger("vibewave.contracts.bus")
 
 T = TypeVar("T")
 MessageHandler = Callable[[Msg], Awaitable[None]]
-BatchEnd = Callable[[], Awaitable[None]]
 
 _encoder = msgspec.json.Encoder()
 SEQUENTIAL_BATCH = 64  # messages a sequential consumer fetches at once (handled in order, each acked after it)
@@ -289,18 +288,9 @@ class Bus:
     # -------------------------------------------------------------------------------------- consuming
 
     def consume(
-        self,
-        spec: ConsumerSpec,
-        handler: MessageHandler,
-        *,
-        concurrency: int = 1,
-        replicas: int = 1,
-        on_batch_end: BatchEnd | None = None,
+        self, spec: ConsumerSpec, handler: MessageHandler, *, concurrency: int = 1, replicas: int = 1
     ) -> Consumer:
-        """Run `handler` on each message. A sequential consumer (concurrency 1) may pass `on_batch_end`: it
-        runs after the handlers of each fetched batch, and the batch's messages are acked only once it has
-        returned (nak'd if it raises) — so a handler can leave its writes in flight for the batch to share."""
-        consumer = Consumer(self, spec, handler, concurrency=concurrency, replicas=replicas, on_batch_end=on_batch_end)
+        consumer = Consumer(self, spec, handler, concurrency=concurrency, replicas=replicas)
         consumer.start()
         self._consumers.append(consumer)
         return consumer
@@ -328,18 +318,14 @@ class Consumer:
         *,
         concurrency: int,
         replicas: int,
-        on_batch_end: BatchEnd | None = None,
     ) -> None:
-        if on_batch_end is not None and concurrency != 1:
-            raise ValueError("on_batch_end needs a sequential consumer (concurrency 1)")
-        self.on_batch_end = on_batch_end
         self.bus = bus
         self.spec = spec
         self.handler = handler
         self.concurrency = concurrency
         self.replicas = replicas
         self._slots = asyncio.Semaphore(concurrency)
-        self._inflight: set[asyncio.Task[bool]] = set()
+        self._inflight: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._sub: JetStreamContext.PullSubscription | None = None
         self._stopping = False
@@ -376,9 +362,6 @@ class Consumer:
                     continue
                 backoff = 0.2
                 self._backlog = _pending_after(messages)
-                if self.on_batch_end is not None:
-                    await self._handle_batch(messages, self.on_batch_end)
-                    continue
                 for message in messages:
                     await self._slots.acquire()
                     if self.concurrency == 1:
@@ -409,27 +392,8 @@ class Consumer:
             return self._backlog
         return max(1, min(self.concurrency - len(self._inflight), 64))
 
-    async def _handle_batch(self, messages: list[Msg], on_batch_end: BatchEnd) -> None:
-        handled: list[Msg] = []
-        for message in messages:
-            await self._slots.acquire()
-            if await self._handle(message, ack=False):
-                handled.append(message)
-        if not handled:
-            return
-        try:
-            await on_batch_end()
-        except Exception:
-            log.exception("consumer %s: finishing a batch failed; its %d messages will be redelivered",
-                          self.spec.durable, len(handled))  # fmt: skip
-            for message in handled:
-                await _quietly(message.nak(delay=0.5))
-            return
-        for message in handled:
-            await _quietly(message.ack())
-
-    async def _handle(self, msg: Msg, *, ack: bool = True) -> bool:
-        """Run the handler; ack (or leave the ack to the caller), nak on failure. True if it succeeded."""
+    async def _handle(self, msg: Msg) -> None:
+        """Run the handler; ack when it returns, nak (with backoff) when it raises."""
         try:
             context = propagate.extract(msg.headers or {})
             with self.bus.tracer.start_as_current_span(
@@ -449,17 +413,15 @@ class Consumer:
                 except msgspec.DecodeError as exc:
                     log.error("dropping malformed message on %s: %s", msg.subject, exc)
                     await _quietly(msg.term())
-                    return False
+                    return
                 except Exception:
                     delivered = msg.metadata.num_delivered if msg.metadata else 1
                     log.exception("handler failed on %s (delivery %d); will retry", msg.subject, delivered)
                     await _quietly(msg.nak(delay=min(0.5 * 2 ** (delivered - 1), 30)))
-                    return False
+                    return
                 finally:
                     keepalive.cancel()
-                if ack:
-                    await _quietly(msg.ack())
-                return True
+                await _quietly(msg.ack())
         finally:
             self._slots.release()
 
