@@ -1,4 +1,5 @@
 import asyncio
+import contextlib
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -124,3 +125,73 @@ async def test_kv_follow_survives_a_nats_restart(tmp_path):
     finally:
         await bus.close()
         server.stop()
+
+
+async def test_a_batch_is_acked_only_after_its_step_and_redelivered_when_the_step_fails(nats_url):
+    """A sequential consumer with a step: handlers run inside it; nothing is acked until it has exited,
+    and a step that raises (its store failed) sends its whole batch back."""
+    bus = await Bus.connect(nats_url, name="test")
+    spec = ConsumerSpec(stream=REQUESTS_STREAM.name, durable="test-batch-step", filter_subjects=("vw.req.*.progress",))
+    current: list[int] | None = None
+    steps: list[tuple[list[int], bool, int]] = []  # values handled, step succeeded, unacked at its end
+    stored: set[int] = set()
+    all_stored = asyncio.Event()
+
+    async def handler(msg):
+        assert current is not None, "handled outside a step"
+        current.append(decode(msg.data, RequestProgress).value)
+
+    @contextlib.asynccontextmanager
+    async def step():
+        nonlocal current
+        current = []
+        try:
+            yield
+            unacked = (await bus.js.consumer_info(REQUESTS_STREAM.name, spec.durable)).num_ack_pending
+            failing = not steps
+            steps.append((current, not failing, unacked))
+            if failing:
+                raise RuntimeError("the step's store failed")
+            stored.update(current)
+            if stored == {1, 2, 3}:
+                all_stored.set()
+        finally:
+            current = None
+
+    try:
+        await bus.provision()
+        for value in (1, 2, 3):
+            await bus.publish(request_subject("req-1", RequestEvent.PROGRESS), progress(value), msg_id=f"b-{value}")
+        bus.consume(spec, handler, step=step)
+        await asyncio.wait_for(all_stored.wait(), 10)
+        for _ in range(100):  # the acks follow the step: wait (bounded) until the server has them all
+            if not (await bus.js.consumer_info(REQUESTS_STREAM.name, spec.durable)).num_ack_pending:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the batch was never acked")
+    finally:
+        await bus.close()
+    failed_values, _, _ = steps[0]
+    assert failed_values, "the first step handled something"
+    later = [value for values, ok, _ in steps[1:] if ok for value in values]
+    assert set(failed_values) <= set(later), "the failed step's batch came back"
+    assert all(unacked >= len(values) for values, _, unacked in steps), "nothing acked before its step ended"
+
+
+async def test_kv_snapshot_holds_each_keys_current_value(nats_url):
+    from vibewave.contracts.events import PODS_BUCKET
+
+    bus = await Bus.connect(nats_url, name="test")
+    try:
+        await bus.provision()
+        assert await bus.kv_snapshot(PODS_BUCKET) == {}
+        kv = await bus.kv(PODS_BUCKET)
+        await kv.put("a", b"1")
+        await kv.put("b", b"1")
+        await kv.put("a", b"2")
+        await kv.put("c", b"1")
+        await kv.delete("c")
+        assert await bus.kv_snapshot(PODS_BUCKET) == {"a": b"2", "b": b"1"}
+    finally:
+        await bus.close()

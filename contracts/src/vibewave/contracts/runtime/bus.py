@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
 
 import msgspec
@@ -51,6 +52,7 @@ log = logging.getLogger("vibewave.contracts.bus")
 
 T = TypeVar("T")
 MessageHandler = Callable[[Msg], Awaitable[None]]
+BatchStep = Callable[[], AbstractAsyncContextManager[None]]
 
 _encoder = msgspec.json.Encoder()
 SEQUENTIAL_BATCH = 64  # messages a sequential consumer fetches at once (handled in order, each acked after it)
@@ -285,12 +287,40 @@ class Bus:
         finally:
             self._connection_log.listeners.remove(reconnected)
 
+    async def kv_snapshot(self, spec: BucketSpec, timeout: float = 30.0) -> dict[str, bytes]:
+        """Every current value of a bucket, read in one pass (a watch of each key's last value) instead of
+        `keys()` and then one `get` round trip per key."""
+        values: dict[str, bytes] = {}
+        watcher = await (await self.kv(spec)).watchall(ignore_deletes=True)
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    entry = await watcher.updates(timeout=timeout)  # type: ignore[no-untyped-call]
+                    if entry is None:
+                        return values
+                    if entry.operation in ("DEL", "PURGE"):
+                        values.pop(entry.key, None)
+                    elif entry.value:
+                        values[entry.key] = entry.value
+        finally:
+            await bounded(watcher.stop())  # type: ignore[no-untyped-call]
+
     # -------------------------------------------------------------------------------------- consuming
 
     def consume(
-        self, spec: ConsumerSpec, handler: MessageHandler, *, concurrency: int = 1, replicas: int = 1
+        self,
+        spec: ConsumerSpec,
+        handler: MessageHandler,
+        *,
+        concurrency: int = 1,
+        replicas: int = 1,
+        step: BatchStep | None = None,
     ) -> Consumer:
-        consumer = Consumer(self, spec, handler, concurrency=concurrency, replicas=replicas)
+        """Run `handler` on each message. A sequential consumer (concurrency 1) may pass `step`: each fetched
+        batch is then handled inside one `step()` context, and its messages are acked only once that context
+        has exited cleanly (nak'd if it raises) — so handlers may change state in memory and leave the step
+        to store it once for the whole batch."""
+        consumer = Consumer(self, spec, handler, concurrency=concurrency, replicas=replicas, step=step)
         consumer.start()
         self._consumers.append(consumer)
         return consumer
@@ -318,14 +348,18 @@ class Consumer:
         *,
         concurrency: int,
         replicas: int,
+        step: BatchStep | None = None,
     ) -> None:
+        if step is not None and concurrency != 1:
+            raise ValueError("a batch step needs a sequential consumer (concurrency 1)")
+        self.step = step
         self.bus = bus
         self.spec = spec
         self.handler = handler
         self.concurrency = concurrency
         self.replicas = replicas
         self._slots = asyncio.Semaphore(concurrency)
-        self._inflight: set[asyncio.Task[None]] = set()
+        self._inflight: set[asyncio.Task[bool]] = set()
         self._task: asyncio.Task[None] | None = None
         self._sub: JetStreamContext.PullSubscription | None = None
         self._stopping = False
@@ -362,6 +396,9 @@ class Consumer:
                     continue
                 backoff = 0.2
                 self._backlog = _pending_after(messages)
+                if self.step is not None:
+                    await self._handle_batch(messages, self.step)
+                    continue
                 for message in messages:
                     await self._slots.acquire()
                     if self.concurrency == 1:
@@ -392,8 +429,28 @@ class Consumer:
             return self._backlog
         return max(1, min(self.concurrency - len(self._inflight), 64))
 
-    async def _handle(self, msg: Msg) -> None:
-        """Run the handler; ack when it returns, nak (with backoff) when it raises."""
+    async def _handle_batch(self, messages: list[Msg], step: BatchStep) -> None:
+        """Handle a batch inside one step; ack what was handled once the step has exited, else nak the rest."""
+        handled: list[Msg] = []
+        reached = 0
+        try:
+            async with step():
+                for message in messages:
+                    reached += 1
+                    await self._slots.acquire()
+                    if await self._handle(message, ack=False):
+                        handled.append(message)
+        except Exception:
+            log.exception("consumer %s: a batch step failed; its messages will be redelivered", self.spec.durable)
+            for message in [*handled, *messages[reached:]]:
+                await _quietly(message.nak(delay=0.5))
+            return
+        for message in handled:
+            await _quietly(message.ack())
+
+    async def _handle(self, msg: Msg, *, ack: bool = True) -> bool:
+        """Run the handler; ack when it returns (or leave that to the batch), nak (with backoff) when it
+        raises. True if it returned, False if the message was settled here (nak'd or dropped)."""
         try:
             context = propagate.extract(msg.headers or {})
             with self.bus.tracer.start_as_current_span(
@@ -406,22 +463,26 @@ class Consumer:
                     "messaging.consumer.group.name": self.spec.durable,
                 },
             ):
-                keepalive = asyncio.create_task(self._keep_alive(msg))
+                # a batch's handlers only change memory; its step is bounded by the handler timeout
+                keepalive = None if self.step is not None else asyncio.create_task(self._keep_alive(msg))
                 try:
                     async with asyncio.timeout(self.spec.handler_timeout_s):
                         await self.handler(msg)
                 except msgspec.DecodeError as exc:
                     log.error("dropping malformed message on %s: %s", msg.subject, exc)
                     await _quietly(msg.term())
-                    return
+                    return False
                 except Exception:
                     delivered = msg.metadata.num_delivered if msg.metadata else 1
                     log.exception("handler failed on %s (delivery %d); will retry", msg.subject, delivered)
                     await _quietly(msg.nak(delay=min(0.5 * 2 ** (delivered - 1), 30)))
-                    return
+                    return False
                 finally:
-                    keepalive.cancel()
-                await _quietly(msg.ack())
+                    if keepalive is not None:
+                        keepalive.cancel()
+                if ack:
+                    await _quietly(msg.ack())
+                return True
         finally:
             self._slots.release()
 

@@ -144,7 +144,13 @@ class Placer:
         return len(self._queued)
 
     def restore(self, records: Iterable[RequestRecord]) -> None:
-        """Rebuild from stored state, oldest first, after a restart."""
+        """Rebuild the requests from stored state, oldest first (at start, or after a failed store): what
+        was queued or on a pod before is forgotten; the pods, which come from their own watch, are kept."""
+        self._queues.clear()
+        self._queued.clear()
+        self._waiting.clear()
+        self._pod_of.clear()
+        self._request_on.clear()
         for record in sorted(records, key=lambda r: r.created_at):
             if record.status == RequestStatus.PENDING:
                 self.enqueue(record)

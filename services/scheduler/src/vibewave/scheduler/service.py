@@ -3,6 +3,13 @@
 It consumes the request events (submitted by the api; started, attempt_failed and completed by
 executors), keeps each request's record in KV `requests`, dispatches placed requests to their pod's
 work queue, and announces demand for pods. Handling is sequential, so each record has one writer.
+
+Work happens in steps — a fetched batch of events, a pod change, the once-a-second sweep — each under
+one lock. A step changes records in memory and places what can run; at its end the changed records are
+stored (writes sent together, not one round trip after another), and only once they are stored are the
+assignments dispatched, failures announced and the batch's events acked. So nothing is announced or
+acked before the state behind it is stored, and a dispatch never exists for a request the store still
+calls pending. If storing fails, memory may differ from the store: the next step reloads it first.
 """
 
 from __future__ import annotations
@@ -10,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Awaitable, Iterable
+from dataclasses import dataclass
 
 import msgspec
 import nats.js.errors
@@ -55,6 +63,19 @@ from vibewave.scheduler.settings import SchedulerSettings
 log = logging.getLogger("vibewave.scheduler")
 
 STEP_TIMEOUT_S = 20.0  # a step stuck on NATS (e.g. across a server restart) gives up and is tried again
+# A change is announced at once, but at most one announcement per gap: a burst of requests (each one a
+# change) becomes a few announcements instead of one per request, each waking pod-manager.
+DEMAND_MIN_GAP_S = 0.02
+
+
+@dataclass(frozen=True)
+class Notice:
+    """An event to publish once the record it announces is stored."""
+
+    request_id: str
+    subject: str
+    message: msgspec.Struct
+    msg_id: str
 
 
 class SchedulerService:
@@ -66,9 +87,19 @@ class SchedulerService:
         self._requests: KeyValue | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._demand_changed = asyncio.Event()
-        self._lock = asyncio.Lock()  # events and pod changes both place requests: one at a time
+        self._lock = asyncio.Lock()  # one step at a time
         self._pods_changed = asyncio.Event()
         self._liveness: object | None = None
+        # Every open request's record as last changed. The scheduler is KV `requests`' only writer, so
+        # (between steps) this is what the bucket holds: events are applied without a read round trip.
+        self._open: dict[str, RequestRecord] = {}
+        self._in_sync = False  # memory matches the store; false until loaded, and after a failed store
+        # What the current step changed, to store at its end, and what waits for that
+        self._changed: dict[str, RequestRecord] = {}
+        self._new: set[str] = set()  # changed records written for the first time (`create`: never twice)
+        self._dispatches: list[tuple[RequestRecord, PodRecord]] = []
+        self._notices: list[Notice] = []
+        self._orphans: list[Notice] = []  # a failed step's notices: sent after the reload if their record was stored
 
     @property
     def bus(self) -> Bus:
@@ -85,16 +116,15 @@ class SchedulerService:
         self._bus = await Bus.connect(common.nats_url, name="scheduler", tracer_provider=self.tracer_provider)
         await self.bus.provision(common.replicas)
         self._requests = await self.bus.kv(REQUESTS_BUCKET)
-        open_requests = await self._load_open_requests()
-        self.placer.restore(open_requests)
-        await self._redispatch(r for r in open_requests if r.status == RequestStatus.ASSIGNED)
+        async with self._step():  # loads the open requests and sends any dispatch a predecessor left unsent
+            pass
         self._tasks = [
             asyncio.create_task(self.bus.follow_kv(PODS_BUCKET, self._on_pod), name="scheduler:pods"),
             asyncio.create_task(self._place_on_pod_changes(), name="scheduler:placement"),
             asyncio.create_task(self._announce_demand(), name="scheduler:demand"),
             asyncio.create_task(self._watch_time(), name="scheduler:timeouts"),
         ]
-        self.bus.consume(SCHEDULER_CONSUMER, self.handle, replicas=common.replicas)
+        self.bus.consume(SCHEDULER_CONSUMER, self.handle, replicas=common.replicas, step=self._step)
         self._liveness = await serve_liveness(self.bus.nc, "scheduler", "request lifecycle and placement")
 
     async def stop(self) -> None:
@@ -106,9 +136,52 @@ class SchedulerService:
         if self._bus is not None:
             await self._bus.close()
 
+    # ---------------------------------------------------------------------------------------- steps
+
+    @contextlib.asynccontextmanager
+    async def _step(self) -> AsyncIterator[None]:
+        """One step: (re)load if needed, run the body, then place and store (see the module docstring)."""
+        async with asyncio.timeout(STEP_TIMEOUT_S), self._lock:
+            try:
+                if not self._in_sync:
+                    await self._load()
+                yield
+                await self._commit()
+            except BaseException:
+                self._in_sync = False
+                self._orphans += self._notices
+                self._changed, self._new, self._dispatches, self._notices = {}, set(), [], []
+                raise
+
+    async def _load(self) -> None:
+        """Rebuild memory from the store: the open requests, queued or on their pods.
+
+        A failed step's writes may still have landed (the client sends what it buffered once it has
+        reconnected), so its notices go out if their record is stored as finished; else the state they
+        announced is derived again from the redelivered events."""
+        open_requests: list[RequestRecord] = []
+        finished: set[str] = set()
+        for key, value in (await self.bus.kv_snapshot(REQUESTS_BUCKET)).items():
+            try:
+                record = decode(value, RequestRecord)
+            except msgspec.DecodeError:
+                log.error("unreadable record %s left alone", key)
+                continue
+            if record.status.terminal:
+                finished.add(record.id)
+            else:
+                open_requests.append(record)
+        self._notices += [notice for notice in self._orphans if notice.request_id in finished]
+        self._orphans = []
+        self._open = {record.id: record for record in open_requests}
+        self.placer.restore(open_requests)
+        await self._redispatch(r for r in open_requests if r.status == RequestStatus.ASSIGNED)
+        self._in_sync = True
+        log.info("loaded %d open requests", len(open_requests))
+
     async def _redispatch(self, assigned: Iterable[RequestRecord]) -> None:
-        """Send assigned requests' dispatches again: an earlier scheduler may have stopped between recording
-        an assignment and sending it. Harmless if it had been sent: the dedupe id drops a repeat within the
+        """Send assigned requests' dispatches again: an earlier step may have stored an assignment and
+        stopped before sending it. Harmless if it had been sent: the dedupe id drops a repeat within the
         window, and an executor that gets it twice finds the prompt (same id per attempt) already on the pod."""
         pods = await self.bus.kv(PODS_BUCKET)
         for record in assigned:
@@ -119,167 +192,212 @@ class SchedulerService:
                 pod = None
             if pod is None or pod.status != PodStatus.READY:
                 self.placer.release(record.id)
-                requeued = msgspec.structs.replace(record, status=RequestStatus.PENDING, pod_id=None, pod_ip=None)
-                await self._save(requeued)
+                requeued = self._record(
+                    msgspec.structs.replace(record, status=RequestStatus.PENDING, pod_id=None, pod_ip=None)
+                )
                 self.placer.enqueue(requeued, front=True)
                 continue
-            await self._dispatch(record, pod)
+            self._dispatches.append((record, pod))
 
-    async def _load_open_requests(self) -> list[RequestRecord]:
-        records: list[RequestRecord] = []
-        try:
-            keys = await self.requests.keys()
-        except nats.js.errors.NoKeysError:
-            return records
-        for key in keys:
+    async def _commit(self) -> None:
+        """Place what can run, store every changed record (writes in flight together), then send what
+        waited for them. Repeats while that changes anything (a refused duplicate frees its pod)."""
+        while True:
+            self._place()
+            if not (self._changed or self._dispatches or self._notices):
+                return
+            changed, new, self._changed, self._new = self._changed, self._new, {}, set()
+            duplicates = await self._store(changed, new)
+            if duplicates:
+                self._dispatches = [(record, pod) for record, pod in self._dispatches if record.id not in duplicates]
+                self._notices = [notice for notice in self._notices if notice.request_id not in duplicates]
+            sends: list[Awaitable[object]] = [self._send_assignment(record, pod) for record, pod in self._dispatches]
+            sends += [self.bus.publish(n.subject, n.message, msg_id=n.msg_id) for n in self._notices]
+            _raise_first(await asyncio.gather(*sends, return_exceptions=True))
+            if self._dispatches:
+                self._demand_changed.set()
+            self._dispatches, self._notices = [], []
+
+    async def _store(self, changed: dict[str, RequestRecord], new: set[str]) -> set[str]:
+        """Write the records; returns the ids refused as duplicates (a redelivered submission of a request
+        that is already stored, and finished: an open one would be in memory)."""
+        ids = list(changed)
+        writes = [
+            self.requests.create(key, encode(changed[key]))
+            if key in new
+            else self.requests.put(key, encode(changed[key]))
+            for key in ids
+        ]
+        results = await asyncio.gather(*writes, return_exceptions=True)
+        duplicates = {key for key, result in zip(ids, results, strict=True)
+                      if isinstance(result, nats.js.errors.KeyWrongLastSequenceError)}  # fmt: skip
+        _raise_first([result for result in results if not isinstance(result, nats.js.errors.KeyWrongLastSequenceError)])
+        for key in duplicates:
+            log.info("duplicate submission ignored", extra={"request_id": key})
+            self._open.pop(key, None)
+            self.placer.forget(key)
+            self.placer.release(key)
             entry = await self.requests.get(key)
-            if entry.value:
-                record = decode(entry.value, RequestRecord)
-                if not record.status.terminal:
-                    records.append(record)
-        log.info("restored %d open requests", len(records))
-        return records
+            stored = decode(entry.value or b"", RequestRecord)
+            if not stored.status.terminal:  # memory missed an open request: reload before the next step
+                self._in_sync = False
+        return duplicates
+
+    def _record(self, record: RequestRecord, *, new: bool = False) -> RequestRecord:
+        """Change a request's record in memory; the step stores it at its end."""
+        record = msgspec.structs.replace(record, updated_at=utcnow())
+        if record.status.terminal:
+            self._open.pop(record.id, None)
+        else:
+            self._open[record.id] = record
+        self._changed[record.id] = record
+        if new:
+            self._new.add(record.id)
+        return record
 
     # --------------------------------------------------------------------------------------- events
 
     async def handle(self, msg: Msg) -> None:
+        """Apply one event in memory; it runs inside its batch's step, which stores the outcome."""
         request_id, event = split_request_subject(msg.subject)
         token = request_id_var.set(request_id)
         try:
-            async with self._lock:
-                if event == RequestEvent.SUBMITTED:
-                    await self._on_submitted(decode(msg.data, RequestSubmitted))
-                elif event == RequestEvent.STARTED:
-                    await self._on_started(decode(msg.data, RequestStarted))
-                elif event == RequestEvent.COMPLETED:
-                    await self._on_completed(decode(msg.data, RequestCompleted))
-                elif event == RequestEvent.ATTEMPT_FAILED:
-                    await self._on_attempt_failed(decode(msg.data, AttemptFailed))
-                elif event == RequestEvent.CANCEL_REQUESTED:
-                    await self._on_cancel_requested(decode(msg.data, CancelRequested))
-                await self._place()
+            if event == RequestEvent.SUBMITTED:
+                self._on_submitted(decode(msg.data, RequestSubmitted))
+            elif event == RequestEvent.STARTED:
+                self._on_started(decode(msg.data, RequestStarted))
+            elif event == RequestEvent.COMPLETED:
+                self._on_completed(decode(msg.data, RequestCompleted))
+            elif event == RequestEvent.ATTEMPT_FAILED:
+                self._on_attempt_failed(decode(msg.data, AttemptFailed))
+            elif event == RequestEvent.CANCEL_REQUESTED:
+                self._on_cancel_requested(decode(msg.data, CancelRequested))
         finally:
             request_id_var.reset(token)
 
-    async def _on_submitted(self, event: RequestSubmitted) -> None:
-        now = utcnow()
-        record = RequestRecord(
-            id=event.request_id,
-            workflow_name=event.workflow_name,
-            inputs=event.inputs,
-            status=RequestStatus.PENDING,
-            priority=event.priority,
-            created_at=event.created_at,
-            updated_at=now,
-            batch_id=event.batch_id,
-            execution_timeout_s=event.execution_timeout_s,
-            traceparent=trace_headers().get("traceparent"),
-        )
-        try:
-            await self.requests.create(record.id, encode(record))
-        except nats.js.errors.KeyWrongLastSequenceError:
+    def _on_submitted(self, event: RequestSubmitted) -> None:
+        if event.request_id in self._open or event.request_id in self._changed:
             log.info("duplicate submission ignored")
             return
+        record = self._record(
+            RequestRecord(
+                id=event.request_id,
+                workflow_name=event.workflow_name,
+                inputs=event.inputs,
+                status=RequestStatus.PENDING,
+                priority=event.priority,
+                created_at=event.created_at,
+                updated_at=event.created_at,
+                batch_id=event.batch_id,
+                execution_timeout_s=event.execution_timeout_s,
+                traceparent=trace_headers().get("traceparent"),
+            ),
+            new=True,
+        )
         self.placer.enqueue(record)
         self._demand_changed.set()
         log.info("request queued", extra={"workflow": record.workflow_name, "priority": record.priority})
 
-    async def _on_started(self, event: RequestStarted) -> None:
-        record = await self._current(event.request_id, event.attempt)
-        if record is None:
-            return
-        await self._save(msgspec.structs.replace(record, status=RequestStatus.RUNNING, prompt_id=event.prompt_id))
+    def _on_started(self, event: RequestStarted) -> None:
+        record = self._current(event.request_id, event.attempt)
+        if record is not None:
+            self._record(msgspec.structs.replace(record, status=RequestStatus.RUNNING, prompt_id=event.prompt_id))
 
-    async def _on_completed(self, event: RequestCompleted) -> None:
-        record = await self._current(event.request_id, event.attempt)
+    def _on_completed(self, event: RequestCompleted) -> None:
+        record = self._current(event.request_id, event.attempt)
         if record is None:
             return
         self.placer.release(record.id)
-        await self._save(msgspec.structs.replace(record, status=RequestStatus.COMPLETED, result=event.result))
+        self._record(msgspec.structs.replace(record, status=RequestStatus.COMPLETED, result=event.result))
         self._demand_changed.set()
         log.info("request completed", extra={"files": event.result.files, "pod_id": record.pod_id})
 
-    async def _on_cancel_requested(self, event: CancelRequested) -> None:
+    def _on_cancel_requested(self, event: CancelRequested) -> None:
         """Pending: cancelled now. On a pod: flagged, and the executor running it stops it (it heard too)."""
-        record = await self._read(event.request_id)
-        if record is None or record.status.terminal:
+        record = self._open.get(event.request_id)
+        if record is None:
             return
         if record.status == RequestStatus.PENDING:
             self.placer.forget(record.id)
             self._demand_changed.set()
-            await self._cancelled(record)
+            self._cancelled(record)
         elif not record.cancel_requested:
-            await self._save(msgspec.structs.replace(record, cancel_requested=True))
+            self._record(msgspec.structs.replace(record, cancel_requested=True))
             log.info("cancel requested while %s on %s", record.status, record.pod_id)
 
-    async def _cancelled(self, record: RequestRecord) -> None:
-        await self._save(msgspec.structs.replace(record, status=RequestStatus.CANCELLED, error="cancelled by request"))
-        await self.bus.publish(
-            request_subject(record.id, RequestEvent.CANCELLED),
-            RequestCancelled(request_id=record.id, at=utcnow()),
-            msg_id=f"{record.id}.cancelled",
+    def _cancelled(self, record: RequestRecord) -> None:
+        self._record(msgspec.structs.replace(record, status=RequestStatus.CANCELLED, error="cancelled by request"))
+        self._notices.append(
+            Notice(
+                record.id,
+                request_subject(record.id, RequestEvent.CANCELLED),
+                RequestCancelled(request_id=record.id, at=utcnow()),
+                f"{record.id}.cancelled",
+            )
         )
         log.info("request cancelled")
 
-    async def _on_attempt_failed(self, event: AttemptFailed) -> None:
-        record = await self._current(event.request_id, event.attempt)
+    def _on_attempt_failed(self, event: AttemptFailed) -> None:
+        record = self._current(event.request_id, event.attempt)
         if record is None:
             return
         self.placer.release(record.id)
         self._demand_changed.set()
         if event.kind == FailureKind.CANCELLED or record.cancel_requested:
-            await self._cancelled(record)
+            self._cancelled(record)
             return
-        retry = event.kind == FailureKind.POD_FAULT and record.attempts < self.settings.max_attempts
-        if retry:
+        if event.kind == FailureKind.POD_FAULT and record.attempts < self.settings.max_attempts:
             log.warning("attempt %d failed on %s (%s); retrying", record.attempts, event.pod_id, event.error)
-            requeued = msgspec.structs.replace(record, status=RequestStatus.PENDING, pod_id=None, pod_ip=None)
-            await self._save(requeued)
+            requeued = self._record(
+                msgspec.structs.replace(record, status=RequestStatus.PENDING, pod_id=None, pod_ip=None)
+            )
             self.placer.enqueue(requeued, front=True)
             return
-        await self._finish_failed(record, event.kind, event.error)
+        self._finish_failed(record, event.kind, event.error)
 
-    async def _read(self, request_id: str) -> RequestRecord | None:
-        try:
-            entry = await self.requests.get(request_id)
-        except nats.js.errors.KeyNotFoundError:
-            log.warning("event for unknown request ignored")
-            return None
-        return decode(entry.value, RequestRecord) if entry.value else None
-
-    async def _current(self, request_id: str, attempt: int) -> RequestRecord | None:
-        """The record, if this event is about its current attempt (late events of old attempts are moot)."""
-        record = await self._read(request_id)
-        if record is None:
-            return None
-        if record.status.terminal or record.attempts != attempt:
-            log.info("stale event ignored", extra={"status": record.status, "attempt": attempt})
+    def _current(self, request_id: str, attempt: int) -> RequestRecord | None:
+        """The open record, if this event is about its current attempt (late events of old attempts, and
+        events of finished requests, are moot)."""
+        record = self._open.get(request_id)
+        if record is None or record.attempts != attempt:
+            log.info("stale event ignored", extra={"attempt": attempt})
             return None
         return record
 
-    async def _save(self, record: RequestRecord) -> None:
-        record = msgspec.structs.replace(record, updated_at=utcnow())
-        await self.requests.put(record.id, encode(record))
+    def _finish_failed(self, record: RequestRecord, kind: FailureKind, error: str) -> None:
+        log.warning("request failed: %s", error, extra={"request_id": record.id, "kind": kind})
+        self._record(msgspec.structs.replace(record, status=RequestStatus.FAILED, error=error))
+        self._notices.append(
+            Notice(
+                record.id,
+                request_subject(record.id, RequestEvent.FAILED),
+                RequestFailed(request_id=record.id, kind=kind, error=error, attempts=record.attempts),
+                f"{record.id}.failed",
+            )
+        )
 
     # ------------------------------------------------------------------------------------ placement
 
-    async def _place(self) -> None:
+    def _place(self) -> None:
         for placement in self.placer.place():
-            entry = await self.requests.get(placement.request_id)
-            record = decode(entry.value or b"", RequestRecord)
+            waiting = self._open.get(placement.request_id)
+            if waiting is None:
+                self.placer.release(placement.request_id)
+                continue
             pod = placement.pod
-            record = msgspec.structs.replace(
-                record,
-                status=RequestStatus.ASSIGNED,
-                pod_id=pod.id,
-                pod_ip=pod.ip,
-                attempts=record.attempts + 1,
+            assigned = self._record(
+                msgspec.structs.replace(
+                    waiting,
+                    status=RequestStatus.ASSIGNED,
+                    pod_id=pod.id,
+                    pod_ip=pod.ip,
+                    attempts=waiting.attempts + 1,
+                )
             )
-            await self._save(record)
-            await self._dispatch(record, pod)
-            self._demand_changed.set()
+            self._dispatches.append((assigned, pod))
+            log.info("request assigned", extra={"request_id": assigned.id, "pod_id": pod.id})
 
-    async def _dispatch(self, record: RequestRecord, pod: PodRecord) -> None:
+    async def _send_assignment(self, record: RequestRecord, pod: PodRecord) -> None:
         """Send the assignment in the request's own trace, whichever event triggered the placement."""
         parent = propagate.extract({"traceparent": record.traceparent} if record.traceparent else {})
         token = otel_context.attach(parent)
@@ -294,17 +412,22 @@ class SchedulerService:
                 comfyui_url=pod.comfyui_url or "",
                 execution_timeout_s=record.execution_timeout_s,
             )
-            await self.bus.publish(
-                dispatch_subject(pod.id), assignment, msg_id=f"{record.id}.dispatch.{record.attempts}"
-            )
-            await self.bus.publish(
-                request_subject(record.id, RequestEvent.ASSIGNED),
-                RequestAssigned(request_id=record.id, pod_id=pod.id, attempt=record.attempts),
-                msg_id=f"{record.id}.assigned.{record.attempts}",
+            assigned = RequestAssigned(request_id=record.id, pod_id=pod.id, attempt=record.attempts)
+            _raise_first(
+                await asyncio.gather(
+                    self.bus.publish(
+                        dispatch_subject(pod.id), assignment, msg_id=f"{record.id}.dispatch.{record.attempts}"
+                    ),
+                    self.bus.publish(
+                        request_subject(record.id, RequestEvent.ASSIGNED),
+                        assigned,
+                        msg_id=f"{record.id}.assigned.{record.attempts}",
+                    ),
+                    return_exceptions=True,
+                )
             )
         finally:
             otel_context.detach(token)
-        log.info("request assigned", extra={"request_id": record.id, "pod_id": pod.id})
 
     def _on_pod(self, key: str, value: bytes | None) -> None:
         if value:
@@ -319,8 +442,8 @@ class SchedulerService:
             await self._pods_changed.wait()
             self._pods_changed.clear()
             try:
-                async with asyncio.timeout(STEP_TIMEOUT_S), self._lock:
-                    await self._place()
+                async with self._step():
+                    pass
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -328,54 +451,46 @@ class SchedulerService:
                 await asyncio.sleep(0.5)
                 self._pods_changed.set()
 
+    # ----------------------------------------------------------------------------------------- time
+
     async def _watch_time(self) -> None:
         """Once a second: fail requests that waited past the queue TTL, and runs that outlived their
         execution timeout by more than the grace (their executor is gone: a live one interrupts and reports
-        on its own); then place what can run, so placement converges whatever trigger a failure swallowed."""
+        on its own); the step then places what can run, so placement converges whatever a failure swallowed."""
         while True:
             await asyncio.sleep(1.0)
             try:
-                async with asyncio.timeout(STEP_TIMEOUT_S), self._lock:
-                    await self._expire_waiting()
-                    await self._expire_running()
-                    await self._place()
+                async with self._step():
+                    self._expire_waiting()
+                    self._expire_running()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("timeout sweep failed (%s); will retry", exc)
 
-    async def _expire_waiting(self) -> None:
+    def _expire_waiting(self) -> None:
         for request_id in self.placer.expired(self.settings.queue_ttl_s):
-            record = await self._read(request_id)
             self.placer.forget(request_id)
             self._demand_changed.set()
-            if record is not None and not record.status.terminal:
-                await self._finish_failed(
+            record = self._open.get(request_id)
+            if record is not None:
+                self._finish_failed(
                     record,
                     FailureKind.TIMEOUT,
                     f"timed out: waited longer than the queue TTL ({self.settings.queue_ttl_s:.0f}s)",
                 )
 
-    async def _expire_running(self) -> None:
+    def _expire_running(self) -> None:
         now = utcnow()
         for request_id in list(self.placer.on_pod()):
-            record = await self._read(request_id)
-            if record is None or record.status.terminal:
+            record = self._open.get(request_id)
+            if record is None:
                 continue
             limit = (record.execution_timeout_s or 900.0) + self.settings.run_grace_s
             if (now - record.updated_at).total_seconds() > limit:
                 self.placer.release(request_id)
                 self._demand_changed.set()
-                await self._finish_failed(record, FailureKind.TIMEOUT, f"timed out: no outcome within {limit:.0f}s")
-
-    async def _finish_failed(self, record: RequestRecord, kind: FailureKind, error: str) -> None:
-        log.warning("request failed: %s", error, extra={"request_id": record.id, "kind": kind})
-        await self._save(msgspec.structs.replace(record, status=RequestStatus.FAILED, error=error))
-        await self.bus.publish(
-            request_subject(record.id, RequestEvent.FAILED),
-            RequestFailed(request_id=record.id, kind=kind, error=error, attempts=record.attempts),
-            msg_id=f"{record.id}.failed",
-        )
+                self._finish_failed(record, FailureKind.TIMEOUT, f"timed out: no outcome within {limit:.0f}s")
 
     async def _announce_demand(self) -> None:
         while True:
@@ -385,3 +500,11 @@ class SchedulerService:
             demand = Demand(by_workflow=self.placer.demand(), busy_pods=self.placer.busy_pods(), at=utcnow())
             with contextlib.suppress(Exception):
                 await self.bus.publish_core(DEMAND_SUBJECT, demand)
+            await asyncio.sleep(DEMAND_MIN_GAP_S)
+
+
+def _raise_first(results: Iterable[object]) -> None:
+    """Raise the first exception among gathered results (the others were attempted all the same)."""
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
