@@ -289,19 +289,29 @@ class Bus:
 
     async def kv_snapshot(self, spec: BucketSpec, timeout: float = 30.0) -> dict[str, bytes]:
         """Every current value of a bucket, read in one pass (a watch of each key's last value) instead of
-        `keys()` and then one `get` round trip per key."""
+        `keys()` and then one `get` round trip per key.
+
+        It ends at the entry the server says nothing follows (its `delta` is 0), not at nats-py's end
+        marker: that marker can come first when the server has already pushed every entry and the client
+        has not yet read them — `keys()` then misses keys (seen here: a restarted scheduler loading none
+        of 40 pending requests)."""
+        kv = await self.kv(spec)
+        if not (await self.js.stream_info(f"KV_{spec.name}")).state.messages:
+            return {}
         values: dict[str, bytes] = {}
-        watcher = await (await self.kv(spec)).watchall(ignore_deletes=True)
+        watcher = await kv.watchall()
         try:
             async with asyncio.timeout(timeout):
                 while True:
                     entry = await watcher.updates(timeout=timeout)  # type: ignore[no-untyped-call]
                     if entry is None:
-                        return values
+                        continue
                     if entry.operation in ("DEL", "PURGE"):
                         values.pop(entry.key, None)
-                    elif entry.value:
-                        values[entry.key] = entry.value
+                    else:
+                        values[entry.key] = entry.value or b""
+                    if entry.delta == 0:
+                        return values
         finally:
             await bounded(watcher.stop())  # type: ignore[no-untyped-call]
 

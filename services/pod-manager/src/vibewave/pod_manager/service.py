@@ -18,7 +18,6 @@ from uuid import uuid4
 
 import aiohttp
 import msgspec
-import nats.js.errors
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.kv import KeyValue
@@ -110,15 +109,10 @@ class PodManagerService:
             await self._bus.close()
 
     async def _load_records(self) -> None:
-        assert self._kv is not None
-        try:
-            keys = await self._kv.keys()
-        except nats.js.errors.NoKeysError:
-            return
-        for key in keys:
-            entry = await self._kv.get(key)
-            if entry.value:
-                pod = decode(entry.value, PodRecord)
+        assert self._bus is not None
+        for value in (await self._bus.kv_snapshot(PODS_BUCKET)).values():
+            if value:
+                pod = decode(value, PodRecord)
                 if pod.status != PodStatus.TERMINATED and pod.provider == self.provider.name:
                     self.pods[pod.id] = pod
 
