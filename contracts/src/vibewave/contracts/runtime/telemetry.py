@@ -13,6 +13,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+from opentelemetry.trace import TracerProvider as AnyTracerProvider
 
 
 def _exporters() -> list[SpanExporter]:
@@ -46,3 +47,10 @@ def setup_tracing(service: str) -> TracerProvider:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
     return provider
+
+
+def records_spans(provider: AnyTracerProvider | None) -> bool:
+    """False only for a provider set up here without an exporter: its spans are never recorded, so code
+    may skip making them and keep only the trace context (the same trace ids travel either way)."""
+    provider = provider or trace.get_tracer_provider()
+    return not (isinstance(provider, TracerProvider) and provider.sampler is ALWAYS_OFF)

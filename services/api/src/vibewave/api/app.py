@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from litestar import Litestar
+from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
@@ -26,6 +27,8 @@ from vibewave.api.routes import (
 )
 from vibewave.api.runpod_routes import RunPodController
 from vibewave.api.settings import ApiSettings
+from vibewave.api.tracing import TraceContextMiddleware
+from vibewave.contracts.runtime.telemetry import records_spans
 
 DESCRIPTION = (
     "Generate images (and, next, video) from prompts with ComfyUI workflows on a self-managed GPU fleet. "
@@ -47,6 +50,10 @@ def create_app(settings: ApiSettings | None = None, tracer_provider: TracerProvi
         finally:
             await gateway.stop()
 
+    # spans recorded: the OpenTelemetry middleware; else only the trace context (see `tracing`)
+    recording = records_spans(tracer_provider)
+    plugins = [OpenTelemetryPlugin(OpenTelemetryConfig(tracer_provider=tracer_provider))] if recording else []
+    middleware = [] if recording else [DefineMiddleware(TraceContextMiddleware, provider=tracer_provider)]
     return Litestar(
         route_handlers=[
             QwenController,
@@ -70,7 +77,8 @@ def create_app(settings: ApiSettings | None = None, tracer_provider: TracerProvi
             path="/schema",
             render_plugins=[JsonRenderPlugin()],
         ),
-        plugins=[OpenTelemetryPlugin(OpenTelemetryConfig(tracer_provider=tracer_provider))],
+        plugins=plugins,
+        middleware=middleware,
         debug=settings.common.debug,
         logging_config=None,  # the process's JSON logging (configured in __main__) stays in charge
     )

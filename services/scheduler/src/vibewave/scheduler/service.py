@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import msgspec
 import nats.js.errors
 from nats.aio.msg import Msg
+from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
@@ -221,17 +222,11 @@ class SchedulerService:
     async def _store(self, changed: dict[str, RequestRecord], new: set[str]) -> set[str]:
         """Write the records; returns the ids refused as duplicates (a redelivered submission of a request
         that is already stored, and finished: an open one would be in memory)."""
-        ids = list(changed)
-        writes = [
-            self.requests.create(key, encode(changed[key]))
-            if key in new
-            else self.requests.put(key, encode(changed[key]))
-            for key in ids
-        ]
-        results = await asyncio.gather(*writes, return_exceptions=True)
-        duplicates = {key for key, result in zip(ids, results, strict=True)
-                      if isinstance(result, nats.js.errors.KeyWrongLastSequenceError)}  # fmt: skip
-        _raise_first([result for result in results if not isinstance(result, nats.js.errors.KeyWrongLastSequenceError)])
+        failures = await self.bus.kv_write_many(
+            REQUESTS_BUCKET, {key: encode(record) for key, record in changed.items()}, new=new
+        )
+        duplicates = {key for key, failure in failures.items() if isinstance(failure, KeyWrongLastSequenceError)}
+        _raise_first(failure for failure in failures.values() if not isinstance(failure, KeyWrongLastSequenceError))
         for key in duplicates:
             log.info("duplicate submission ignored", extra={"request_id": key})
             self._open.pop(key, None)
