@@ -127,9 +127,9 @@ async def test_kv_follow_survives_a_nats_restart(tmp_path):
         server.stop()
 
 
-async def test_a_batch_is_acked_only_after_its_step_and_redelivered_when_the_step_fails(nats_url):
+async def test_a_batch_is_acked_only_after_its_step_and_handled_again_when_the_step_fails(nats_url):
     """A sequential consumer with a step: handlers run inside it; nothing is acked until it has exited,
-    and a step that raises (its store failed) sends its whole batch back."""
+    and a step that raises (its store failed) has its whole batch handled again."""
     bus = await Bus.connect(nats_url, name="test")
     spec = ConsumerSpec(stream=REQUESTS_STREAM.name, durable="test-batch-step", filter_subjects=("vw.req.*.progress",))
     current: list[int] | None = None

@@ -484,23 +484,38 @@ class Consumer:
         return max(1, min(self.concurrency - len(self._inflight), 64))
 
     async def _handle_batch(self, messages: list[Msg], step: BatchStep) -> None:
-        """Handle a batch inside one step; ack what was handled once the step has exited, else nak the rest."""
-        handled: list[Msg] = []
-        reached = 0
-        try:
-            async with step():
-                for message in messages:
-                    reached += 1
-                    await self._slots.acquire()
-                    if await self._handle(message, ack=False):
-                        handled.append(message)
-        except Exception:
-            log.exception("consumer %s: a batch step failed; its messages will be redelivered", self.spec.durable)
-            for message in [*handled, *messages[reached:]]:
-                await _quietly(message.nak(delay=0.5))
+        """Handle a batch inside one step; ack what was handled once the step has exited.
+
+        A failed step (its store failed: NATS restarting, say) is tried again here with the same messages,
+        with backoff, for up to a third of the ack wait: a nak sent to a server going down is lost, and the
+        batch would otherwise wait the whole ack wait for its redelivery. Then it is nak'd."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.spec.ack_wait_s / 3
+        delay = 0.25
+        while True:
+            handled: list[Msg] = []
+            reached = 0
+            try:
+                async with step():
+                    for message in messages:
+                        reached += 1
+                        await self._slots.acquire()
+                        if await self._handle(message, ack=False):
+                            handled.append(message)
+            except Exception as exc:
+                if loop.time() + delay < give_up and not self._stopping:
+                    log.warning("consumer %s: a batch step failed (%s); trying it again", self.spec.durable, exc)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+                    messages = [*handled, *messages[reached:]]  # those settled by their handler stay settled
+                    continue
+                log.exception("consumer %s: a batch step failed; its messages will be redelivered", self.spec.durable)
+                for message in [*handled, *messages[reached:]]:
+                    await _quietly(message.nak(delay=0.5))
+                return
+            for message in handled:
+                await _quietly(message.ack())
             return
-        for message in handled:
-            await _quietly(message.ack())
 
     async def _handle(self, msg: Msg, *, ack: bool = True) -> bool:
         """Run the handler; ack when it returns (or leave that to the batch), nak (with backoff) when it
