@@ -58,7 +58,7 @@ MessageHandler = Callable[[Msg], Awaitable[None]]
 BatchStep = Callable[[], AbstractAsyncContextManager[None]]
 
 _encoder = msgspec.json.Encoder()
-SEQUENTIAL_BATCH = 64  # messages a sequential consumer fetches at once (handled in order, each acked after it)
+SEQUENTIAL_BATCH = 64  # what a sequential consumer fetches at once (handled in order; acked after each, or its step)
 _TRANSIENT = (
     nats.errors.TimeoutError,
     nats.errors.NoRespondersError,
