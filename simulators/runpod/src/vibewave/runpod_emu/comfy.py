@@ -28,6 +28,7 @@ from vibewave.runpod_emu.state import Pod, parse_ports
 log = logging.getLogger("vibewave.runpod_emu")
 
 SIM_ENV_PREFIX = "VIBEWAVE_SIM_"
+MODELS_PRESENT = SIM_ENV_PREFIX + "MODELS_PRESENT"
 # never_ready mode "hang": ComfyUI accepts connections but delays every answer this long.
 HANG_SECONDS = "86400"
 PR_SET_PDEATHSIG = 1
@@ -142,6 +143,8 @@ class ComfyFleet:
         port = free_port()
         env = dict(os.environ)
         env.pop(SIM_ENV_PREFIX + "STEP_TIME", None)  # --step-time below; pod/emulator overrides still win
+        # A pod's image ships its model files; the simulator's loaders fail on absent models unless told so.
+        env.setdefault(MODELS_PRESENT, "1")
         env.update(sim_env)
         env.update({k: v for k, v in pod.env if k.startswith(SIM_ENV_PREFIX)})
         env.update(
