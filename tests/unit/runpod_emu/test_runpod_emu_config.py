@@ -39,6 +39,9 @@ def test_fault_filters() -> None:
         {"capacity": {"gpu_types": "one"}},
         {"capacity": {"mode": "hang"}},
         {"never_ready": {"mode": "sometimes"}},
+        {"rate_limit": {"retry_after": -1}},
+        {"rate_limit": {"retry_after": 1.5}},
+        {"capacity": {"retry_after": 2}},
         {"sim_env": {"A": 1}},
     ],
 )
@@ -85,3 +88,11 @@ def test_cli_flags_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert config.comfyui_args == ["--node-time", "0.1"]
     default, _ = config_from_args([])
     assert default.faults.boot_delay == 7 and default.port == 8765 and default.faults.capacity is None
+
+
+def test_rate_limit_switch() -> None:
+    faults = Faults()
+    faults.update({"rate_limit": 2})
+    assert faults.rate_limit == Fault(times=2, retry_after=1)
+    faults.update({"rate_limit": {"operations": ["rest:createPod"], "retry_after": 0}})
+    assert faults.to_json()["rate_limit"]["retry_after"] == 0

@@ -243,3 +243,111 @@ def test_js_date_format() -> None:
     assert js_date(datetime(2023, 8, 15, 10, 0, 0, tzinfo=UTC)) == (
         "Tue Aug 15 2023 10:00:00 GMT+0000 (Coordinated Universal Time)"
     )
+
+
+def test_restart_in_place_keeps_machine_and_gpus_with_fresh_ports() -> None:
+    world, clock = make_world(boot_delay=5)
+    pod = world.create_pod(gpu_input(), cpu=False)
+    clock.now += 5
+    world.advance()
+    world.drain_events()
+    gpu = world.gpu(GPU)
+    assert gpu is not None
+    gpu.available = 0  # every other GPU of the type is rented: a restart must not care
+    machine, first_ports = pod.machine, pod.runtime_ports or []
+    world.restart_pod(pod.id)
+    assert pod.runtime_ports is None and pod.machine is machine and pod.holds_gpus and gpu.available == 0
+    assert pod.start_count == 2 and world.restarts == 1 and world.resumes == 0
+    assert [e.kind for e in world.drain_events()] == ["restarting"]
+    clock.now += 5
+    world.advance()
+    assert [e.kind for e in world.drain_events()] == ["up"]
+    assert pod.runtime_ports is not None and pod.runtime_ports[1]["publicPort"] != first_ports[1]["publicPort"]
+    world.stop_pod(pod.id)
+    with pytest.raises(ApiError) as exc:
+        world.restart_pod(pod.id)
+    assert exc.value.status == 409 and exc.value.message == "action 'restart' is not valid for status EXITED"
+
+
+def test_rest_status_and_actions_live_and_spec() -> None:
+    world, clock = make_world(boot_delay=4)
+    pod = world.create_pod(gpu_input(), cpu=False)
+    assert world.status(pod) == "RUNNING" and world.actions(pod) == ["stop", "restart", "terminate"]
+    world.config.rest_status_mode = "spec"
+    assert world.status(pod) == "PROVISIONING" and world.actions(pod) == ["stop", "terminate"]
+    clock.now += 2
+    assert world.status(pod) == "STARTING"
+    clock.now += 2
+    world.advance()
+    assert world.status(pod) == "RUNNING"
+    world.restart_pod(pod.id)
+    assert world.status(pod) == "STARTING"  # not PROVISIONING again: the pod has its machine
+    world.stop_pod(pod.id)
+    assert world.status(pod) == "EXITED" and world.actions(pod) == ["start", "terminate"]
+    with pytest.raises(ApiError) as exc:
+        world.check_action(pod, "stop")
+    assert exc.value.status == 409
+
+
+def test_counters_count_what_clients_did_and_reset_clears_them() -> None:
+    world, clock = make_world(balance=3.0)
+    kept = world.create_pod(gpu_input(networkVolumeId="agv6w2qcg7"), cpu=False)
+    first = world.create_pod(gpu_input(), cpu=False)
+    second = world.create_pod(gpu_input(), cpu=False)
+    world.terminate_pod(second.id)
+    world.stop_pod(kept.id)
+    world.resume_pod(kept.id, None, operation="rest:podAction:start")
+    world.resume_pod(kept.id, None)  # already running: not a resume
+    clock.now += 3 * 3600
+    world.advance()  # out of money: `first` is terminated by the platform
+    assert world.pods_created == 3 and world.resumes == 1
+    assert world.terminated_pod_ids == [second.id, first.id]
+    world.admit("k", ["podResume", "myself"])
+    world.admit("k", ["rest:getPod"])
+    assert world.calls == {"podResume": 1, "myself": 1, "rest:getPod": 1}
+    world.reset(world.config.seed)
+    assert (world.pods_created, world.resumes, world.restarts, world.rate_limited) == (0, 0, 0, 0)
+    assert world.terminated_pod_ids == [] and not world.calls
+
+
+def test_rate_limit_fault_and_quota() -> None:
+    world, clock = make_world(rate_limit={"operations": ["rest:createPod", "podStop"], "times": 2})
+    assert world.admit("k", ["myself"]).allowed
+    refused = world.admit("k", ["rest:createPod"])
+    assert not refused.allowed and refused.retry_after == 1 and refused.headers == {}
+    assert not world.admit("k", ["myself", "podStop"]).allowed  # any root field of the document matches
+    assert world.admit("k", ["rest:createPod"]).allowed  # the fault's two times are used up
+    assert world.calls["rest:createPod"] == 2 and world.rate_limited == 2
+    world.faults.update({"rate_limit": {"retry_after": 7}})
+    assert world.admit("k", ["anything"]).retry_after == 7
+
+    world.config.rate_limit_per_minute = 2
+    world.config.faults.update({"rate_limit": None})
+    world.reset(world.config.seed)
+    assert world.admit("a", ["myself"]).headers["RateLimit"] == '"minute";r=1;t=60'
+    clock.now += 10
+    second = world.admit("a", ["myself"])
+    assert second.allowed and second.headers["RateLimit"] == '"minute";r=0;t=50'
+    third = world.admit("a", ["myself"])
+    assert not third.allowed and third.retry_after == 50 and world.rate_limited == 1
+    assert world.admit("b", ["myself"]).allowed  # per API key
+    clock.now += 50
+    assert world.admit("a", ["myself"]).allowed
+    assert world.calls["myself"] == 5
+
+
+def test_error_statuses_for_rest_and_pod_extras() -> None:
+    world, _ = make_world(balance=0.1)
+    with pytest.raises(ApiError) as exc:
+        world.create_pod(gpu_input(), cpu=False)
+    assert exc.value.status == 402
+    with pytest.raises(ApiError) as exc:
+        world.stop_pod("nope")
+    assert exc.value.status == 404
+    world.account.client_balance = 100
+    pod = world.create_pod(
+        gpu_input(allowedCudaVersions=["12.4", "13.0"], containerRegistryAuthId="reg1", globalNetworking=True),
+        cpu=False,
+    )
+    assert (pod.cuda_version, pod.registry, pod.global_networking) == ("13.0", "reg1", True)
+    assert world.create_pod(gpu_input(allowedCudaVersions=["11.8"]), cpu=False).cuda_version == "12.8"

@@ -173,7 +173,7 @@ def pod_json(world: World, pod: Pod) -> dict[str, Any]:
         "createdAt": iso(pod.created_at),
         "cpuFlavorId": pod.cpu_flavor_id,
         "volumeEncrypted": False,
-        "containerRegistryAuthId": None,
+        "containerRegistryAuthId": pod.registry,
         "runtime": runtime,
         "machine": {
             "podHostId": pod.pod_host_id,

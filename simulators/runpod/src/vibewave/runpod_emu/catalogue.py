@@ -125,6 +125,28 @@ DATA_CENTERS: tuple[DataCenter, ...] = (
 # Community hosts are listed by country code and never support network volumes (reference §2.4).
 COMMUNITY_LOCATIONS: tuple[str, ...] = ("US", "CZ", "SE", "CA")
 
+# CUDA versions the emulated hosts report; a pod lands on the default unless its constraints exclude it.
+HOST_CUDA_VERSIONS: tuple[str, ...] = ("12.4", "12.6", "12.8", "13.0")
+DEFAULT_CUDA_VERSION = "12.8"
+
+
+def cuda_key(version: str) -> tuple[int, ...]:
+    """Numeric order, so 12.11 > 12.2 as RunPod compares them."""
+    return tuple(int(part) for part in version.split("."))
+
+
+def host_cuda_version(allowed: list[str] | None, minimum: str | None) -> str | None:
+    """The host CUDA version a pod with these constraints gets, or None when no host reports a fitting one."""
+    fitting = [
+        v
+        for v in HOST_CUDA_VERSIONS
+        if (not allowed or v in allowed) and (minimum is None or cuda_key(v) >= cuda_key(minimum))
+    ]
+    if DEFAULT_CUDA_VERSION in fitting:
+        return DEFAULT_CUDA_VERSION
+    return max(fitting, key=cuda_key) if fitting else None
+
+
 # $/vCPU/hour by CPU flavor (instanceId `<flavor>-<vcpu>-<memGB>`, e.g. "cpu3c-2-4").
 CPU_FLAVOR_PRICES: dict[str, float] = {
     "cpu3c": 0.03,

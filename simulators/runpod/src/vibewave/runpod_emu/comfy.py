@@ -1,8 +1,9 @@
 """The "container" of each emulated pod: a real `python -m vibewave.comfyui_sim` process.
 
-Started when the pod's runtime comes up, killed on stop/terminate/emulator exit, started fresh on resume,
-restarted after a crash (a container whose main process exits is restarted). Each pod has a directory under
-the emulator's work dir: `output/` etc. survive stop/resume (like the pod volume) and go on terminate.
+Started when the pod's runtime comes up, killed on stop/terminate/emulator exit, started fresh on resume and on
+a REST v2 restart, restarted after a crash (a container whose main process exits is restarted). Each pod has a
+directory under the emulator's work dir: `output/` etc. survive stop/resume/restart (like the pod volume) and go
+on terminate.
 """
 
 from __future__ import annotations

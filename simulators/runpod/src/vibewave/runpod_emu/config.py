@@ -15,6 +15,9 @@ from vibewave.runpod_emu.faults import DEFAULT_INSUFFICIENT_BALANCE_MESSAGE, Fau
 ENV_PREFIX = "VIBEWAVE_RUNPOD_EMU_"
 DEFAULT_PORT = 8765
 DEFAULT_API_KEY = "test-key"
+# How REST v2 reports a pod whose runtime is not up yet: "live" says RUNNING with `runtime: null`, as a pod
+# recorded moments after creation did (reference-v2 §4.1); "spec" walks PROVISIONING → STARTING as the spec says.
+REST_STATUS_MODES = ("live", "spec")
 
 
 @dataclass
@@ -49,6 +52,9 @@ class EmuConfig:
     # Answer 403 `error code: 1010` to bot-like User-Agents (Python-urllib, ...) as Cloudflare does.
     cloudflare_ua_check: bool = False
     rng_seed: int | None = None
+    # Calls per minute per API key on /graphql and /v2 (0: no quota, no RateLimit headers).
+    rate_limit_per_minute: int = 0
+    rest_status_mode: str = "live"
 
     def resolve_work_dir(self) -> Path:
         """Where per-pod directories (ComfyUI output, logs) live; a fresh temp dir unless configured."""

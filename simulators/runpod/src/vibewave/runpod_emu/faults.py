@@ -26,6 +26,9 @@ DEFAULT_INSUFFICIENT_BALANCE_MESSAGE = (
 )
 # Not documented either (reference §7 suggests it).
 POD_NOT_FOUND_MESSAGE = "pod not found"
+# REST v2's 429 body (reference-v2 §1.5, spec example); `/graphql` answers the same, its own is undocumented.
+RATE_LIMIT_DETAIL = "rate limit exceeded for the minute window"
+DEFAULT_RETRY_AFTER = 1
 
 CREATE_OPERATIONS = ("podFindAndDeployOnDemand", "deployCpuPod")
 NEVER_READY_MODES = ("no_runtime", "no_comfyui", "hang")
@@ -42,6 +45,7 @@ class Fault:
     message: str | None = None
     after_action: bool = False
     mode: str | None = None
+    retry_after: int | None = None
 
     def matches(self, operation: str | None = None, gpu_type: str | None = None, pod_id: str | None = None) -> bool:
         """Whether the switch applies here (filters left unset match anything)."""
@@ -86,6 +90,10 @@ class Fault:
             raise ValueError(f"{name}: 'message' must be a string or null")
         if not isinstance(fault.after_action, bool):
             raise ValueError(f"{name}: 'after_action' must be a boolean")
+        if fault.retry_after is not None and (
+            isinstance(fault.retry_after, bool) or not isinstance(fault.retry_after, int) or fault.retry_after < 0
+        ):
+            raise ValueError(f"{name}: 'retry_after' must be a non-negative integer")
         return cls._checked(fault, name)
 
     @classmethod
@@ -96,6 +104,10 @@ class Fault:
                 raise ValueError(f"never_ready: 'mode' must be one of {list(NEVER_READY_MODES)}")
         elif fault.mode is not None:
             raise ValueError(f"{name}: 'mode' only applies to never_ready")
+        if name == "rate_limit":
+            fault.retry_after = DEFAULT_RETRY_AFTER if fault.retry_after is None else fault.retry_after
+        elif fault.retry_after is not None:
+            raise ValueError(f"{name}: 'retry_after' only applies to rate_limit")
         return fault
 
 
@@ -113,6 +125,9 @@ class Faults:
     http_502: /graphql answers an HTML 502 page. cloudflare_403: /graphql answers 403 `error code: 1010`.
     never_ready: new pods never become usable: mode `no_runtime` (runtime stays null), `no_comfyui` (runtime
         up, nothing listens: proxy 502) or `hang` (ComfyUI accepts connections but never answers).
+    rate_limit: the call is refused with HTTP 429 and `Retry-After: retry_after` (GraphQL and REST alike).
+
+    Operation names are GraphQL root fields (`podResume`) or REST v2 operations (`rest:podAction:start`).
     """
 
     latency: float = 0.0
@@ -127,6 +142,7 @@ class Faults:
     http_502: Fault | None = None
     cloudflare_403: Fault | None = None
     never_ready: Fault | None = None
+    rate_limit: Fault | None = None
 
     FAULT_FIELDS = (
         "capacity",
@@ -138,6 +154,7 @@ class Faults:
         "http_502",
         "cloudflare_403",
         "never_ready",
+        "rate_limit",
     )
     NUMBER_FIELDS = ("latency", "boot_delay")
 

@@ -70,6 +70,9 @@ class Emulator:
             elif event.kind == "down":
                 self.fleet.spawn(self.fleet.stop(event.pod_id))
                 log.info("pod %s: stopped (%s)", event.pod_id, event.pod.last_status_change)
+            elif event.kind == "restarting":
+                self.fleet.spawn(self.fleet.stop(event.pod_id))
+                log.info("pod %s: restarting in place", event.pod_id)
             else:
                 self.fleet.spawn(self.fleet.stop(event.pod_id, remove_dir=True))
                 log.info("pod %s: terminated", event.pod_id)
@@ -145,6 +148,12 @@ class Emulator:
             "gpuTypes": [g.to_json() for g in world.gpu_types],
             "faults": self.faults.to_json(),
             "billingSpeed": self.config.billing_speed,
+            "calls": dict(world.calls),
+            "rateLimited": world.rate_limited,
+            "podsCreated": world.pods_created,
+            "terminatedPodIds": list(world.terminated_pod_ids),
+            "resumes": world.resumes,
+            "restarts": world.restarts,
         }
 
     def update_account(self, data: dict[str, Any]) -> None:

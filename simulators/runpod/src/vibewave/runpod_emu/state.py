@@ -3,14 +3,17 @@
 Pure logic on an injectable clock, so unit tests can step time. The lifecycle follows reference §5:
 create → desiredStatus RUNNING with `runtime` null for the boot delay → runtime up (uptime, ports) →
 podStop → EXITED (runtime null) → podResume → RUNNING on the same host (boot delay again, fresh public ports)
-→ podTerminate → gone. Side effects on processes (the per-pod ComfyUI simulators) are reported as `Event`s
-that the service drains after every request and tick.
+→ podTerminate → gone. REST v2 adds restart in place (reference-v2 §4.5-§4.6) and reads the same pods through
+its own status and `actions`. Side effects on processes (the per-pod ComfyUI simulators) are reported as
+`Event`s that the service drains after every request and tick. The world also counts what clients did
+(`calls`, pods created and terminated, resumes, restarts) and keeps their rate-limit windows.
 """
 
 from __future__ import annotations
 
 import random
 import string
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,24 +23,28 @@ from vibewave.runpod_emu.catalogue import (
     COMMUNITY_LOCATIONS,
     CPU_FLAVOR_PRICES,
     DATA_CENTERS,
+    DEFAULT_CUDA_VERSION,
     DISK_RUNNING_PER_GB_MONTH,
     HOURS_PER_MONTH,
     VOLUME_STOPPED_PER_GB_MONTH,
     GpuType,
     Seed,
     default_gpu_types,
+    host_cuda_version,
     network_volume_cost_per_hr,
 )
 from vibewave.runpod_emu.config import EmuConfig
 from vibewave.runpod_emu.faults import (
     CAPACITY_MESSAGE,
     CUDA_MESSAGE,
+    DEFAULT_RETRY_AFTER,
     DISK_SPACE_MESSAGE,
     HOST_BUSY_MESSAGE,
     INTERNAL_ERROR_MESSAGE,
     POD_NOT_FOUND_MESSAGE,
     Faults,
 )
+from vibewave.runpod_emu.ratelimit import RateLimiter, Verdict
 
 ALNUM = string.ascii_lowercase + string.digits
 PUBLIC_IP_PREFIXES = ("213.173", "194.68", "38.147", "69.30", "149.36", "103.196")
@@ -45,16 +52,18 @@ SYMMETRIC_PORT_MIN = 70000
 
 
 class ApiError(Exception):
-    """A domain error: HTTP 200, `errors[0].message`, `extensions.code` (RUNPOD or INTERNAL_SERVER_ERROR)."""
+    """A domain error. GraphQL: HTTP 200, `errors[0].message`, `extensions.code` (RUNPOD or
+    INTERNAL_SERVER_ERROR). REST v2: a problem body with `status` (400 unless the error says otherwise)."""
 
-    def __init__(self, message: str, code: str = "RUNPOD") -> None:
+    def __init__(self, message: str, code: str = "RUNPOD", status: int = 400) -> None:
         super().__init__(message)
         self.message = message
         self.extensions = {"code": code}
+        self.status = status
 
 
 def internal_error() -> ApiError:
-    return ApiError(INTERNAL_ERROR_MESSAGE, "INTERNAL_SERVER_ERROR")
+    return ApiError(INTERNAL_ERROR_MESSAGE, "INTERNAL_SERVER_ERROR", status=500)
 
 
 def js_date(moment: datetime) -> str:
@@ -128,6 +137,9 @@ class Pod:
     cpu_flavor_id: str | None = None
     start_count: int = 1
     holds_gpus: bool = False
+    registry: str | None = None
+    cuda_version: str = DEFAULT_CUDA_VERSION
+    global_networking: bool = False
 
     @property
     def running(self) -> bool:
@@ -161,7 +173,7 @@ class Pod:
 
 @dataclass
 class Event:
-    """Something the process layer must act on: runtime "up", "down" (stopped) or "terminated"."""
+    """Something the process layer must act on: runtime "up", "down" (stopped), "restarting" or "terminated"."""
 
     kind: str
     pod_id: str
@@ -197,6 +209,15 @@ class World:
     events: list[Event] = field(default_factory=list)
     account: Account = field(default_factory=lambda: Account("", "", 0.0, 80, None))
     last_billed: float = 0.0
+    # What clients did since the last reset: calls per operation (GraphQL root field or `rest:` operation),
+    # of which `rate_limited` got a 429; pods created; ids terminated, in order; successful resumes and restarts.
+    calls: Counter[str] = field(default_factory=Counter)
+    rate_limited: int = 0
+    pods_created: int = 0
+    terminated_pod_ids: list[str] = field(default_factory=list)
+    resumes: int = 0
+    restarts: int = 0
+    limiter: RateLimiter = field(default_factory=RateLimiter)
 
     def __post_init__(self) -> None:
         if self.config.rng_seed is not None:
@@ -210,11 +231,16 @@ class World:
     # --- set-up ---------------------------------------------------------------------------------
 
     def reset(self, seed: Seed) -> None:
-        """Forget pods (their processes are reported as terminated), reload seeded objects and the account."""
+        """Forget pods (their processes are reported as terminated), reload seeded objects and the account,
+        and start counting calls and rate-limit windows afresh."""
         for pod in list(self.pods.values()):
             self.events.append(Event("terminated", pod.id, pod))
         self.pods.clear()
-        self.volumes = {v["id"]: dict(v) for v in seed.network_volumes}
+        self.calls.clear()
+        self.rate_limited = self.pods_created = self.resumes = self.restarts = 0
+        self.terminated_pod_ids.clear()
+        self.limiter = RateLimiter(self.config.rate_limit_per_minute)
+        self.volumes = {v["id"]: {"type": "STANDARD", **v} for v in seed.network_volumes}
         self.templates = {}
         for tpl in seed.templates:
             self.templates[tpl["id"]] = self._template(tpl, tpl["id"])
@@ -234,6 +260,45 @@ class World:
 
     def gpu(self, gpu_id: str) -> GpuType | None:
         return next((g for g in self.gpu_types if g.id == gpu_id), None)
+
+    # --- what clients did -----------------------------------------------------------------------
+
+    def admit(self, key: str, operations: list[str]) -> Verdict:
+        """Count a call that reached its operations, then let it through or refuse it with a 429: the
+        `rate_limit` fault first (filtered on any of the operations), then the per-minute quota."""
+        self.calls.update(operations)
+        candidates: list[str | None] = [*operations] or [None]
+        for operation in candidates:
+            fault = self.faults.fire("rate_limit", operation)
+            if fault is not None:
+                self.rate_limited += 1
+                return self.limiter.refused(DEFAULT_RETRY_AFTER if fault.retry_after is None else fault.retry_after)
+        verdict = self.limiter.take(key, self.clock())
+        if not verdict.allowed:
+            self.rate_limited += 1
+        return verdict
+
+    # --- REST v2's view of a pod ----------------------------------------------------------------
+
+    def status(self, pod: Pod) -> str:
+        """REST v2 `status`: RUNNING once the runtime is up; before that RUNNING ("live") or, in "spec" mode,
+        PROVISIONING for the first half of the first boot and STARTING after (also after start and restart)."""
+        if not pod.running:
+            return "EXITED"
+        if pod.runtime_up or self.config.rest_status_mode == "live":
+            return "RUNNING"
+        if pod.start_count == 1 and self.clock() < pod.boot_at + pod.boot_delay / 2:
+            return "PROVISIONING"
+        return "STARTING"
+
+    def actions(self, pod: Pod) -> list[str]:
+        """The transitions valid now (reference-v2 §4.5)."""
+        status = self.status(pod)
+        if status == "RUNNING":
+            return ["stop", "restart", "terminate"]
+        if status == "EXITED":
+            return ["start", "terminate"]
+        return ["stop", "terminate"]
 
     # --- time -----------------------------------------------------------------------------------
 
@@ -285,21 +350,22 @@ class World:
     def _require(self, pod_id: str) -> Pod:
         pod = self.pods.get(pod_id)
         if pod is None:
-            raise ApiError(POD_NOT_FOUND_MESSAGE)
+            raise ApiError(POD_NOT_FOUND_MESSAGE, status=404)
         return pod
 
     # --- pod mutations --------------------------------------------------------------------------
 
-    def create_pod(self, inp: dict[str, Any], cpu: bool) -> Pod:
-        """podFindAndDeployOnDemand / deployCpuPod: validation order mirrors what clients hit first."""
+    def create_pod(self, inp: dict[str, Any], cpu: bool, operation: str | None = None) -> Pod:
+        """podFindAndDeployOnDemand / deployCpuPod (REST v2 translates its body into this input and passes its
+        own operation name for the fault filters): validation order mirrors what clients hit first."""
         self.advance()
-        operation = "deployCpuPod" if cpu else "podFindAndDeployOnDemand"
+        operation = operation or ("deployCpuPod" if cpu else "podFindAndDeployOnDemand")
         template = None
         template_id = inp.get("templateId")
         if template_id:
             template = self.templates.get(template_id)
             if template is None:
-                raise ApiError(f'Template "{template_id}" not found.')
+                raise ApiError(f'Template "{template_id}" not found.', status=404)
             if inp.get("containerDiskInGb") is None and self.faults.fire("disk_space", operation):
                 raise ApiError(DISK_SPACE_MESSAGE)
         image = inp.get("imageName") or (template or {}).get("imageName")
@@ -374,11 +440,17 @@ class World:
             last_started_at=wall,
             internal_ip=self._internal_ip(),
             cpu_flavor_id=flavor,
+            registry=(inp if "containerRegistryAuthId" in inp else template or {}).get("containerRegistryAuthId")
+            or None,
+            cuda_version=host_cuda_version(inp.get("allowedCudaVersions"), inp.get("minCudaVersion"))
+            or DEFAULT_CUDA_VERSION,
+            global_networking=bool(inp.get("globalNetworking")),
         )
         never_ready = self.faults.fire("never_ready", operation, gpu.id if gpu else None)
         pod.never_ready = never_ready.mode if never_ready else None
         self._take_gpus(pod)
         self.pods[pod.id] = pod
+        self.pods_created += 1
         return pod
 
     def stop_pod(self, pod_id: str) -> Pod:
@@ -388,12 +460,12 @@ class World:
             self._stop(pod, "Exited by user")
         return pod
 
-    def resume_pod(self, pod_id: str, gpu_count: int | None) -> Pod:
+    def resume_pod(self, pod_id: str, gpu_count: int | None, operation: str = "podResume") -> Pod:
         self.advance()
         pod = self._require(pod_id)
         if pod.running:
             return pod
-        if self.faults.fire("host_busy", "podResume", pod.gpu_type.id if pod.gpu_type else None, pod.id):
+        if self.faults.fire("host_busy", operation, pod.gpu_type.id if pod.gpu_type else None, pod.id):
             raise ApiError(HOST_BUSY_MESSAGE)
         count = pod.gpu_count
         if pod.gpu_type is not None:
@@ -407,7 +479,7 @@ class World:
         else:
             cost = pod.cost_per_hr
         storage = (pod.container_disk_in_gb + pod.volume_in_gb) * DISK_RUNNING_PER_GB_MONTH / HOURS_PER_MONTH
-        self._check_balance(cost + storage, "podResume")
+        self._check_balance(cost + storage, operation)
         wall = self.wall()
         pod.gpu_count, pod.cost_per_hr = count, cost
         pod.desired_status = "RUNNING"
@@ -418,7 +490,30 @@ class World:
         pod.last_started_at = wall
         pod.start_count += 1
         self._take_gpus(pod)
+        self.resumes += 1
         return pod
+
+    def restart_pod(self, pod_id: str) -> Pod:
+        """REST v2 `restart`: the container of a RUNNING pod restarts in place, on the same machine with the GPUs
+        it holds (so never the busy-host error), runtime null for the boot delay, fresh public ports and a new
+        ComfyUI process; container-disk state goes as on stop. Anything but RUNNING is a 409."""
+        self.advance()
+        pod = self._require(pod_id)
+        self.check_action(pod, "restart")
+        pod.boot_at, pod.boot_delay = self.clock(), self.faults.boot_delay
+        pod.runtime_at, pod.runtime_ports = None, None
+        pod.internal_ip = self._internal_ip()
+        pod.last_started_at = self.wall()
+        pod.start_count += 1
+        self.restarts += 1
+        self.events.append(Event("restarting", pod.id, pod))
+        return pod
+
+    def check_action(self, pod: Pod, action: str) -> None:
+        """REST v2 refuses an action that is not in the pod's `actions` with a 409."""
+        if action not in self.actions(pod):
+            # The detail text is not documented (reference-v2 §12); the 409 is.
+            raise ApiError(f"action '{action}' is not valid for status {self.status(pod)}", status=409)
 
     def terminate_pod(self, pod_id: str) -> None:
         self.advance()
@@ -434,6 +529,7 @@ class World:
     def _terminate(self, pod: Pod) -> None:
         self._release_gpus(pod)
         self.pods.pop(pod.id, None)
+        self.terminated_pod_ids.append(pod.id)
         self.events.append(Event("terminated", pod.id, pod))
 
     def platform_stop(self, pod_id: str) -> Pod:
@@ -494,7 +590,7 @@ class World:
         fault = self.faults.fire("insufficient_balance", operation)
         if too_low or fault:
             message = (fault.message if fault else None) or self.config.insufficient_balance_message
-            raise ApiError(message)
+            raise ApiError(message, status=402)
 
     def _machine(self, gpu: GpuType | None, secure: bool, data_center_id: str | None, public_ip: bool) -> Machine:
         if data_center_id is None:
@@ -576,8 +672,19 @@ class World:
             raise ApiError(f'Data center "{inp["dataCenterId"]}" does not support network volumes.')
         if not 1 <= size <= 4000:
             raise ApiError("Network volume size must be between 1 and 4000 GB.")
+        return self.add_volume(str(inp["name"]), size, dc.id, "STANDARD")
+
+    def add_volume(self, name: str, size: int, data_center_id: str, tier: str) -> dict[str, Any]:
+        """A new network volume; callers have checked the size and data center by their API's rules."""
+        self.advance()
         volume_id = self.new_id(10)
-        volume: dict[str, Any] = {"id": volume_id, "name": str(inp["name"]), "size": size, "dataCenterId": dc.id}
+        volume: dict[str, Any] = {
+            "id": volume_id,
+            "name": name,
+            "size": size,
+            "dataCenterId": data_center_id,
+            "type": tier,
+        }
         self.volumes[volume_id] = volume
         return volume
 
