@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from types import ModuleType
 
@@ -27,14 +28,28 @@ async def runpod_emulator(tmp_path_factory: pytest.TempPathFactory) -> AsyncIter
     await running.close()
 
 
+# Settings a test may change on the shared emulator; restored after every test.
+TEST_SETTABLE = (
+    "billing_speed",
+    "proxy_timeout",
+    "insufficient_balance_message",
+    "rate_limit_per_minute",
+    "rest_status_mode",
+    "pod_scoped_keys",
+    "cloudflare_ua_check",
+)
+
+
 @pytest.fixture
 async def emu(runpod_emulator: RunningEmulator) -> AsyncIterator[RunningEmulator]:
     emulator = runpod_emulator.emulator
     emulator.reset()
     await emulator.settle()
-    saved = (emulator.config.billing_speed, emulator.config.proxy_timeout, emulator.config.insufficient_balance_message)
+    config = emulator.config
+    saved = dataclasses.replace(config, pod_scoped_keys=list(config.pod_scoped_keys))
     yield runpod_emulator
-    emulator.config.billing_speed, emulator.config.proxy_timeout, emulator.config.insufficient_balance_message = saved
+    for name in TEST_SETTABLE:
+        setattr(config, name, getattr(saved, name))
     emulator.reset()
     await emulator.settle()
 

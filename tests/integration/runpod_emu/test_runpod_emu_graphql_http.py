@@ -208,3 +208,29 @@ async def test_control_routes(http: aiohttp.ClientSession, emu: RunningEmulator)
     assert next(g for g in state["gpuTypes"] if g["id"] == "NVIDIA L40S")["available"] is None
     async with http.get(f"{emu.url}/") as resp:
         assert "EMULATOR" in (await resp.json())["note"]
+
+
+async def test_rate_limited_graphql(http: aiohttp.ClientSession, emu: RunningEmulator) -> None:
+    """RunPod documents 429s for REST v2 only; /graphql answers the same way here."""
+    async with http.post(f"{emu.url}/emulator/faults", json={"rate_limit": {"operations": ["podStop"]}}) as resp:
+        assert resp.status == 200
+    assert (await gql(http, emu, "query { myself { id } }"))[0] == 200
+    body = {"query": STOP, "variables": {"input": {"podId": "x"}}}
+    async with http.post(f"{emu.url}/graphql", json=body, headers=AUTH) as resp:
+        assert resp.status == 429 and resp.headers["Retry-After"] == "1"
+        assert resp.content_type == "application/problem+json" and "RateLimit" not in resp.headers
+        assert await resp.json(content_type=None) == {
+            "title": "Too Many Requests",
+            "status": 429,
+            "detail": "rate limit exceeded for the minute window",
+        }
+    emu.emulator.config.rate_limit_per_minute = 2
+    emu.emulator.reset()
+    async with http.post(f"{emu.url}/graphql", json={"query": "{ myself { id } }"}, headers=AUTH) as resp:
+        assert resp.headers["RateLimit-Policy"] == '"minute";q=2;w=60'
+        assert resp.headers["RateLimit"].startswith('"minute";r=1;t=')
+    assert (await gql(http, emu, "query { myself { id } }"))[0] == 200
+    assert (await gql(http, emu, "query { myself { id } }"))[0] == 429
+    async with http.get(f"{emu.url}/emulator/state") as resp:
+        state = await resp.json()
+    assert state["calls"] == {"myself": 3} and state["rateLimited"] == 1

@@ -90,9 +90,16 @@ def test_cli_flags_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert default.faults.boot_delay == 7 and default.port == 8765 and default.faults.capacity is None
 
 
-def test_rate_limit_switch() -> None:
+def test_rate_limit_switch_and_flags() -> None:
     faults = Faults()
     faults.update({"rate_limit": 2})
     assert faults.rate_limit == Fault(times=2, retry_after=1)
     faults.update({"rate_limit": {"operations": ["rest:createPod"], "retry_after": 0}})
     assert faults.to_json()["rate_limit"]["retry_after"] == 0
+    config, _ = config_from_args(["--rate-limit", "always", "--rate-limit-per-minute", "30"])
+    assert config.faults.rate_limit == Fault(times=None, retry_after=1)
+    assert config.rate_limit_per_minute == 30
+    default, _ = config_from_args([])
+    assert default.rate_limit_per_minute == 0
+    with pytest.raises(SystemExit):
+        config_from_args(["--rate-limit-per-minute", "-1"])

@@ -85,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     switch("--network-volume-any-cloud", "allow network volumes outside SECURE cloud (RunPod errors)")
     switch("--cloudflare-ua-check", "answer 403 `error code: 1010` to bot-like User-Agents, as Cloudflare does")
     add("--rng-seed", "seed for ids, IPs and ports (reproducible runs)", type=int)
+    add("--rate-limit-per-minute", "calls per minute per API key, with RateLimit headers; 0 is off", "0", type=int)
     add("--faults", "initial fault switches as JSON (same shape as POST /emulator/faults) or @file")
     add("--capacity-error", "create fails with the capacity message: count or 'always'", type=_count)
     add("--capacity-gpu-types", "comma-separated GPU type ids --capacity-error applies to (default all)")
@@ -97,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--http-502", "/graphql answers an HTML 502: count or 'always'", type=_count)
     add("--cloudflare-403", "/graphql answers 403 `error code: 1010`: count or 'always'", type=_count)
     add("--never-ready", f"new pods never become usable: one of {', '.join(NEVER_READY_MODES)}")
+    add("--rate-limit", "calls are refused with 429 and Retry-After: 1: count or 'always'", type=_count)
     add("--log-level", "logging level", "INFO")
     return p
 
@@ -106,7 +108,10 @@ def _fault(times: int | None, **extra: Any) -> dict[str, Any]:
 
 
 def config_from_args(argv: Sequence[str] | None = None) -> tuple[EmuConfig, str]:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.rate_limit_per_minute < 0:
+        parser.error("--rate-limit-per-minute must not be negative")
     seed = Seed.from_json(json.loads(Path(args.seed).read_text())) if args.seed else Seed.default()
     if args.balance is not None:
         seed.account["clientBalance"] = float(args.balance)
@@ -132,6 +137,7 @@ def config_from_args(argv: Sequence[str] | None = None) -> tuple[EmuConfig, str]
         ("disk_space", "disk_space_error", {}),
         ("http_502", "http_502", {}),
         ("cloudflare_403", "cloudflare_403", {}),
+        ("rate_limit", "rate_limit", {}),
     ]
     for name, attr, extra in flag_faults:
         raw = getattr(args, attr)
@@ -161,6 +167,7 @@ def config_from_args(argv: Sequence[str] | None = None) -> tuple[EmuConfig, str]
         strict_network_volume_cloud=not args.network_volume_any_cloud,
         cloudflare_ua_check=bool(args.cloudflare_ua_check),
         rng_seed=args.rng_seed,
+        rate_limit_per_minute=int(args.rate_limit_per_minute),
     )
     if args.insufficient_balance_message:
         config.insufficient_balance_message = str(args.insufficient_balance_message)

@@ -1,8 +1,9 @@
 """HTTP surface: RunPod's `POST /graphql`, the pod proxy, and the emulator-only control routes.
 
 Request path for /graphql, in the order RunPod's stack applies it: injected latency → Cloudflare (403
-`error code: 1010`) → API key (401) → body/parse (400) → load balancer (HTML 502) → GraphQL validation (400)
-→ execution (200, domain errors inside). Control routes live under `/emulator/...` and are not RunPod's.
+`error code: 1010`) → API key (401) → body/parse (400) → the call is counted per root field and may be
+rate-limited (429) → load balancer (HTML 502) → GraphQL validation (400) → execution (200, domain errors
+inside). Control routes live under `/emulator/...` and are not RunPod's.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 from aiohttp import web
 from graphql import OperationDefinitionNode, OperationType
 
-from vibewave.runpod_emu import api, proxy
+from vibewave.runpod_emu import api, edge, proxy
 from vibewave.runpod_emu.config import EmuConfig
 from vibewave.runpod_emu.service import EMULATOR_KEY, EMULATOR_NAME, Emulator
 
@@ -30,8 +31,6 @@ log = logging.getLogger("vibewave.runpod_emu")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 EMULATOR_HEADER = "X-Vibewave-Emulator"
-CLOUDFLARE_1010 = "error code: 1010"
-BOT_USER_AGENTS = ("python-urllib", "python-requests", "curl/", "wget/", "go-http-client")
 
 
 def emulator(request: web.Request) -> Emulator:
@@ -51,11 +50,8 @@ async def graphql(request: web.Request) -> web.Response:
     faults = emu.faults
     if faults.latency > 0:
         await asyncio.sleep(faults.latency)
-    user_agent = request.headers.get("User-Agent", "")
-    if faults.fire("cloudflare_403") or (
-        emu.config.cloudflare_ua_check and (not user_agent or user_agent.lower().startswith(BOT_USER_AGENTS))
-    ):
-        return web.Response(status=403, text=CLOUDFLARE_1010)
+    if edge.cloudflare_refuses(emu, request):
+        return edge.cloudflare_403()
     key = _api_key(request)
     if key is None or key not in (*emu.config.api_keys, *emu.config.pod_scoped_keys):
         return web.Response(status=401, text="Unauthorized")
@@ -69,6 +65,10 @@ async def graphql(request: web.Request) -> web.Response:
     document, variables, operation_name = parsed
     roots = api.root_fields(document, operation_name)
     operation = roots[0] if roots else None
+    emu.sync()
+    verdict = emu.world.admit(key, roots)
+    if not verdict.allowed:
+        return edge.too_many_requests(verdict)
     bad_gateway = faults.fire("http_502", operation)
     if bad_gateway is not None and not bad_gateway.after_action:
         return proxy.bad_gateway()
@@ -81,7 +81,7 @@ async def graphql(request: web.Request) -> web.Response:
     log.log(logging.INFO if mutation else logging.DEBUG, "graphql %s → HTTP %s", ",".join(roots), outcome.status)
     if bad_gateway is not None:
         return proxy.bad_gateway()
-    return web.json_response(outcome.body, status=outcome.status)
+    return web.json_response(outcome.body, status=outcome.status, headers=verdict.headers)
 
 
 async def index(request: web.Request) -> web.Response:
