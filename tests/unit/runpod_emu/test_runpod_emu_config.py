@@ -96,10 +96,13 @@ def test_rate_limit_switch_and_flags() -> None:
     assert faults.rate_limit == Fault(times=2, retry_after=1)
     faults.update({"rate_limit": {"operations": ["rest:createPod"], "retry_after": 0}})
     assert faults.to_json()["rate_limit"]["retry_after"] == 0
-    config, _ = config_from_args(["--rate-limit", "always", "--rate-limit-per-minute", "30"])
+    flags = ["--rate-limit", "always", "--rate-limit-per-minute", "30", "--rest-status-mode", "spec"]
+    config, _ = config_from_args([*flags, "--rest-omitted-gpu-count-capacity"])
     assert config.faults.rate_limit == Fault(times=None, retry_after=1)
-    assert config.rate_limit_per_minute == 30
+    assert config.rate_limit_per_minute == 30 and config.rest_status_mode == "spec"
+    assert config.rest_omitted_gpu_count_capacity
     default, _ = config_from_args([])
-    assert default.rate_limit_per_minute == 0
-    with pytest.raises(SystemExit):
-        config_from_args(["--rate-limit-per-minute", "-1"])
+    assert (default.rate_limit_per_minute, default.rest_status_mode) == (0, "live")
+    for bad in (["--rest-status-mode", "eventually"], ["--rate-limit-per-minute", "-1"]):
+        with pytest.raises(SystemExit):
+            config_from_args(bad)

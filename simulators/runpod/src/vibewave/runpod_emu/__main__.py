@@ -20,7 +20,7 @@ from typing import Any
 
 from vibewave.runpod_emu.app import run
 from vibewave.runpod_emu.catalogue import Seed
-from vibewave.runpod_emu.config import DEFAULT_API_KEY, DEFAULT_PORT, ENV_PREFIX, EmuConfig
+from vibewave.runpod_emu.config import DEFAULT_API_KEY, DEFAULT_PORT, ENV_PREFIX, REST_STATUS_MODES, EmuConfig
 from vibewave.runpod_emu.faults import NEVER_READY_MODES, Faults
 
 TRUE = {"1", "true", "yes", "on"}
@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     switch("--cloudflare-ua-check", "answer 403 `error code: 1010` to bot-like User-Agents, as Cloudflare does")
     add("--rng-seed", "seed for ids, IPs and ports (reproducible runs)", type=int)
     add("--rate-limit-per-minute", "calls per minute per API key, with RateLimit headers; 0 is off", "0", type=int)
+    add("--rest-status-mode", f"v2 status before the runtime is up: {' or '.join(REST_STATUS_MODES)}", "live")
+    switch("--rest-omitted-gpu-count-capacity", "a v2 create without gpu.count gets the capacity 400, as live")
     add("--faults", "initial fault switches as JSON (same shape as POST /emulator/faults) or @file")
     add("--capacity-error", "create fails with the capacity message: count or 'always'", type=_count)
     add("--capacity-gpu-types", "comma-separated GPU type ids --capacity-error applies to (default all)")
@@ -110,6 +112,8 @@ def _fault(times: int | None, **extra: Any) -> dict[str, Any]:
 def config_from_args(argv: Sequence[str] | None = None) -> tuple[EmuConfig, str]:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.rest_status_mode not in REST_STATUS_MODES:
+        parser.error(f"--rest-status-mode must be one of {', '.join(REST_STATUS_MODES)}")
     if args.rate_limit_per_minute < 0:
         parser.error("--rate-limit-per-minute must not be negative")
     seed = Seed.from_json(json.loads(Path(args.seed).read_text())) if args.seed else Seed.default()
@@ -168,6 +172,8 @@ def config_from_args(argv: Sequence[str] | None = None) -> tuple[EmuConfig, str]
         cloudflare_ua_check=bool(args.cloudflare_ua_check),
         rng_seed=args.rng_seed,
         rate_limit_per_minute=int(args.rate_limit_per_minute),
+        rest_status_mode=str(args.rest_status_mode),
+        rest_omitted_gpu_count_capacity=bool(args.rest_omitted_gpu_count_capacity),
     )
     if args.insufficient_balance_message:
         config.insufficient_balance_message = str(args.insufficient_balance_message)

@@ -1,4 +1,5 @@
-"""HTTP surface: RunPod's `POST /graphql`, the pod proxy, and the emulator-only control routes.
+"""HTTP surface: RunPod's `POST /graphql`, REST v2 (`rest_routes`), the pod proxy, and the emulator-only
+control routes.
 
 Request path for /graphql, in the order RunPod's stack applies it: injected latency → Cloudflare (403
 `error code: 1010`) → API key (401) → body/parse (400) → the call is counted per root field and may be
@@ -23,7 +24,7 @@ from typing import Any
 from aiohttp import web
 from graphql import OperationDefinitionNode, OperationType
 
-from vibewave.runpod_emu import api, edge, proxy
+from vibewave.runpod_emu import api, edge, proxy, rest_routes
 from vibewave.runpod_emu.config import EmuConfig
 from vibewave.runpod_emu.service import EMULATOR_KEY, EMULATOR_NAME, Emulator
 
@@ -91,6 +92,7 @@ async def index(request: web.Request) -> web.Response:
             "emulator": EMULATOR_NAME,
             "note": "an offline EMULATOR of RunPod's pod API, not RunPod",
             "graphql": f"{emu.public_url}/graphql",
+            "rest": f"{emu.public_url}/v2",
             "proxy": f"{emu.public_url}/proxy/{{podId}}-{{port}}/",
             "control": [f"{emu.public_url}/emulator/{name}" for name in ("state", "faults", "reset", "account")],
         }
@@ -215,6 +217,7 @@ def create_app(config: EmuConfig) -> web.Application:
     app.router.add_get("/", index)
     app.router.add_post("/graphql", graphql)
     app.router.add_post("//graphql", graphql)
+    rest_routes.add_routes(app)
     app.router.add_route("*", "/proxy/{target}", proxy.handle)
     app.router.add_route("*", "/proxy/{target}{tail:/.*}", proxy.handle)
     app.router.add_get("/emulator/state", get_state)
@@ -265,7 +268,7 @@ class RunningEmulator:
 
 def log_banner(config: EmuConfig, port: int) -> None:
     log.warning(
-        "%s: an EMULATOR of RunPod's pod API (GraphQL + HTTP proxy; not RunPod, no GPUs, pods run ComfyUI "
+        "%s: an EMULATOR of RunPod's pod API (GraphQL, REST v2 + HTTP proxy; not RunPod, no GPUs, pods run ComfyUI "
         "simulators) listening on http://%s:%s (python %s on %s, work dir %s)",
         EMULATOR_NAME,
         config.host,

@@ -101,6 +101,24 @@ def default_gpu_types() -> list[GpuType]:
     ]
 
 
+# Serverless pool of each GPU type (REST v2 `pool`), plausible values in RunPod's naming; null if none.
+GPU_POOLS: dict[str, str] = {
+    "NVIDIA GeForce RTX 4090": "ADA_24",
+    "NVIDIA GeForce RTX 5090": "ADA_32_PRO",
+    "NVIDIA RTX A6000": "AMPERE_48",
+    "NVIDIA GeForce RTX 3090": "AMPERE_24",
+    "NVIDIA L40S": "ADA_48_PRO",
+    "NVIDIA L4": "ADA_24",
+    "NVIDIA RTX 6000 Ada Generation": "ADA_48_PRO",
+    "NVIDIA RTX A5000": "AMPERE_24",
+    "NVIDIA RTX A4000": "AMPERE_16",
+    "NVIDIA A100 80GB PCIe": "AMPERE_80",
+    "NVIDIA A100-SXM4-80GB": "AMPERE_80",
+    "NVIDIA H100 PCIe": "ADA_80_PRO",
+    "NVIDIA H100 80GB HBM3": "ADA_80_PRO",
+}
+
+
 @dataclass(frozen=True)
 class DataCenter:
     id: str
@@ -147,6 +165,14 @@ def host_cuda_version(allowed: list[str] | None, minimum: str | None) -> str | N
     return max(fitting, key=cuda_key) if fitting else None
 
 
+def country_of(data_center_id: str) -> str:
+    """ISO country code of a data center: `EU-RO-1` → RO, `US-TX-3` → US; community locations already are one."""
+    parts = data_center_id.split("-")
+    if len(parts) == 1:
+        return data_center_id
+    return parts[1] if parts[0] in ("EU", "EUR", "AP", "OC") else parts[0]
+
+
 # $/vCPU/hour by CPU flavor (instanceId `<flavor>-<vcpu>-<memGB>`, e.g. "cpu3c-2-4").
 CPU_FLAVOR_PRICES: dict[str, float] = {
     "cpu3c": 0.03,
@@ -156,6 +182,9 @@ CPU_FLAVOR_PRICES: dict[str, float] = {
     "cpu5g": 0.05,
     "cpu5m": 0.06,
 }
+# GB of RAM per vCPU by the flavor's last letter (compute, general, memory), as in RunPod's `cpu3c-2-4`.
+CPU_RAM_PER_VCPU: dict[str, int] = {"c": 2, "g": 4, "m": 8}
+CPU_VCPU_COUNTS: tuple[int, ...] = (2, 4, 8, 16, 32)
 
 # Storage prices in $/GB/month (reference §5); a month is taken as 730 hours.
 HOURS_PER_MONTH = 730.0

@@ -55,6 +55,8 @@ class EmuConfig:
     # Calls per minute per API key on /graphql and /v2 (0: no quota, no RateLimit headers).
     rate_limit_per_minute: int = 0
     rest_status_mode: str = "live"
+    # Mimic the live quirk of a v2 create without `gpu.count` matching no machine (capacity 400).
+    rest_omitted_gpu_count_capacity: bool = False
 
     def resolve_work_dir(self) -> Path:
         """Where per-pod directories (ComfyUI output, logs) live; a fresh temp dir unless configured."""
