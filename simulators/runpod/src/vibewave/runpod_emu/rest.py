@@ -26,7 +26,7 @@ from vibewave.runpod_emu.catalogue import (
     cuda_key,
     host_cuda_version,
 )
-from vibewave.runpod_emu.faults import CAPACITY_MESSAGE
+from vibewave.runpod_emu.faults import CAPACITY_MESSAGE, POD_NOT_FOUND_MESSAGE
 from vibewave.runpod_emu.state import Pod, World, iso, parse_ports
 from vibewave.runpod_emu.v2schema import (
     CREATE_NETWORK_VOLUME,
@@ -37,8 +37,6 @@ from vibewave.runpod_emu.v2schema import (
 )
 
 SSH_PROXY_HOST = "ssh.runpod.io"
-# Not-found details: the spec's example ("pod not found"); the others follow it (reference-v2 §2.3).
-POD_NOT_FOUND = "pod not found"
 AVAILABILITY = "AVAILABILITY"
 AVAILABILITY_PARAMS = ("product", "count", "cloud", "countryCodes", "cudaVersions", "minCudaVersion")
 PRODUCTS = ("POD", "CLUSTER", "SERVERLESS")
@@ -411,7 +409,7 @@ class RestApi:
     def _pod(self, call: Call) -> Pod:
         pod = self.world.get_pod(call.params["id"])
         if pod is None:
-            raise Problem(404, POD_NOT_FOUND)
+            raise Problem(404, POD_NOT_FOUND_MESSAGE)  # the spec's example; other not-found details follow it
         return pod
 
     def _create_input(self, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
