@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -76,20 +77,27 @@ async def _unless_stopped(starting: Awaitable[None], stop: asyncio.Event) -> boo
         task.result()  # raises what start() raised
         return True
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await task
+    await asyncio.wait({task}, timeout=STOP_TIMEOUT)  # bounded: a start may swallow its cancellation
+    if task.done() and not task.cancelled():
+        task.exception()  # retrieved: no "exception was never retrieved" at exit
     return False
 
 
-async def _quietly_stop(service: Service, log: logging.Logger, timeout: float = STOP_TIMEOUT) -> None:
-    """`service.stop()` within `timeout`; a failure is logged in one line (the traceback only at DEBUG)."""
-    try:
-        await asyncio.wait_for(service.stop(), timeout)
-    except TimeoutError:
+async def _quietly_stop(service: Service, log: logging.Logger, timeout: float = STOP_TIMEOUT) -> bool:
+    """`service.stop()` within `timeout`: True if it ended in time (a failure is logged in one line, the
+    traceback only at DEBUG); False if it is still running, then it is left to itself — a stop that
+    swallows its cancellation must not stretch the bound."""
+    stopping = asyncio.ensure_future(service.stop())
+    await asyncio.wait({stopping}, timeout=timeout)
+    if not stopping.done():
         log.warning("did not stop within %.0fs; exiting anyway", timeout)
+        return False
+    try:
+        stopping.result()
     except (Exception, asyncio.CancelledError) as exc:
         log.warning("stop failed (%s: %s)", type(exc).__name__, exc)
         log.debug("stop failure", exc_info=True)
+    return True
 
 
 def run_service(name: str, build: Callable[[CommonSettings, TracerProvider], Service]) -> None:
@@ -120,7 +128,9 @@ def run_service(name: str, build: Callable[[CommonSettings, TracerProvider], Ser
         log.info("%s started", name, extra={"nats_url": common.nats_url})
         await stop.wait()
         log.info("%s stopping", name)
-        await _quietly_stop(service, log)
+        if not await _quietly_stop(service, log):
+            logging.shutdown()
+            os._exit(1)  # what is still stopping would hold up the loop's own cleanup as well
 
     code = 0
     try:
