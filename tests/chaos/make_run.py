@@ -275,10 +275,8 @@ def print_report(report: RunReport, runs: int) -> None:
         print(f"    {count}x {error}")
     if report.not_terminal:
         print(f"  not ended   {len(report.not_terminal)}: {', '.join(report.not_terminal[:5])}")
-    print(
-        f"  ran twice   {len(report.ran_twice)}"
-        + (f": {dict(list(report.ran_twice.items())[:5])}" if report.ran_twice else "")
-    )
+    twice = f": {dict(list(report.ran_twice.items())[:5])}" if report.ran_twice else ""
+    print(f"  ran twice   {len(report.ran_twice)}{twice}  (runs found for {len(report.runs)} requests)")
     print(f"  orphans     {len(report.orphans)}")
     for pid, cmd in list(report.orphans.items())[:5]:
         print(f"    {pid} {cmd[:120]}")
