@@ -538,6 +538,7 @@ async def run_stack(settings: StackSettings, early_signals: list[int] | None = N
     try:
         return await stack.run()
     finally:
+        stack.pids.clear()
         console.close_log()
         lock.release()
 
