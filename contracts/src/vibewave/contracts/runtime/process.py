@@ -1,12 +1,21 @@
-"""The life of a service process: logging and tracing from settings, start, wait for a signal, stop."""
+"""The life of a service process: logging and tracing from settings, start, wait for a signal, stop.
+
+A stop signal (SIGTERM, SIGINT or SIGHUP) at any moment — while the service starts, runs or stops — ends
+the process quietly and within bounds: no KeyboardInterrupt or CancelledError traceback. A
+`ConfigurationError` is not retried: the process exits with EX_CONFIG (78), which the devstack takes as
+"do not restart me".
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import os
 import signal
-from collections.abc import Callable
+import sys
+from collections.abc import Awaitable, Callable
+from types import FrameType
 from typing import Protocol
 
 from opentelemetry.sdk.trace import TracerProvider
@@ -14,6 +23,14 @@ from opentelemetry.sdk.trace import TracerProvider
 from vibewave.contracts.runtime.logs import configure_logging
 from vibewave.contracts.runtime.settings import CommonSettings
 from vibewave.contracts.runtime.telemetry import setup_tracing
+
+EX_CONFIG = 78  # sysexits.h: a configuration error; restarting cannot help
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+STOP_TIMEOUT = 12.0  # seconds a service has to stop; below the devstack's bounds (10 s, pod-manager 15 s)
+
+
+class ConfigurationError(Exception):
+    """A setting is missing or wrong: the service cannot run as configured, so it is not retried."""
 
 
 class Service(Protocol):
@@ -24,25 +41,75 @@ class Service(Protocol):
 
 async def start_with_retries(build: Callable[[], Service], stop: asyncio.Event, log: logging.Logger) -> Service | None:
     """Start a fresh service, again and again (backoff up to 10 s) until it starts or a stop is asked:
-    NATS restarting while a service loads its state must not kill it. None if stopped first."""
+    NATS restarting while a service loads its state must not kill it. None if stopped first; a stop
+    asked while `start()` runs cancels it. A `ConfigurationError` is raised at once, never retried."""
     delay = 0.5
     while not stop.is_set():
-        service = build()
+        service: Service | None = None
         try:
-            await service.start()
-            return service
+            service = build()
+            if await _unless_stopped(service.start(), stop):
+                return service
+            log.info("stop asked while starting")
+        except ConfigurationError:
+            if service is not None:
+                await _quietly_stop(service, log)
+            raise
         except Exception as exc:
             log.warning("start failed (%s: %s); retrying in %.1fs", type(exc).__name__, exc, delay)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(service.stop(), 10)
+        if service is not None:
+            await _quietly_stop(service, log)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), delay)
         delay = min(delay * 2, 10.0)
     return None
 
 
+async def _unless_stopped(starting: Awaitable[None], stop: asyncio.Event) -> bool:
+    """Run `starting` to its end unless `stop` is set first (then cancel it): True if it finished."""
+    task = asyncio.ensure_future(starting)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if task.done():
+        task.result()  # raises what start() raised
+        return True
+    task.cancel()
+    await asyncio.wait({task}, timeout=STOP_TIMEOUT)  # bounded: a start may swallow its cancellation
+    if task.done() and not task.cancelled():
+        task.exception()  # retrieved: no "exception was never retrieved" at exit
+    return False
+
+
+async def _quietly_stop(service: Service, log: logging.Logger, timeout: float = STOP_TIMEOUT) -> bool:
+    """`service.stop()` within `timeout`: True if it ended in time (a failure is logged in one line, the
+    traceback only at DEBUG); False if it is still running, then it is left to itself — a stop that
+    swallows its cancellation must not stretch the bound."""
+    stopping = asyncio.ensure_future(service.stop())
+    await asyncio.wait({stopping}, timeout=timeout)
+    if not stopping.done():
+        log.warning("did not stop within %.0fs; exiting anyway", timeout)
+        return False
+    try:
+        stopping.result()
+    except (Exception, asyncio.CancelledError) as exc:
+        log.warning("stop failed (%s: %s)", type(exc).__name__, exc)
+        log.debug("stop failure", exc_info=True)
+    return True
+
+
 def run_service(name: str, build: Callable[[CommonSettings, TracerProvider], Service]) -> None:
-    """Run until SIGTERM or SIGINT, then stop gracefully (drain consumers, close connections)."""
+    """Run until SIGTERM, SIGINT or SIGHUP, then stop gracefully (drain consumers, close connections)
+    within `STOP_TIMEOUT`. Exits with `EX_CONFIG` when building or starting raises `ConfigurationError`."""
+    asked: list[int] = []
+
+    def note(signum: int, _frame: FrameType | None) -> None:
+        asked.append(signum)  # outside the event loop (before it runs, after it closed): remember, no traceback
+
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, note)
     common = CommonSettings.from_env()
     configure_logging(name, common.log_level, common.log_dir)
     provider = setup_tracing(name)
@@ -51,18 +118,30 @@ def run_service(name: str, build: Callable[[CommonSettings, TracerProvider], Ser
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, stop.set)
+        if asked:
+            stop.set()
         service = await start_with_retries(lambda: build(common, provider), stop, log)
         if service is None:
             return
         log.info("%s started", name, extra={"nats_url": common.nats_url})
         await stop.wait()
         log.info("%s stopping", name)
-        await service.stop()
+        if not await _quietly_stop(service, log):
+            logging.shutdown()
+            os._exit(1)  # what is still stopping would hold up the loop's own cleanup as well
 
+    code = 0
     try:
         asyncio.run(main())
+    except ConfigurationError as exc:
+        log.error("configuration error: %s", exc)
+        code = EX_CONFIG
     finally:
+        for sig in STOP_SIGNALS:  # asyncio restored the defaults when its loop closed
+            signal.signal(sig, note)
         provider.shutdown()
         log.info("%s stopped", name)
+    if code:
+        sys.exit(code)

@@ -1,8 +1,8 @@
 """`python -m vibewave.devstack`: the whole system locally (what `make run` starts)."""
 
-import asyncio
+import sys
 
-from vibewave.devstack.supervisor import StackSettings, run_stack
+from vibewave.devstack.supervisor import main
 
 if __name__ == "__main__":
-    asyncio.run(run_stack(StackSettings.from_env()))
+    sys.exit(main())

@@ -44,36 +44,52 @@ class EmbeddedNats:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
-    def start(self, timeout: float = 15.0) -> str:
+    @property
+    def ports_dir(self) -> Path:
+        return self.store_dir / "ports"
+
+    @property
+    def log_path(self) -> Path:
+        return self.store_dir / "nats-server.log"
+
+    def command(self) -> list[str]:
+        """The server's command line; prepares the store and clears stale ports files."""
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        ports_dir = self.store_dir / "ports"
-        ports_dir.mkdir(exist_ok=True)
-        for stale in ports_dir.glob("*.ports"):
+        self.ports_dir.mkdir(exist_ok=True)
+        for stale in self.ports_dir.glob("*.ports"):
             stale.unlink()
-        command = [
+        return [
             nats_server_binary(),
             "-a", self.host,
             "-p", str(self.port),
             "-js",
             "-sd", str(self.store_dir / "jetstream"),
-            "--ports_file_dir", str(ports_dir),
-            "-l", str(self.store_dir / "nats-server.log"),
+            "--ports_file_dir", str(self.ports_dir),
+            "-l", str(self.log_path),
         ]  # fmt: skip
-        self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
-        ports_file = ports_dir / f"nats-server_{self._process.pid}.ports"
+
+    def bound_url(self, pid: int) -> str | None:
+        """The address the server `pid` wrote to its ports file once it listens (None before); keeps the port."""
+        try:
+            url: str = json.loads((self.ports_dir / f"nats-server_{pid}.ports").read_text())["nats"][0]
+        except (OSError, ValueError, KeyError, IndexError):
+            return None
+        self.url = url
+        self.port = int(url.rsplit(":", 1)[1])
+        return url
+
+    def log_tail(self) -> str:
+        return _tail(self.log_path)
+
+    def start(self, timeout: float = 15.0) -> str:
+        self._process = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                log_tail = _tail(self.store_dir / "nats-server.log")
-                raise RuntimeError(f"nats-server exited with {self._process.returncode}: {log_tail}")
-            if ports_file.exists():
-                try:
-                    self.url = json.loads(ports_file.read_text())["nats"][0]
-                except (ValueError, KeyError, IndexError):
-                    pass
-                else:
-                    self.port = int(self.url.rsplit(":", 1)[1])
-                    return self.url
+                raise RuntimeError(f"nats-server exited with {self._process.returncode}: {self.log_tail()}")
+            url = self.bound_url(self._process.pid)
+            if url is not None:
+                return url
             time.sleep(0.01)
         self.stop()
         raise TimeoutError(f"nats-server did not start within {timeout}s")

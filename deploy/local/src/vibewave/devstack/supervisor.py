@@ -1,8 +1,16 @@
-"""Run the whole system on one machine: embedded NATS, the four services, their simulated pods.
+"""Run the whole system on one machine as one supervised unit: embedded NATS, the four services, their
+simulated pods (and, with RUNPOD_EMULATOR=1, the RunPod emulator).
 
 Each service is its own process, as in production; their log lines are interleaved on the console,
-labelled and made readable (the JSON stays in `<home>/logs/`). A service that dies is restarted with
-backoff. Ctrl-C (or SIGTERM) stops the services, then NATS, cleanly.
+labelled and made readable (the JSON stays in `<home>/logs/`). Every child runs in its own session, so a
+terminal's Ctrl-C or hang-up reaches only `make` and this supervisor, which then stops them in order, and
+with a parent-death signal, so none outlives a supervisor that was killed. A service that dies is
+restarted with backoff, unless it exited with EX_CONFIG (78): then the whole stack stops with that status.
+NATS that dies is restarted on the same port and store.
+
+Stop (Ctrl-C, SIGTERM, SIGHUP): the api (no new requests), the executor, the scheduler, pod-manager (it
+still has NATS and the provider's API to retire its pods), the RunPod emulator, NATS last. Each step is
+bounded: SIGTERM, wait, then SIGKILL of the child's process group.
 """
 
 from __future__ import annotations
@@ -15,13 +23,28 @@ import secrets
 import signal
 import sys
 import time
-import urllib.request
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from types import FrameType
+from typing import TextIO
 
+from vibewave.contracts.runtime.process import EX_CONFIG
 from vibewave.devstack.nats_server import EmbeddedNats
+from vibewave.devstack.processes import HomeBusy, HomeLock, PidsFile, die_with_parent, find_leftovers, stop_leftovers
 
 SERVICES = ("scheduler", "pod-manager", "executor", "api")
+STOP_ORDER = ("api", "executor", "scheduler", "pod-manager", "runpod-emu")  # then NATS
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+STOP_BOUND = 10.0  # seconds a child has between SIGTERM and SIGKILL of its process group
+STOP_BOUNDS = {"pod-manager": 15.0}  # it terminates the pods it owns on the way out
+KILL_WAIT = 5.0  # seconds to wait for a SIGKILLed process to be gone
+POD_MANAGER_ONLY = ("RUNPOD_API_KEY",)  # secrets no other child sees
+EX_SOFTWARE = 1  # the stack could not start (home in use, NATS did not start)
+LINE_LIMIT = 1 << 20  # a log line longer than this is cut (asyncio's default of 64 KiB is too small)
+
 COLORS = {"nats": 90, "runpod-emu": 34, "scheduler": 35, "pod-manager": 33, "executor": 36, "api": 32, "devstack": 1}
 LEVEL_COLORS = {"WARNING": 33, "ERROR": 31, "CRITICAL": 31}
 
@@ -52,17 +75,52 @@ class StackSettings:
 
 
 class Console:
+    """Labelled lines on stdout; the supervisor's own also go to `<home>/logs/devstack.log`.
+
+    A console that went away (terminal closed: EIO; pipe closed: EPIPE) is dropped, and stdout/stderr
+    point at /dev/null from then on, so the stop carries on and nothing fails at exit."""
+
     def __init__(self, settings: StackSettings) -> None:
         self.settings = settings
         self.width = max(len(s) for s in (*SERVICES, "devstack", "runpod-emu"))
+        self.attached = True
+        self._log: TextIO | None = None
+
+    def open_log(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = path.open("a", encoding="utf-8", buffering=1)
+
+    def close_log(self) -> None:
+        log, self._log = self._log, None
+        if log is not None:
+            log.close()
+
+    def say(self, text: str, label: str = "devstack") -> None:
+        if self._log is not None:
+            with contextlib.suppress(OSError):
+                self._log.write(f"{datetime.now().isoformat(timespec='milliseconds')} {label} | {text}\n")
+        self.line(label, text)
 
     def line(self, label: str, text: str) -> None:
+        if not self.attached:
+            return
         if not self.settings.raw_logs:
             text = self._readable(text)
         tag = label.ljust(self.width)
         if self.settings.color:
             tag = f"\033[{COLORS.get(label, 0)}m{tag}\033[0m"
-        print(f"{tag} | {text}", flush=True)
+        try:
+            print(f"{tag} | {text}", flush=True)
+        except (OSError, ValueError):
+            self._detach()
+
+    def _detach(self) -> None:
+        self.attached = False
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            os.dup2(devnull, 2)
+            os.close(devnull)
 
     def _readable(self, text: str) -> str:
         try:
@@ -84,77 +142,268 @@ class Console:
         return out + (f"\n{exc}" if exc else "")
 
 
-class ServiceProcess:
-    def __init__(self, name: str, env: dict[str, str], console: Console, module: str | None = None) -> None:
-        self.name = name
-        self.env = env
-        self.console = console
-        self.module = module or f"vibewave.{name.replace('-', '_')}"
-        self.process: asyncio.subprocess.Process | None = None
-        self.stopping = False
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "still running"
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+    return f"exit status {code}"
 
-    async def run_forever(self) -> None:
-        """Start the service and restart it whenever it dies, with backoff (1 s doubling to 10 s)."""
-        backoff = 1.0
-        while not self.stopping:
-            started = time.monotonic()
-            self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", self.module,
-                env=self.env, stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
-            await self._pump()
-            code = await self.process.wait()
-            if self.stopping:
-                return
-            if time.monotonic() - started > 30:
-                backoff = 1.0
-            self.console.line("devstack", f"{self.name} exited with {code}; restarting in {backoff:.0f}s")
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 10.0)
 
-    async def _pump(self) -> None:
-        assert self.process is not None and self.process.stdout is not None
-        async for raw in self.process.stdout:
-            self.console.line(self.name, raw.decode(errors="replace").rstrip())
-
-    async def stop(self) -> None:
-        self.stopping = True
-        process = self.process
-        if process is None or process.returncode is not None:
-            return
+async def terminate(process: asyncio.subprocess.Process, name: str, bound: float, console: Console) -> None:
+    """SIGTERM the child, wait up to `bound` seconds, then SIGKILL its whole process group."""
+    if process.returncode is None:
         with contextlib.suppress(ProcessLookupError):
             process.send_signal(signal.SIGTERM)
         try:
-            await asyncio.wait_for(process.wait(), 15)
+            await asyncio.wait_for(process.wait(), bound)
         except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
+            console.say(f"{name} did not stop within {bound:.0f}s; killing its process group")
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGKILL)
-            await process.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(process.wait(), KILL_WAIT)
+    _sweep_group(process.pid)
+
+
+def _sweep_group(pgid: int) -> None:
+    """Kill whatever is left in a child's process group once it is gone (its pods, had they lingered)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+async def spawn(argv: list[str], env: dict[str, str], **kwargs: object) -> asyncio.subprocess.Process:
+    """A child in a session of its own (terminal signals do not reach it) that gets SIGTERM when we die.
+
+    Called from the event loop, on the main thread: a parent-death signal fires when the *thread* that
+    forked the child ends."""
+    return await asyncio.create_subprocess_exec(
+        *argv, env=env, stdin=asyncio.subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent,
+        **kwargs,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+@dataclass
+class ServiceProcess:
+    """A service (or the emulator) kept running: restarted with backoff (1 s doubling to 10 s) when it dies,
+    except after EX_CONFIG, which is reported to `on_fatal`."""
+
+    name: str
+    env: dict[str, str]
+    console: Console
+    pids: PidsFile
+    on_fatal: Callable[[ServiceProcess], None]
+    module: str = ""
+    process: asyncio.subprocess.Process | None = field(default=None, init=False)
+    exit_code: int | None = field(default=None, init=False)
+    last_lines: deque[str] = field(default_factory=lambda: deque(maxlen=20), init=False)
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    _task: asyncio.Task[None] | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.module = self.module or f"vibewave.{self.name.replace('-', '_')}"
+
+    @property
+    def stop_bound(self) -> float:
+        return STOP_BOUNDS.get(self.name, STOP_BOUND)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run_forever(), name=f"devstack:{self.name}")
+
+    async def _run_forever(self) -> None:
+        backoff = 1.0
+        while not self._stopping.is_set():
+            started = time.monotonic()
+            try:
+                process = await spawn(
+                    [sys.executable, "-m", self.module], self.env,
+                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, limit=LINE_LIMIT,
+                )  # fmt: skip
+            except OSError as exc:
+                self.console.say(f"{self.name} could not start: {exc}")
+            else:
+                self.process = process
+                self.pids.set(self.name, process.pid)
+                code = await self._until_exit_or_stop(process)
+                self.exit_code = code
+                self.pids.set(self.name, None)
+                if self._stopping.is_set():
+                    unusual = "" if code in (0, -signal.SIGTERM) else f" ({describe_exit(code)})"
+                    self.console.say(f"{self.name} stopped{unusual}")
+                    return
+                if code == EX_CONFIG:
+                    self.on_fatal(self)
+                    return
+                if time.monotonic() - started > 30:
+                    backoff = 1.0
+                self.console.say(f"{self.name} exited ({describe_exit(code)}); restarting in {backoff:.0f}s")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), backoff)
+            backoff = min(backoff * 2, 10.0)
+
+    async def _until_exit_or_stop(self, process: asyncio.subprocess.Process) -> int:
+        pump = asyncio.create_task(self._pump(process))
+        exited = asyncio.ensure_future(process.wait())
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not exited.done():
+            await terminate(process, self.name, self.stop_bound, self.console)
+        else:
+            _sweep_group(process.pid)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(pump), 2)  # the last lines, unless a grandchild holds the pipe
+        pump.cancel()
+        exited.cancel()
+        # None only if it outlived SIGKILL (uninterruptible sleep): give up on it rather than hang the stop
+        return process.returncode if process.returncode is not None else -signal.SIGKILL
+
+    async def _pump(self, process: asyncio.subprocess.Process) -> None:
+        assert process.stdout is not None
+        while True:
+            try:
+                raw = await process.stdout.readline()
+            except ValueError:  # longer than LINE_LIMIT: take what is buffered
+                raw = await process.stdout.read(LINE_LIMIT)
+            if not raw:
+                return
+            text = raw.decode(errors="replace").rstrip()
+            self.last_lines.append(text)
+            self.console.line(self.name, text)
+
+    def error_lines(self) -> list[str]:
+        """The messages of its last ERROR lines (its last lines if none was JSON at error level)."""
+        errors = []
+        for text in self.last_lines:
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                entry = json.loads(text)
+                if entry.get("level") in {"ERROR", "CRITICAL"}:
+                    errors.append(str(entry["msg"]))
+        return errors or list(self.last_lines)[-5:]
+
+    async def stop(self) -> None:
+        """Stop it (bounded by `stop_bound` and the SIGKILL that follows) and keep it stopped."""
+        self._stopping.set()
+        if self._task is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self._task), self.stop_bound + KILL_WAIT + 5)
+
+
+class NatsProcess:
+    """The embedded nats-server, supervised: restarted with backoff (0.5 s doubling to 5 s) on the same port
+    and store when it dies, until `stop()`."""
+
+    def __init__(self, store_dir: Path, port: int, console: Console, pids: PidsFile) -> None:
+        self.server = EmbeddedNats(store_dir, port=port)
+        self.console = console
+        self.pids = pids
+        self.process: asyncio.subprocess.Process | None = None
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    async def start(self, timeout: float = 15.0) -> str:
+        """Start it and return its URL once it listens; `RuntimeError` if it exits or does not listen in time."""
+        command = self.server.command()
+        with (self.server.store_dir / "nats-server.out").open("ab") as out:
+            process = await spawn(command, without_secrets(os.environ), stdout=out, stderr=out)
+        self.process = process
+        self.pids.set("nats-server", process.pid)
+        deadline = time.monotonic() + timeout
+        while (url := self.server.bound_url(process.pid)) is None:
+            if process.returncode is not None or time.monotonic() > deadline:
+                if process.returncode is None:
+                    await terminate(process, "nats-server", STOP_BOUND, self.console)
+                self.pids.set("nats-server", None)
+                raise RuntimeError(f"nats-server did not start ({describe_exit(process.returncode)}): "
+                                   f"{self.server.log_tail()}")  # fmt: skip
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(process.wait(), 0.01)
+        return url
+
+    def supervise(self) -> None:
+        self._task = asyncio.create_task(self._supervise(), name="devstack:nats")
+
+    async def _supervise(self) -> None:
+        backoff = 0.5
+        while self.process is not None:
+            started = time.monotonic()
+            exited = asyncio.ensure_future(self.process.wait())
+            stopping = asyncio.ensure_future(self._stopping.wait())
+            await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            exited.cancel()
+            stopping.cancel()
+            if self._stopping.is_set():
+                return
+            code = self.process.returncode
+            self.pids.set("nats-server", None)
+            if time.monotonic() - started > 30:
+                backoff = 0.5
+            self.console.say(
+                f"nats-server exited unexpectedly ({describe_exit(code)}); restarting it on port "
+                f"{self.server.port} with the same store in {backoff:.1f}s",
+                label="nats",
+            )
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), backoff)
+                if self._stopping.is_set():
+                    return
+                backoff = min(backoff * 2, 5.0)
+                try:
+                    url = await self.start()
+                except (RuntimeError, OSError) as exc:
+                    self.console.say(f"nats-server did not restart: {exc}; trying again in {backoff:.1f}s", "nats")
+                    continue
+                self.console.say(f"nats-server restarted at {url}", label="nats")
+                break
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.process is not None:
+            await terminate(self.process, "nats-server", STOP_BOUND, self.console)
+            self.console.say(f"stopped ({describe_exit(self.process.returncode)})", label="nats")
+        self.pids.set("nats-server", None)
+
+
+async def http_status(port: int, path: str, timeout: float = 2.0) -> int:
+    """The status of `GET http://127.0.0.1:<port><path>`, 0 when it does not answer."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout)
+    except (OSError, TimeoutError):
+        return 0
+    try:
+        writer.write(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+        status_line = await asyncio.wait_for(reader.readline(), timeout)
+        return int(status_line.split()[1])
+    except (OSError, TimeoutError, ValueError, IndexError):
+        return 0
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
 
 
 async def _wait_healthy(port: int, console: Console, started: float) -> None:
-    url = f"http://127.0.0.1:{port}/health"
-    while True:
-        try:
-            status = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=2).status)
-        except OSError:
-            status = 0
-        if status == 200:
-            console.line(
-                "devstack",
-                f"Vibewave is ready in {time.monotonic() - started:.1f}s: http://localhost:{port} "
-                f"(docs: http://localhost:{port}/docs). Ctrl-C stops everything.",
-            )
-            return
+    while True:  # polled: there is no event to wait on for "every service answers"
+        if await http_status(port, "/health") == 200:
+            break
         await asyncio.sleep(0.25)
+    console.say(
+        f"Vibewave is ready in {time.monotonic() - started:.1f}s: http://localhost:{port} "
+        f"(docs: http://localhost:{port}/docs). Ctrl-C stops everything."
+    )
 
 
-def emulator_process(
-    settings: StackSettings, env: dict[str, str], console: Console, services: list[ServiceProcess]
-) -> ServiceProcess:
-    """The RunPod emulator as one more labelled process; pod-manager (alone) gets a key for it."""
+def emulator_environments(settings: StackSettings, env: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """(the RunPod emulator's environment, what pod-manager gets on top): a fresh key for the two alone."""
     key = f"rpa_local_{secrets.token_hex(16)}"
     url = f"http://127.0.0.1:{settings.emulator_port}"
     emulator_env = {
@@ -163,49 +412,148 @@ def emulator_process(
         "VIBEWAVE_RUNPOD_EMU_API_KEYS": key,
         "VIBEWAVE_RUNPOD_EMU_WORK_DIR": str(settings.home / "runpod-emulator"),
     }
-    for service in services:
-        if service.name == "pod-manager":
-            service.env = {
-                **service.env,
-                "POD_PROVIDER": "runpod",
-                "RUNPOD_API_KEY": key,
-                "RUNPOD_API_BASE_URL": url,
-                "RUNPOD_PROXY_URL_TEMPLATE": url + "/proxy/{pod_id}-{port}",
-            }
-    console.line("devstack", f"pods come from the RunPod emulator at {url}")
-    return ServiceProcess("runpod-emu", emulator_env, console, module="vibewave.runpod_emu")
+    pod_manager_env = {
+        "POD_PROVIDER": "runpod",
+        "RUNPOD_API_KEY": key,
+        "RUNPOD_API_BASE_URL": url,
+        "RUNPOD_PROXY_URL_TEMPLATE": url + "/proxy/{pod_id}-{port}",
+    }
+    return emulator_env, pod_manager_env
 
 
-async def run_stack(settings: StackSettings) -> None:
-    started = time.monotonic()
-    console = Console(settings)
-    nats: EmbeddedNats | None = None
-    nats_url = settings.nats_url
-    if nats_url is None:
-        nats = EmbeddedNats(settings.home / "nats", port=settings.nats_port)
-        nats_url = await asyncio.to_thread(nats.start)
-        console.line("nats", f"embedded nats-server with JetStream at {nats_url} (store {settings.home / 'nats'})")
-    env = {**os.environ, "NATS_URL": nats_url, "VIBEWAVE_HOME": str(settings.home), "API_PORT": str(settings.api_port)}
-    services = [ServiceProcess(name, env, console) for name in SERVICES]
-    if settings.runpod_emulator:
-        services.insert(0, emulator_process(settings, env, console, services))
-    tasks = [asyncio.create_task(s.run_forever()) for s in services]
-    ready = asyncio.create_task(_wait_healthy(settings.api_port, console, started))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        console.line("devstack", "stopping services…")
+def without_secrets(env: Mapping[str, str]) -> dict[str, str]:
+    return {key: value for key, value in env.items() if key not in POD_MANAGER_ONLY}
+
+
+def child_environments(settings: StackSettings, nats_url: str) -> tuple[dict[str, str], dict[str, str]]:
+    """(every child's environment, what pod-manager gets on top): secrets only where they are needed."""
+    common = without_secrets(os.environ)
+    common.update(NATS_URL=nats_url, VIBEWAVE_HOME=str(settings.home), API_PORT=str(settings.api_port))
+    pod_manager = {key: os.environ[key] for key in POD_MANAGER_ONLY if key in os.environ}
+    return common, pod_manager
+
+
+class Stack:
+    """One `make run`: the lock on the home, the children, the order they stop in."""
+
+    def __init__(self, settings: StackSettings, console: Console) -> None:
+        self.settings = settings
+        self.console = console
+        self.pids = PidsFile(settings.home)
+        self.stop_asked = asyncio.Event()
+        self.reason = ""
+        self.exit_code = 0
+        self.nats: NatsProcess | None = None
+        self.services: list[ServiceProcess] = []
+
+    def ask_stop(self, reason: str, exit_code: int = 0) -> None:
+        if self.stop_asked.is_set():
+            if reason.startswith("SIG"):
+                self.console.say(f"{reason}: already stopping (each step is bounded)")
+            return
+        self.reason, self.exit_code = reason, exit_code
+        self.stop_asked.set()
+
+    def _service(self, name: str, env: dict[str, str], module: str = "") -> ServiceProcess:
+        return ServiceProcess(name, env, self.console, self.pids, self._fatal, module=module)
+
+    def _fatal(self, service: ServiceProcess) -> None:
+        errors = "; ".join(service.error_lines()) or "no output"
+        self.console.say(f"{service.name} cannot run as configured ({describe_exit(service.exit_code)}): {errors}")
+        self.ask_stop(f"{service.name} exited with EX_CONFIG", EX_CONFIG)
+
+    async def run(self) -> int:
+        started = time.monotonic()
+        settings = self.settings
+        leftovers = find_leftovers(settings.home, self.pids.read())
+        if leftovers:
+            listed = ", ".join(f"{leftover.pid} ({leftover.what})" for leftover in leftovers)
+            self.console.say(f"stopping {len(leftovers)} process(es) left running on this home by an earlier stack: "
+                             f"{listed}")  # fmt: skip
+            await asyncio.to_thread(stop_leftovers, leftovers, self.console.say)
+        self.pids.set("devstack", os.getpid())
+        nats_url = settings.nats_url
+        if nats_url is None:
+            self.nats = NatsProcess(settings.home / "nats", settings.nats_port, self.console, self.pids)
+            try:
+                nats_url = await self.nats.start()
+            except (RuntimeError, OSError) as exc:
+                self.console.say(f"cannot start: {exc}", label="nats")
+                self.nats = None
+                return EX_SOFTWARE
+            self.nats.supervise()
+            self.console.say(f"embedded nats-server with JetStream at {nats_url} (store {settings.home / 'nats'})",
+                             label="nats")  # fmt: skip
+        if self.stop_asked.is_set():
+            await self.shutdown()
+            return self.exit_code
+        env, pod_manager_env = child_environments(settings, nats_url)
+        if settings.runpod_emulator:
+            emulator_env, for_pod_manager = emulator_environments(settings, env)
+            pod_manager_env.update(for_pod_manager)
+            self.services.append(self._service("runpod-emu", emulator_env, module="vibewave.runpod_emu"))
+            self.console.say(f"pods come from the RunPod emulator at {for_pod_manager['RUNPOD_API_BASE_URL']}")
+        for name in SERVICES:
+            self.services.append(self._service(name, {**env, **pod_manager_env} if name == "pod-manager" else env))
+        for service in self.services:
+            service.start()
+        ready = asyncio.create_task(_wait_healthy(settings.api_port, self.console, started))
+        await self.stop_asked.wait()
         ready.cancel()
-        for service in reversed(services):  # the api first: no new requests while the rest stop
-            await service.stop()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if nats is not None:
-            await asyncio.to_thread(nats.stop)
-            console.line("nats", "stopped")
-        console.line("devstack", "all stopped")
+        await self.shutdown()
+        return self.exit_code
+
+    async def shutdown(self) -> None:
+        began = time.monotonic()
+        by_name = {service.name: service for service in self.services}
+        order = [name for name in STOP_ORDER if name in by_name] + (["NATS"] if self.nats else [])
+        self.console.say(f"stopping ({self.reason}): {', '.join(order)}")
+        for name in STOP_ORDER:
+            if name in by_name:
+                await by_name[name].stop()
+        if self.nats is not None:
+            await self.nats.stop()
+        self.pids.clear()
+        self.console.say(f"all stopped in {time.monotonic() - began:.1f}s")
+
+
+async def run_stack(settings: StackSettings, early_signals: list[int] | None = None) -> int:
+    """Run the stack until a stop signal (or a service's configuration error); its exit status."""
+    console = Console(settings)
+    lock = HomeLock(settings.home)
+    try:
+        lock.acquire()
+    except HomeBusy as exc:
+        kill_hint = f"Ctrl-C in its terminal or `kill {exc.pid}`" if exc.pid else "Ctrl-C in its terminal"
+        console.say(f"refusing to start: {exc}. Stop that stack first ({kill_hint}), or set VIBEWAVE_HOME to "
+                    "another directory.")  # fmt: skip
+        return EX_SOFTWARE
+    console.open_log(settings.home / "logs" / "devstack.log")
+    stack = Stack(settings, console)
+    loop = asyncio.get_running_loop()
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, stack.ask_stop, sig.name)
+    for signum in early_signals or []:
+        stack.ask_stop(signal.Signals(signum).name)
+    try:
+        return await stack.run()
+    finally:
+        stack.pids.clear()
+        console.close_log()
+        lock.release()
+
+
+def main() -> int:
+    """`python -m vibewave.devstack`: stop gracefully when our parent (`make`) dies, whatever killed it."""
+    die_with_parent()
+    early: list[int] = []
+
+    def note(signum: int, _frame: FrameType | None) -> None:
+        early.append(signum)
+
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, note)
+    code = asyncio.run(run_stack(StackSettings.from_env(), early))
+    for sig in STOP_SIGNALS:  # the loop restored the defaults as it closed: nothing may print a traceback now
+        signal.signal(sig, signal.SIG_IGN)
+    return code

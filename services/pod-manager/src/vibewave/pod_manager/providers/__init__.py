@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from vibewave.contracts.runtime.process import ConfigurationError
 from vibewave.pod_manager.providers.base import (
     CapacityError,
     HostBusy,
@@ -34,17 +35,19 @@ __all__ = [
 
 
 def create_provider(settings: PodManagerSettings) -> Provider:
-    """The provider `POD_PROVIDER` names, built from settings."""
+    """The provider `POD_PROVIDER` names, built from settings; `ConfigurationError` when it cannot be."""
     if settings.provider == "local":
         return LocalProvider(
             settings.common.home, command=settings.local_command, step_time_s=settings.simulator_step_time_s
         )
     if settings.provider == "static":
+        if not settings.static_urls:
+            raise ConfigurationError("POD_PROVIDER=static needs STATIC_COMFYUI_URLS (comma-separated ComfyUI URLs)")
         return StaticProvider(settings.static_urls)
     if settings.provider == "runpod":
         rp = settings.runpod
         if not rp.api_key:
-            raise ValueError("POD_PROVIDER=runpod needs RUNPOD_API_KEY")
+            raise ConfigurationError("POD_PROVIDER=runpod needs RUNPOD_API_KEY")
         transport = HttpGraphQLTransport(rp.base_url, rp.api_key.reveal(), timeout_s=rp.timeout_s)
         defaults = RunPodPodDefaults(
             gpu_types=rp.gpu_types,
@@ -59,4 +62,4 @@ def create_provider(settings: PodManagerSettings) -> Provider:
             comfyui_port=rp.comfyui_port,
         )
         return RunPodProvider(RunPodClient(transport), defaults)
-    raise ValueError(f"unknown POD_PROVIDER {settings.provider!r} (runpod, local or static)")
+    raise ConfigurationError(f"unknown POD_PROVIDER {settings.provider!r} (runpod, local or static)")
