@@ -5,7 +5,8 @@ are published as `submitted` events straight into the REQUESTS stream — exactl
 with async publishes for speed. Once the scheduler has recorded them all (the api's stats count them
 pending), its RSS growth over the baseline, divided by the count, is the memory per pending request.
 
-Capacity then arrives: the bench writes READY PodRecords into KV `pods` (as pod-manager would) and
+Capacity then arrives: the bench writes READY PodRecords into KV `pods` and a heartbeat into KV
+`fleet` (as pod-manager would: the scheduler only places on pods a live pod-manager verified) and
 `bench/fake_executor.py` answers each dispatch with `started` + `completed` at once, so draining
 measures the scheduler's assignment rate (counted from the `assigned` events it publishes), not a GPU.
 While it drains, one client reads `GET /api/qwen/status/{id}` and `GET .../history?limit=10&status=
@@ -27,9 +28,18 @@ from bench import profile
 from bench.common import connect, log, pick, probe, publish_submitted, submitted_event
 from bench.context import Context
 from bench.stack import Stack, cpu_seconds, rss_kb, wait_http, wait_until
-from vibewave.contracts.events import PODS_BUCKET, REQ_PREFIX, PodRecord, PodStatus
-from vibewave.contracts.models import DEFAULT_WORKFLOW
+from vibewave.contracts.events import (
+    FLEET_BUCKET,
+    FLEET_STATUS_KEY,
+    PODS_BUCKET,
+    REQ_PREFIX,
+    FleetStatus,
+    PodRecord,
+    PodStatus,
+)
 from vibewave.contracts.runtime.bus import encode
+
+BENCH_MANAGER = "bench"
 
 WARMUP = 200
 
@@ -93,13 +103,15 @@ async def run(ctx: Context) -> dict[str, Any]:
             ]  # fmt: skip
             kv = await nc.jetstream().key_value(PODS_BUCKET.name)
             now = datetime.now(UTC)
+            beat = FleetStatus(manager=BENCH_MANAGER, provider="bench", origin="bench", heartbeat_at=now,
+                               heartbeat_interval_s=3600.0, max_pods=pods)  # fmt: skip
+            await (await nc.jetstream().key_value(FLEET_BUCKET.name)).put(FLEET_STATUS_KEY, encode(beat))
             cpu_before = {label: cpu_seconds(stack.pid(label)) for label in stack.processes}
             arrived = time.monotonic()
             for i in range(pods):
-                pod = PodRecord(id=f"bench-{i:04d}", name=f"vibewave-{DEFAULT_WORKFLOW}-{i:04d}", provider="bench",
-                                workflow_name=DEFAULT_WORKFLOW, status=PodStatus.READY,
-                                comfyui_url="http://127.0.0.1:9", ip="127.0.0.1", created_at=now, updated_at=now,
-                                started_at=now)  # fmt: skip
+                pod = PodRecord(id=f"bench-{i:04d}", name=f"vibewave-{i:04d}", provider="bench", origin="bench",
+                                manager=BENCH_MANAGER, status=PodStatus.READY, comfyui_url="http://127.0.0.1:9",
+                                ip="127.0.0.1", created_at=now, updated_at=now, started_at=now)  # fmt: skip
                 await kv.put(pod.id, encode(pod))
 
             async def done() -> bool:

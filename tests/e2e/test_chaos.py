@@ -1,5 +1,6 @@
-"""A burst of 200 requests while the scheduler, then an executor, then NATS itself are killed and
-restarted: afterwards every accepted request is terminal exactly once, none is lost, none ran twice."""
+"""A burst of 200 requests while the scheduler, then an executor, then pod-manager (whose local pods die
+with it), then NATS itself are killed and restarted: afterwards every accepted request is terminal exactly
+once, none is lost, none failed, none ran twice."""
 
 from __future__ import annotations
 
@@ -86,6 +87,9 @@ def test_burst_through_scheduler_executor_and_nats_restarts(stack: Stack, chaos_
         wait_for(lambda: reached(90), 60, "90 accepted requests")
         stack.kill("executor")
         stack.start("executor")
+        wait_for(lambda: reached(115), 60, "115 accepted requests")
+        stack.kill("pod-manager")
+        stack.start("pod-manager")
         wait_for(lambda: reached(140), 60, "140 accepted requests")
         chaos_nats.restart()
         for future in futures:

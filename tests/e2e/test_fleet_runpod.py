@@ -5,10 +5,7 @@ every /api/runpod endpoint, and the key found nowhere it must not be."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
@@ -17,7 +14,8 @@ import nats
 import pytest
 
 from tests.e2e.conftest import StackFactory
-from tests.support.stack import Stack, free_port, wait_for
+from tests.support.emulator import Emulator
+from tests.support.stack import Stack, wait_for
 from vibewave.contracts.events import PODS_STREAM, PodEvent
 from vibewave.contracts.runtime.bus import decode
 
@@ -28,41 +26,9 @@ MAX_PODS = 3
 IDLE_S, TERMINATE_S, READY_S = 2.0, 3.0, 4.0
 
 
-class Emulator:
-    def __init__(self, work: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = (work / "emulator.out").open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "vibewave.runpod_emu", "--port", str(self.port), "--api-keys", KEY,
-             "--boot-delay", "0.3", "--comfyui-step-time", "0.02", "--work-dir", str(work / "emu")],
-            stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
-        wait_for(self._up, 30, "the RunPod emulator")
-
-    def _up(self) -> bool:
-        try:
-            return httpx.get(f"{self.url}/emulator/state", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    def faults(self, update: dict[str, Any] | None) -> None:
-        url = f"{self.url}/emulator/faults"
-        (httpx.delete(url) if update is None else httpx.post(url, json=update)).raise_for_status()
-
-    def pods(self) -> list[dict[str, Any]]:
-        pods: list[dict[str, Any]] = httpx.get(f"{self.url}/emulator/state").json()["pods"]
-        return pods
-
-    def close(self) -> None:
-        self.process.terminate()
-        self.process.wait(15)
-        self.log.close()
-
-
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
-    running = Emulator(tmp_path_factory.mktemp("emulator"))
+    running = Emulator(tmp_path_factory.mktemp("emulator"), KEY)
     yield running
     running.close()
 
@@ -70,10 +36,7 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
 @pytest.fixture(scope="module")
 def stack(start_stack: StackFactory, emulator: Emulator) -> Stack:
     pod_manager_env = {
-        "POD_PROVIDER": "runpod",
-        "RUNPOD_API_KEY": KEY,
-        "RUNPOD_API_BASE_URL": emulator.url,
-        "RUNPOD_PROXY_URL_TEMPLATE": emulator.url + "/proxy/{pod_id}-{port}",
+        **emulator.pod_manager_env(),
         "OTEL_TRACES_EXPORTER": "console",  # spans go to the captured output, where the key must not be
     }
     services = start_stack(
@@ -218,6 +181,7 @@ def test_every_runpod_endpoint(stack: Stack, emulator: Emulator):
     assert c.get("/api/runpod/network-volumes/nope").status_code == 404
     assert isinstance(c.get("/api/runpod/templates").json()["templates"], list)
 
+    wait_for(lambda: len(live_pods(stack)) < MAX_PODS, 60, "room in the fleet for one more pod", interval=0.5)
     pod = c.post("/api/runpod/pods", json={"workflow_name": "comfyui_image_qwen"}).json()
     pod_id = pod["id"]
     assert len(pod_id) == 14 and pod["managed"] and pod["details"]["ports"].startswith("22/tcp")
@@ -227,7 +191,15 @@ def test_every_runpod_endpoint(stack: Stack, emulator: Emulator):
     assert address["comfyui_url"].endswith(f"/proxy/{pod_id}-8188") and address["ports"]
     assert c.post(f"/api/runpod/pods/{pod_id}/stop").json()["provider_state"] == "stopped"
     assert c.post(f"/api/runpod/pods/{pod_id}/start").json()["provider_state"] in ("starting", "running")
-    assert c.post(f"/api/runpod/pods/{pod_id}/restart").json()["status"] == "starting"
+    wait_for(lambda: c.get(f"/api/runpod/pods/{pod_id}").json()["status"] == "ready", 20, "the resumed pod ready")
+    gpu = next(p for p in emulator.pods() if p["id"] == pod_id)["machine"]["gpuTypeId"]
+    httpx.post(f"{emulator.url}/emulator/gpu-types", json={gpu: {"available": 0}}).raise_for_status()
+    try:  # no GPU of its type is free: a stop and a resume could not get one back, an in-place restart keeps its own
+        assert c.post(f"/api/runpod/pods/{pod_id}/restart").json()["status"] == "starting", "not ready until it answers"
+        assert emulator.calls("rest:podAction:restart") == 1, "RunPod's in-place restart"
+        wait_for(lambda: c.get(f"/api/runpod/pods/{pod_id}").json()["status"] == "ready", 20, "the restarted pod ready")
+    finally:
+        httpx.post(f"{emulator.url}/emulator/gpu-types", json={gpu: {"available": None}}).raise_for_status()
     assert c.post(f"/api/runpod/pods/{pod_id}/terminate").json()["status"] == "terminated"
     for method, path in [
         ("GET", f"/api/runpod/pods/{pod_id}"),

@@ -26,7 +26,7 @@ def test_stopped_service_makes_health_503_until_it_is_back(stack: Stack, service
     assert report["unhealthy"] == [service]
     entry = next(s for s in report["services"] if s["name"] == service)
     assert entry["healthy"] is False and service in entry["detail"]
-    assert set(report) == {"status", "api", "nats", "services", "unhealthy"}
+    assert set(report) == {"status", "api", "nats", "services", "unhealthy", "fleet"}
 
     stack.start(service)
     assert stack.wait_healthy(timeout=30)["unhealthy"] == []

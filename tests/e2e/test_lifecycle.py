@@ -40,7 +40,7 @@ class Blocker:
     def __init__(self, stack: Stack) -> None:
         self.stack = stack
         record(stack, submit(stack), {"completed"})  # the pod exists and is warm
-        (self.pod,) = ready_pods(stack, QWEN)
+        (self.pod,) = ready_pods(stack)
         httpx.post(f"{self.pod.comfyui_url}/vibewave-sim/faults", json={"step_time": 0.1}).raise_for_status()
         self.request_id = submit(stack, steps=50)
         record(stack, self.request_id, {"running"})

@@ -27,7 +27,7 @@ def test_pod_lifecycle_through_the_api(stack: Stack):
     created = stack.client.post("/api/runpod/pods", json={})
     assert created.status_code == 201, created.text
     pod = created.json()
-    assert pod["managed"] and pod["provider"] == "local" and pod["workflow_name"] == "comfyui_image_qwen"
+    assert pod["managed"] and pod["provider"] == "local" and pod["workflow_name"] is None, "it serves every workflow"
     pod_id = pod["id"]
     assert pod_id in [p["id"] for p in stack.client.get("/api/runpod/pods").json()]
     assert stack.client.get(f"/api/runpod/pods/{pod_id}").json()["id"] == pod_id
@@ -40,6 +40,23 @@ def test_pod_lifecycle_through_the_api(stack: Stack):
     assert address["ip"] == "127.0.0.1" and address["comfyui_url"].startswith("http://127.0.0.1:")
     assert stack.client.post(f"/api/runpod/pods/{pod_id}/terminate").json()["status"] == "terminated"
     assert stack.client.get(f"/api/runpod/pods/{pod_id}").status_code == 404
+
+
+def test_pods_created_through_the_api_count_toward_max_pods(stack: Stack):
+    created = []
+    try:
+        while True:
+            response = stack.client.post("/api/runpod/pods", json={})
+            if response.status_code != 201:
+                break
+            created.append(response.json()["id"])
+            assert len(created) <= 5, "MAX_PODS is 5"
+        assert response.status_code == 409 and "MAX_PODS (5)" in response.json()["detail"], response.text
+        live = [p for p in stack.client.get("/api/runpod/pods").json() if p["status"] in ("starting", "ready")]
+        assert len(live) == 5, "the fleet is at the maximum, not beyond"
+    finally:
+        for pod_id in created:
+            stack.client.post(f"/api/runpod/pods/{pod_id}/terminate")
 
 
 def test_errors(stack: Stack):

@@ -11,7 +11,7 @@ import pytest
 
 from vibewave.pod_manager.providers.base import CapacityError, HostBusy, PodNotFound, ProviderState
 from vibewave.pod_manager.providers.runpod import RunPodPodDefaults, RunPodProvider
-from vibewave.pod_manager.runpod_api import HttpGraphQLTransport, RunPodClient
+from vibewave.pod_manager.runpod_api import RunPodClient, RunPodHttp
 from vibewave.runpod_emu import EmuConfig, serve
 from vibewave.runpod_emu.app import RunningEmulator
 
@@ -29,7 +29,7 @@ async def emulator(tmp_path) -> AsyncIterator[RunningEmulator]:  # type: ignore[
 
 @pytest.fixture
 async def ours(emulator: RunningEmulator) -> AsyncIterator[RunPodClient]:
-    client = RunPodClient(HttpGraphQLTransport(emulator.url, KEY))
+    client = RunPodClient(RunPodHttp(emulator.url, KEY))
     yield client
     await client.close()
 

@@ -15,8 +15,10 @@ import nats
 import nats.js.errors
 import pytest
 
+from tests.support.fleet import TEST_MANAGER, beat
 from tests.support.requests import wait_for_record
 from vibewave.contracts.events import (
+    FLEET_BUCKET,
     PODS_BUCKET,
     REQUESTS_BUCKET,
     REQUESTS_STREAM,
@@ -55,7 +57,7 @@ def submitted(request_id: str) -> RequestSubmitted:
 def ready_pod(pod_id: str) -> PodRecord:
     now = datetime.now(UTC)
     return PodRecord(
-        id=pod_id, name=pod_id, provider="local", workflow_name=WORKFLOW, status=PodStatus.READY,
+        id=pod_id, name=pod_id, provider="local", status=PodStatus.READY, manager=TEST_MANAGER,
         comfyui_url="http://127.0.0.1:9", created_at=now, updated_at=now,
     )  # fmt: skip
 
@@ -64,6 +66,7 @@ def ready_pod(pod_id: str) -> PodRecord:
 async def bus(nats_url: str) -> AsyncIterator[Bus]:
     bus = await Bus.connect(nats_url, name="test")
     await bus.provision()
+    await beat(await bus.kv(FLEET_BUCKET))
     yield bus
     await bus.close()
 

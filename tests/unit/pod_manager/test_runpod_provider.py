@@ -7,17 +7,22 @@ from typing import Any
 
 import pytest
 
+from vibewave.contracts.runtime.process import ConfigurationError
 from vibewave.pod_manager.providers.base import (
+    BadRequest,
     CapacityError,
+    Conflict,
     HostBusy,
     InsufficientBalance,
+    NoFittingGpu,
     PodNotFound,
     ProviderState,
+    RateLimited,
     Unauthorized,
     Unavailable,
 )
 from vibewave.pod_manager.providers.runpod import RunPodPodDefaults, RunPodProvider
-from vibewave.pod_manager.runpod_api import HttpGraphQLTransport, RunPodClient, _parse
+from vibewave.pod_manager.runpod_api import RunPodClient, RunPodHttp, _parse, problem_error, rate_limited
 from vibewave.pod_manager.settings import PodManagerSettings, Secret
 
 pytestmark = pytest.mark.unit
@@ -37,6 +42,9 @@ class FakeTransport:
 
     def on(self, operation: str, *answers: Any) -> None:
         self.script.setdefault(operation, []).extend(answers)
+
+    async def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        return await self.execute(path, body, f"{method} {path}")
 
     async def execute(self, query: str, variables: dict[str, Any] | None, operation: str) -> dict[str, Any]:
         self.calls.append((operation, query, variables))
@@ -87,7 +95,7 @@ def provider(fake: FakeTransport) -> RunPodProvider:
 async def test_create_uses_variables_and_the_api_documents_defaults(fake, provider):
     fake.on("CreatePod", lambda v: {"podFindAndDeployOnDemand": {"id": "abc123", "imageName": v["input"]["imageName"]}})
     fake.pods["abc123"] = pod("abc123", runtime=False, name='vibewave-wf-"quoted"')
-    created = await provider.create('vibewave-wf-"quoted"', "wf")
+    created = await provider.create('vibewave-wf-"quoted"')
     operation, query, variables = fake.calls[0]
     assert operation == "CreatePod" and "$input: PodFindAndDeployOnDemandInput!" in query
     assert '"quoted"' not in query and "RTX 4090" not in query, "values travel as variables, never in the text"
@@ -103,7 +111,7 @@ async def test_create_uses_variables_and_the_api_documents_defaults(fake, provid
 async def test_capacity_error_falls_over_to_the_next_gpu_type(fake, provider):
     fake.on("CreatePod", CapacityError(CAPACITY), {"podFindAndDeployOnDemand": {"id": "p2"}})
     fake.pods["p2"] = pod("p2")
-    created = await provider.create("vibewave-wf-1", "wf")
+    created = await provider.create("vibewave-wf-1")
     gpus = [call[2]["input"]["gpuTypeId"] for call in fake.calls if call[0] == "CreatePod"]
     assert gpus == ["NVIDIA GeForce RTX 4090", "NVIDIA RTX A6000"]
     assert created.id == "p2" and created.state == ProviderState.RUNNING and created.ip == "213.173.109.39"
@@ -112,13 +120,13 @@ async def test_capacity_error_falls_over_to_the_next_gpu_type(fake, provider):
 async def test_no_capacity_anywhere_is_a_capacity_error(fake, provider):
     fake.on("CreatePod", CapacityError(CAPACITY), CapacityError(CAPACITY))
     with pytest.raises(CapacityError, match="RTX 4090, NVIDIA RTX A6000"):
-        await provider.create("vibewave-wf-1", "wf")
+        await provider.create("vibewave-wf-1")
 
 
 async def test_a_create_reported_failed_that_happened_is_adopted_not_repeated(fake, provider):
     fake.on("CreatePod", Unavailable("Something went wrong. Please try again later or contact support."))
     fake.pods["p9"] = pod("p9", name="vibewave-wf-1")
-    created = await provider.create("vibewave-wf-1", "wf")
+    created = await provider.create("vibewave-wf-1")
     assert created.id == "p9"
     assert [c[0] for c in fake.calls].count("CreatePod") == 1
 
@@ -172,6 +180,88 @@ def test_the_key_never_shows(monkeypatch):
     settings = PodManagerSettings.from_env()
     assert settings.provider == "runpod", "a key selects the runpod provider by default"
     assert "SUPERSECRET" not in repr(settings) and "SUPERSECRET" not in str(settings.runpod.api_key)
-    transport = HttpGraphQLTransport("http://127.0.0.1:9", settings.runpod.api_key.reveal())
+    transport = RunPodHttp("http://127.0.0.1:9", settings.runpod.api_key.reveal())
     assert "SUPERSECRET" not in repr(transport)
     assert Secret("x").reveal() == "x"
+
+
+GPU_CATALOGUE = {
+    "gpuTypes": [
+        {"id": "NVIDIA GeForce RTX 4090", "displayName": "RTX 4090", "memoryInGb": 24},
+        {"id": "NVIDIA RTX A6000", "displayName": "RTX A6000", "memoryInGb": 48},
+        {"id": "NVIDIA A100 80GB PCIe", "displayName": "A100 80GB", "memoryInGb": 80},
+    ]
+}
+
+
+async def test_unknown_gpu_ids_and_cloud_types_are_start_up_errors_naming_the_valid_ones(fake):
+    typo = RunPodProvider(RunPodClient(fake), defaults(gpu_types=("NVIDIA GeForce RTX 4090x",)))
+    fake.on("GpuTypes", GPU_CATALOGUE)
+    with pytest.raises(
+        ConfigurationError, match=r"'NVIDIA GeForce RTX 4090x'.*valid ids: NVIDIA A100 80GB PCIe, NVIDIA"
+    ):
+        await typo.validate()
+    with pytest.raises(ConfigurationError, match="RUNPOD_CLOUD_TYPE='SECRET'"):
+        await RunPodProvider(RunPodClient(fake), defaults(cloud_type="SECRET")).validate()
+    fake.on("GpuTypes", Unauthorized("RunPod refused the API key (401)"))
+    with pytest.raises(ConfigurationError, match="RUNPOD_API_KEY was refused"):
+        await RunPodProvider(RunPodClient(fake), defaults()).validate()
+
+
+async def test_a_workflow_needing_more_gpu_memory_only_tries_gpu_types_that_have_it(fake, provider):
+    fake.on("GpuTypes", GPU_CATALOGUE)
+    await provider.validate()
+    fake.on("CreatePod", {"podFindAndDeployOnDemand": {"id": "big"}})
+    fake.pods["big"] = {**pod("big"), "machine": {"gpuDisplayName": "RTX A6000", "gpuTypeId": "NVIDIA RTX A6000"}}
+    created = await provider.create("vibewave-48g-1", 48)
+    assert [c[2]["input"]["gpuTypeId"] for c in fake.calls if c[0] == "CreatePod"] == ["NVIDIA RTX A6000"]
+    assert created.gpu_memory_gb == 48
+    with pytest.raises(NoFittingGpu, match="no GPU type of RUNPOD_GPU_TYPES has 80 GB"):
+        await provider.create("vibewave-80g-1", 80)
+
+
+async def test_a_rate_limited_call_waits_retry_after_and_is_repeated_within_a_bound(fake, monkeypatch):
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    monkeypatch.setattr("vibewave.pod_manager.runpod_api.asyncio.sleep", sleep)
+    client = RunPodClient(fake, max_rate_limit_wait_s=10)
+    fake.on("TerminatePod", RateLimited("429", 2), RateLimited("429", 3), {"podTerminate": None})
+    await client.terminate_pod("p1")
+    assert slept == [2, 3] and [c[0] for c in fake.calls].count("TerminatePod") == 3
+    fake.on("Pods", RateLimited("429", 6), RateLimited("429", 6))
+    with pytest.raises(RateLimited):
+        await client.pods()
+    assert rate_limited("", "7").retry_after_s == 7 and rate_limited("", "soon").retry_after_s == 5
+
+
+async def test_restart_is_runpods_in_place_restart(fake, provider):
+    fake.pods["p1"] = pod("p1")
+    fake.on("POST /pods/p1/action", lambda body: {"id": "p1", "status": "RUNNING"})
+    await provider.restart("p1")
+    assert [c for c in fake.calls if c[0].startswith("POST")] == [
+        ("POST /pods/p1/action", "/pods/p1/action", {"action": "restart"})
+    ]
+    fake.on("POST /pods/p1/action", Conflict("RunPod refused restart for the pod's current state"))
+    with pytest.raises(Conflict):
+        await provider.restart("p1")
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error"),
+    [
+        (400, json.dumps({"title": "Bad Request", "status": 400, "detail": CAPACITY}), CapacityError),
+        (400, json.dumps({"detail": "There are not enough free GPUs on the host machine to start this pod."}),
+         HostBusy),
+        (402, json.dumps({"title": "Payment Required", "status": 402, "detail": "balance"}), InsufficientBalance),
+        (404, json.dumps({"title": "Not Found", "status": 404, "detail": "pod not found"}), PodNotFound),
+        (409, json.dumps({"title": "Conflict", "status": 409, "detail": "not valid for EXITED"}), Conflict),
+        (422, json.dumps({"detail": "Request validation failed.", "errors": ["$.action: …"]}), BadRequest),
+        (502, "<html>Bad gateway</html>", Unavailable),
+        (401, json.dumps({"title": "Unauthorized", "status": 401, "detail": "missing bearer token"}), Unauthorized),
+    ],
+)  # fmt: skip
+def test_rest_problem_answers_map_to_precise_errors(status, body, error):
+    assert isinstance(problem_error(status, body, "POST /v2/pods/p1/action"), error)

@@ -16,10 +16,12 @@ Read top to bottom: who publishes what, on which subject, into which stream, and
 | vw.dispatch.<pod_id>    (work queue)   | Assignment        | scheduler    | executor                  |
 | vw.pod.<pod_id>.<event>                | PodEvent          | pod-manager  | (observers)               |
 | vw.fleet.demand         (core NATS)    | Demand            | scheduler    | pod-manager               |
+| vw.req.*.attempt_failed (pod faults)   | AttemptFailed     | executor     | pod-manager (suspects)    |
 | vw.rpc.pods.<op>        (req/reply)    | PodAdminRequest   | api          | pod-manager → PodAdminReply |
 
-State lives in KV: `requests` (RequestRecord; single writer: scheduler) and `pods` (PodRecord; single
-writer: pod-manager). Generated files live in the `outputs` object store. Every published message carries
+State lives in KV: `requests` (RequestRecord; single writer: scheduler), `pods` (PodRecord; single
+writer: pod-manager) and `fleet` (FleetStatus: the fleet's heartbeat and open circuit breakers; writer:
+pod-manager). Generated files live in the `outputs` object store. Every published message carries
 `Nats-Msg-Id` (dedupe) and W3C `traceparent` headers.
 """
 
@@ -104,7 +106,8 @@ def utcnow() -> datetime:
 
 
 class RequestSubmitted(msgspec.Struct, kw_only=True):
-    """A client's request, accepted by the api and not yet seen by the scheduler."""
+    """A client's request, accepted by the api and not yet seen by the scheduler. `min_gpu_memory_gb` is
+    what its workflow needs of a pod (0: any pod)."""
 
     request_id: str
     workflow_name: str
@@ -113,6 +116,7 @@ class RequestSubmitted(msgspec.Struct, kw_only=True):
     created_at: datetime
     batch_id: str | None = None
     execution_timeout_s: float | None = None
+    min_gpu_memory_gb: int = 0
 
 
 class RequestAssigned(msgspec.Struct, kw_only=True):
@@ -145,6 +149,7 @@ class FailureKind(StrEnum):
     POD_FAULT = "pod_fault"  # the pod or its ComfyUI misbehaved: another pod may succeed
     TIMEOUT = "timeout"
     CANCELLED = "cancelled"  # stopped on the client's request
+    NO_CAPACITY = "no_capacity"  # no pod can be provided for it (the fleet's circuit breaker is open)
 
 
 class AttemptFailed(msgspec.Struct, kw_only=True):
@@ -163,11 +168,21 @@ class RequestCompleted(msgspec.Struct, kw_only=True):
     result: WorkflowResult
 
 
+class AttemptNote(msgspec.Struct, kw_only=True):
+    """What happened to one failed attempt: on which pod, and why (kept on the request's record)."""
+
+    attempt: int
+    pod_id: str
+    kind: FailureKind
+    error: str
+
+
 class RequestFailed(msgspec.Struct, kw_only=True):
     request_id: str
     kind: FailureKind
     error: str
     attempts: int
+    attempt_log: list[AttemptNote] = msgspec.field(default_factory=list)
 
 
 class CancelRequested(msgspec.Struct, kw_only=True):
@@ -199,40 +214,105 @@ class PodStatus(StrEnum):
     CREATING = "creating"
     STARTING = "starting"
     READY = "ready"
+    SUSPECT = "suspect"  # a run on it faulted, or a probe missed: no work until a probe passes again
     STOPPED = "stopped"
     FAILED = "failed"
+    TERMINATING = "terminating"  # asked to go; retried until the provider confirms it is gone
     TERMINATED = "terminated"
 
 
 class PodRecord(msgspec.Struct, kw_only=True):
-    """A pod as pod-manager knows it (KV `pods`)."""
+    """A pod as pod-manager knows it (KV `pods`).
+
+    A pod serves any workflow whose GPU needs it meets (`gpu_memory_gb`; None: unknown, serves all).
+    `origin` names the provider account it lives in; `manager` the pod-manager incarnation that last
+    verified it — the scheduler places work only on pods verified by the live one (see FleetStatus)."""
 
     id: str
     name: str
     provider: str
-    workflow_name: str
     status: PodStatus
+    workflow_name: str | None = None  # records of older versions: the workflow the pod was made for
+    origin: str | None = None
+    manager: str | None = None
     comfyui_url: str | None = None
     ip: str | None = None
     gpu_type: str | None = None
+    gpu_memory_gb: int | None = None
     cost_per_hr: float | None = None
     created_at: datetime
     updated_at: datetime
     started_at: datetime | None = None  # last create or resume: the readiness bound counts from here
     stopped_at: datetime | None = None
+    checked_at: datetime | None = None  # the last probe that passed
+    fault_seq: int = 0  # REQUESTS stream sequence of the last pod-fault report pod-manager has handled for it
     error: str | None = None
+
+    def serves(self, min_gpu_memory_gb: int) -> bool:
+        return not min_gpu_memory_gb or self.gpu_memory_gb is None or self.gpu_memory_gb >= min_gpu_memory_gb
 
 
 class PodEvent(msgspec.Struct, kw_only=True):
     pod: PodRecord
 
 
-class Demand(msgspec.Struct, kw_only=True):
-    """Requests that need a pod, per workflow (pending + running), from the scheduler's queue."""
+class PodNeed(msgspec.Struct, kw_only=True, frozen=True):
+    """Requests of one GPU class (what their workflows need of a pod's GPU memory; 0: any pod):
+    how many wait for a pod, and how many are on one."""
 
-    by_workflow: dict[str, int]
+    min_gpu_memory_gb: int = 0
+    waiting: int = 0
+    running: int = 0
+
+
+class Demand(msgspec.Struct, kw_only=True):
+    """What the scheduler's queue needs of the fleet, by GPU class; `busy_pods` hold a request now."""
+
+    needs: list[PodNeed] = msgspec.field(default_factory=list)
     busy_pods: list[str] = msgspec.field(default_factory=list)
     at: datetime
+
+
+class Breaker(msgspec.Struct, kw_only=True):
+    """An open circuit breaker: pods of this GPU class are not created any more, because creating them
+    kept failing the same way (or cannot succeed). Requests that need the class fail with `diagnosis`."""
+
+    min_gpu_memory_gb: int
+    cause: str  # never_ready | refused | no_gpu_type
+    diagnosis: str  # what was tried and seen, for the operator to act on
+    attempts: int
+    opened_at: datetime
+    retry_at: datetime | None = None  # one more try is allowed after this (None: not until settings change)
+
+
+class FleetStatus(msgspec.Struct, kw_only=True):
+    """Pod-manager's heartbeat (KV `fleet`, key `status`): who manages the fleet now, and what is wrong
+    with it. A pod is placeable only while the manager that verified it beats (`heartbeat_at` no older
+    than three intervals): pods of a dead pod-manager, or of an earlier run, are probed by nobody."""
+
+    manager: str
+    provider: str
+    origin: str
+    heartbeat_at: datetime
+    heartbeat_interval_s: float
+    max_pods: int
+    live_pods: int = 0
+    breakers: list[Breaker] = msgspec.field(default_factory=list)
+    note: str | None = None  # why pods are short right now (backoff after a refusal, rate limit, …)
+    settings: str = ""  # fingerprint of the pod settings the breakers were opened under
+    stopping: bool = False
+
+    def fresh(self, now: datetime) -> bool:
+        return not self.stopping and (now - self.heartbeat_at).total_seconds() <= max(
+            3 * self.heartbeat_interval_s, 5.0
+        )
+
+    def blocking(self, now: datetime) -> list[Breaker]:
+        """The breakers that fail requests now: open, and not yet due for their one more try."""
+        return [b for b in self.breakers if b.retry_at is None or now < b.retry_at]
+
+
+FLEET_STATUS_KEY = "status"
 
 
 class PodAdminRequest(msgspec.Struct, kw_only=True):
@@ -240,6 +320,7 @@ class PodAdminRequest(msgspec.Struct, kw_only=True):
 
     pod_id: str | None = None
     workflow_name: str | None = None
+    min_gpu_memory_gb: int = 0  # create: what the workflow named needs of the pod's GPU
     catalogue: str | None = None
 
 
@@ -277,6 +358,9 @@ class RequestRecord(msgspec.Struct, kw_only=True):
     execution_timeout_s: float | None = None
     cancel_requested: bool = False
     traceparent: str | None = None
+    min_gpu_memory_gb: int = 0
+    attempt_log: list[AttemptNote] = msgspec.field(default_factory=list)
+    not_before: datetime | None = None  # a retry waits (backoff) until then
 
 
 # ------------------------------------------------------------------------------ streams, buckets, consumers
@@ -299,6 +383,7 @@ class ConsumerSpec:
     ack_wait_s: float = 30
     max_ack_pending: int = 10_000
     handler_timeout_s: float | None = None  # a handler still running then is abandoned and its message redelivered
+    deliver_new: bool = False  # created on an existing stream: start at new messages, not the whole history
 
 
 @dataclass(frozen=True)
@@ -329,7 +414,8 @@ IDEMPOTENCY_BUCKET = BucketSpec(
 BATCHES_BUCKET = BucketSpec(
     "batches", description="batch id → its request ids (BatchMembers); writer: api", ttl_s=7 * 24 * 3600
 )
-BUCKETS = (REQUESTS_BUCKET, PODS_BUCKET, OUTPUT_NAMES_BUCKET, IDEMPOTENCY_BUCKET, BATCHES_BUCKET)
+FLEET_BUCKET = BucketSpec("fleet", description="FleetStatus (heartbeat, circuit breakers); writer: pod-manager")
+BUCKETS = (REQUESTS_BUCKET, PODS_BUCKET, OUTPUT_NAMES_BUCKET, IDEMPOTENCY_BUCKET, BATCHES_BUCKET, FLEET_BUCKET)
 
 OUTPUTS_STORE = ObjectStoreSpec("outputs", description="generated files, served at /api/files/{name}")
 OBJECT_STORES = (OUTPUTS_STORE,)
@@ -348,6 +434,13 @@ SCHEDULER_CONSUMER = ConsumerSpec(
         )
     ),
     handler_timeout_s=20,
+)
+POD_FAULTS_CONSUMER = ConsumerSpec(
+    stream=REQUESTS_STREAM.name,
+    durable="pod-manager-faults",
+    filter_subjects=(f"{REQ_PREFIX}.*.{RequestEvent.ATTEMPT_FAILED}",),
+    handler_timeout_s=20,
+    deliver_new=True,
 )
 EXECUTOR_CONSUMER = ConsumerSpec(
     stream=DISPATCH_STREAM.name,
@@ -395,7 +488,7 @@ CHANNELS: tuple[Channel, ...] = (
     Channel("vw.req.{request_id}.cancelled", RequestCancelled, "scheduler", "Terminal: stopped.", ("request_id",)),
     Channel("vw.dispatch.{pod_id}", Assignment, "scheduler", "Work for one pod (work queue).", ("pod_id",)),
     Channel("vw.pod.{pod_id}.{event}", PodEvent, "pod-manager", "A pod changed state.", ("pod_id", "event")),
-    Channel(DEMAND_SUBJECT, Demand, "scheduler", "Pods needed per workflow (core NATS, periodic)."),
+    Channel(DEMAND_SUBJECT, Demand, "scheduler", "Pods needed per GPU class (core NATS, periodic)."),
     Channel("vw.rpc.pods.{op}", PodAdminRequest, "api", "Admin call; pod-manager replies PodAdminReply.", ("op",)),
     Channel("(reply inbox)", PodAdminReply, "pod-manager", "Answer to an admin call."),
 )

@@ -177,6 +177,9 @@ class SyncTimeout(msgspec.Struct, kw_only=True):
 
 
 class ActivePod(msgspec.Struct, kw_only=True):
+    """A live pod. Pods serve every workflow: `workflow_name` is the one it runs or ran last ("any" before
+    its first request)."""
+
     id: str
     name: str
     status: str
@@ -304,13 +307,16 @@ class ComponentHealth(msgspec.Struct, kw_only=True):
 
 
 class HealthReport(msgspec.Struct, kw_only=True):
-    """`GET /health`: the same shape with 200 (all up) and 503 (something down)."""
+    """`GET /health`: the same shape with 200 (all up) and 503 (something down). `fleet` says whether
+    pods can be had: unhealthy while a circuit breaker is open (with its diagnosis) or while no live
+    pod-manager verifies the pods."""
 
     status: str
     api: ComponentHealth
     nats: ComponentHealth
     services: list[ComponentHealth]
     unhealthy: list[str]
+    fleet: ComponentHealth | None = None
 
 
 REST_MODELS: tuple[type[msgspec.Struct], ...] = (

@@ -72,6 +72,7 @@ class WorkflowDef(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     kind: Literal["image", "video", "audio"] = "image"
     file_prefix: str
     timeout_s: float = 900.0
+    min_gpu_memory_gb: int = 0  # only pods with at least this much GPU memory run it (e.g. Wan 2.2 14B)
     graph: str | None = None
     variants: list[VariantDef] = msgspec.field(default_factory=list)
     inputs: dict[str, InputSpec]

@@ -425,7 +425,7 @@ class Consumer:
     async def ensure(self) -> None:
         config = ConsumerConfig(
             durable_name=self.spec.durable,
-            deliver_policy=DeliverPolicy.ALL,
+            deliver_policy=DeliverPolicy.NEW if self.spec.deliver_new else DeliverPolicy.ALL,
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=self.spec.ack_wait_s,
             max_ack_pending=self.spec.max_ack_pending,

@@ -172,6 +172,7 @@ class Gateway:
             created_at=utcnow(),
             batch_id=batch_id,
             execution_timeout_s=workflow.timeout_for(preset),
+            min_gpu_memory_gb=workflow.definition.min_gpu_memory_gb,
         )
 
     async def submit(self, submission: Submission, idempotency_key: str | None = None) -> Submission:
@@ -227,8 +228,9 @@ class Gateway:
                 for r in self.index.newest(statuses, limit)
             ]
 
+        last = self.index.pod_workflow
         pods = [
-            ActivePod(id=p.id, name=p.name, status=p.status, ip=p.ip, workflow_name=p.workflow_name)
+            ActivePod(id=p.id, name=p.name, status=p.status, ip=p.ip, workflow_name=last.get(p.id, "any"))
             for p in self.index.active_pods()
         ]
         return QueueStatus(
@@ -385,14 +387,31 @@ class Gateway:
             ]
         else:
             services = list(await asyncio.gather(*(self._service_health(s) for s in SERVICE_NAMES)))
-        unhealthy = [c.name for c in (api, nats_health, *services) if not c.healthy]
+        fleet = self._fleet_health()
+        unhealthy = [c.name for c in (api, nats_health, *services, fleet) if not c.healthy]
         return HealthReport(
             status="unhealthy" if unhealthy else "healthy",
             api=api,
             nats=nats_health,
             services=services,
             unhealthy=unhealthy,
+            fleet=fleet,
         )
+
+    def _fleet_health(self) -> ComponentHealth:
+        """Whether pods can be had: a live pod-manager beats, and no circuit breaker is open."""
+        fleet, now = self.index.fleet, utcnow()
+        if fleet is None:
+            return ComponentHealth(name="fleet", healthy=False, detail="no pod-manager has reported yet")
+        if not fleet.fresh(now):
+            state = "stopped" if fleet.stopping else f"silent since {fleet.heartbeat_at.isoformat()}"
+            return ComponentHealth(name="fleet", healthy=False, detail=f"pod-manager {state}: no pods are verified")
+        blocking = fleet.blocking(now)
+        if blocking:
+            detail = "; ".join(f"circuit breaker open: {b.diagnosis}" for b in blocking)
+            return ComponentHealth(name="fleet", healthy=False, detail=detail)
+        detail = f"{fleet.live_pods} of at most {fleet.max_pods} pods live ({fleet.provider})"
+        return ComponentHealth(name="fleet", healthy=True, detail=detail + (f"; {fleet.note}" if fleet.note else ""))
 
     async def _nats_health(self) -> ComponentHealth:
         if self._bus is None or not self._bus.nc.is_connected:

@@ -13,7 +13,16 @@ import bisect
 import logging
 from collections.abc import Callable, Iterator
 
-from vibewave.contracts.events import PODS_BUCKET, REQUESTS_BUCKET, PodRecord, PodStatus, RequestRecord
+from vibewave.contracts.events import (
+    FLEET_BUCKET,
+    FLEET_STATUS_KEY,
+    PODS_BUCKET,
+    REQUESTS_BUCKET,
+    FleetStatus,
+    PodRecord,
+    PodStatus,
+    RequestRecord,
+)
 from vibewave.contracts.models import RequestStatus
 from vibewave.contracts.runtime.bus import Bus, decode
 
@@ -21,7 +30,7 @@ log = logging.getLogger("vibewave.api.index")
 
 Predicate = Callable[[RequestRecord], bool]
 Key = tuple[float, str]  # (created_at timestamp, request id)
-ACTIVE_POD_STATUSES = (PodStatus.CREATING, PodStatus.STARTING, PodStatus.READY)
+ACTIVE_POD_STATUSES = (PodStatus.CREATING, PodStatus.STARTING, PodStatus.READY, PodStatus.SUSPECT)
 
 
 class RequestIndex:
@@ -30,6 +39,8 @@ class RequestIndex:
         self.progress: dict[str, float] = {}  # last reported percent of running requests
         self.by_status: dict[RequestStatus, list[Key]] = {status: [] for status in RequestStatus}
         self.pods: dict[str, PodRecord] = {}
+        self.pod_workflow: dict[str, str] = {}  # pod id → the workflow it runs or ran last
+        self.fleet: FleetStatus | None = None
         self.ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._waiters: dict[str, list[tuple[Predicate, asyncio.Future[RequestRecord]]]] = {}
@@ -65,6 +76,8 @@ class RequestIndex:
             return
         record = decode(value, RequestRecord)
         self.records[key] = record
+        if record.pod_id is not None:
+            self.pod_workflow[record.pod_id] = record.workflow_name
         bisect.insort(self.by_status[record.status], (record.created_at.timestamp(), record.id))
         if record.status.terminal:
             self.progress.pop(key, None)
@@ -84,8 +97,13 @@ class RequestIndex:
         pod = decode(value, PodRecord) if value else None
         if pod is None or pod.status == PodStatus.TERMINATED:
             self.pods.pop(key, None)
+            self.pod_workflow.pop(key, None)
         else:
             self.pods[key] = pod
+
+    def apply_fleet(self, key: str, value: bytes | None) -> None:
+        if key == FLEET_STATUS_KEY:
+            self.fleet = decode(value, FleetStatus) if value else None
 
     def note_progress(self, request_id: str, percent: float) -> None:
         record = self.records.get(request_id)
@@ -129,6 +147,7 @@ class RequestIndex:
         self._tasks = [
             asyncio.create_task(bus.follow_kv(REQUESTS_BUCKET, self.apply, self.ready), name="api:request-index"),
             asyncio.create_task(bus.follow_kv(PODS_BUCKET, self.apply_pod), name="api:pod-index"),
+            asyncio.create_task(bus.follow_kv(FLEET_BUCKET, self.apply_fleet), name="api:fleet"),
         ]
 
     async def stop(self) -> None:

@@ -82,11 +82,15 @@ class RunPodController(Controller):
 
     @post("/pods", status_code=HTTP_201_CREATED, operation_id="runpodCreatePod")
     async def create(self, state: State, data: Annotated[PodCreateRequest, Body(title="PodCreateRequest")]) -> PodView:
-        """Create a pod for a workflow with the configured defaults (GPU preference, image, disk, ports)."""
+        """Create a pod with the configured defaults (GPU preference, image, disk, ports) and a GPU big enough for
+        the workflow named; it serves every workflow it fits. Counts toward MAX_PODS: 409 beyond it."""
         gateway = gateway_of(state)
-        if gateway.catalog.get(data.workflow_name) is None:
+        workflow = gateway.catalog.get(data.workflow_name)
+        if workflow is None:
             raise ValidationException(detail=f"workflow_name: unknown workflow {data.workflow_name!r}")
-        created = await call(gateway, PodOperation.CREATE, PodAdminRequest(workflow_name=data.workflow_name))
+        needs = workflow.definition.min_gpu_memory_gb
+        request = PodAdminRequest(workflow_name=data.workflow_name, min_gpu_memory_gb=needs)
+        created = await call(gateway, PodOperation.CREATE, request)
         return msgspec.convert(created, PodView)
 
     @post("/pods/{pod_id:str}/start", status_code=200, operation_id="runpodStartPod")
@@ -101,7 +105,7 @@ class RunPodController(Controller):
 
     @post("/pods/{pod_id:str}/restart", status_code=200, operation_id="runpodRestartPod")
     async def restart(self, state: State, pod_id: PodId) -> PodView:
-        """Restart a pod (a stop and a start: RunPod's GraphQL API has no restart)."""
+        """Restart a pod's container in place (it keeps its GPU); 409 where the provider cannot."""
         return await pod(state, PodOperation.RESTART, pod_id)
 
     @post("/pods/{pod_id:str}/terminate", status_code=200, operation_id="runpodTerminatePod")

@@ -128,14 +128,18 @@ class ComfyUIClient:
         if cancel.is_set():
             raise Cancelled("cancelled before it started")
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(timeout) as scope:
                 return await self._run(graph, prompt_id, on_started, on_progress, cancel)
+        except (aiohttp.ClientError, ConnectionError) as exc:  # refused, reset, a 502 page, a silent socket
+            raise PodFault(f"ComfyUI unreachable at {self.base_url}: {type(exc).__name__}: {exc}") from exc
+        except ValueError as exc:  # an answer that is not ComfyUI's JSON (a proxy's HTML error page)
+            raise PodFault(f"ComfyUI at {self.base_url} answered something that is not its JSON: {exc}") from exc
         except TimeoutError:
-            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+            if not scope.expired():
+                raise PodFault(f"ComfyUI at {self.base_url} stopped answering") from None
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
                 await self.stop(prompt_id)
             raise ExecutionTimeout(f"execution timed out after {timeout:.0f}s (prompt interrupted)") from None
-        except (aiohttp.ClientConnectionError, aiohttp.ServerTimeoutError, ConnectionError) as exc:
-            raise PodFault(f"ComfyUI unreachable at {self.base_url}: {exc}") from exc
 
     async def _run(
         self,

@@ -17,7 +17,7 @@ from nats.micro.request import Request
 from nats.micro.service import EndpointConfig, Service
 
 from vibewave.contracts.events import PodAdminReply, PodAdminRequest, PodOperation, PodRecord, pod_rpc_subject
-from vibewave.contracts.models import DEFAULT_WORKFLOW, PodView
+from vibewave.contracts.models import PodView
 from vibewave.contracts.runtime.bus import encode
 from vibewave.pod_manager.providers import ProviderError, ProviderPod
 
@@ -70,8 +70,7 @@ class Admin:
 
     async def create(self, request: PodAdminRequest) -> PodAdminReply:
         async with self.manager.lock:
-            pod = await self.manager.create(request.workflow_name or DEFAULT_WORKFLOW, surface_errors=True)
-        assert pod is not None
+            pod = await self.manager.admin_create(request.min_gpu_memory_gb)
         return await self.view(pod.id)
 
     async def _on_pod(self, request: PodAdminRequest, action: Callable[[str], Awaitable[object]]) -> PodAdminReply:
@@ -109,14 +108,24 @@ class Admin:
         return PodAdminReply(status=200, data={"provider": self.manager.provider.name, kind: data})
 
     async def health(self, _: PodAdminRequest) -> PodAdminReply:
+        """Healthy when the provider's API answers and new pods can be had (no circuit breaker open)."""
         counts: dict[str, int] = {}
         for pod in self.manager.pods.values():
             counts[pod.status] = counts.get(pod.status, 0) + 1
-        body: dict[str, Any] = {"provider": self.manager.provider.name, "pods": counts}
+        fleet_ok, fleet_detail = self.manager.fleet_health()
+        body: dict[str, Any] = {
+            "provider": self.manager.provider.name,
+            "pods": counts,
+            "max_pods": self.manager.limits.max_pods,
+            "fleet": {"healthy": fleet_ok, "detail": fleet_detail},
+            "breakers": msgspec.to_builtins(self.manager.breakers.open_breakers()),
+        }
         try:
             await self.manager.provider.catalogue("account")
         except ProviderError as exc:
             return PodAdminReply(status=200, data={**body, "healthy": False, "detail": self.failure_detail(exc)})
+        if not fleet_ok:
+            return PodAdminReply(status=200, data={**body, "healthy": False, "detail": fleet_detail})
         return PodAdminReply(status=200, data={**body, "healthy": True, "detail": "provider API answers"})
 
     def failure_detail(self, exc: ProviderError) -> str:
@@ -134,7 +143,7 @@ class Admin:
         try:
             reply = await handler(call)
         except ProviderError as exc:
-            status = exc.status if exc.status in (400, 404) else 500
+            status = exc.status if exc.status in (400, 404, 409) else 500
             reply = PodAdminReply(status=status, error=exc.message if status != 500 else self.failure_detail(exc))
         except Exception:
             log.exception("admin %s failed", operation)

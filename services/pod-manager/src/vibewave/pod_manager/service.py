@@ -1,19 +1,36 @@
 """Pod-manager: the only writer of pod state. It keeps the fleet matched to the scheduler's demand.
 
 A reconcile loop compares demand with the pods it has, resumes, creates, stops and terminates pods
-through the provider, and marks a pod ready only once its ComfyUI answers `/system_stats` — and failed
-(then terminated, so a replacement follows) when it never does within the bound or stops answering.
-It regularly compares its records with the provider's own list: pods named with our prefix that it
-does not know are adopted (after a restart nothing is created twice or orphaned), and pods changed
-behind its back are recorded as they are.
+through the provider, and marks a pod ready only once its ComfyUI answers `/system_stats`. Every loop
+that spends money is bounded:
+
+- a stopped pod that cannot resume (its host's GPU was rented out) is terminated — or, with
+  `POD_UNRESUMABLE=keep`, left stopped and never tried again — and a new pod is created in the same pass;
+- pods that never become ready are failed and terminated; after `POD_READY_ATTEMPTS` of them in a row
+  for one GPU class (or a refusal retrying cannot fix) its circuit breaker opens: no more pods of the
+  class, and the scheduler fails the requests that need it with the diagnosis (see `breakers`);
+- a terminate that fails is retried with backoff until the provider confirms the pod is gone; a pod
+  of ours the provider still lists is never forgotten;
+- a rate-limited provider (HTTP 429) is not called again before the `Retry-After` it gave.
+
+A run that faulted on a pod (reported by the executor) or a missed probe makes the pod suspect: no work
+until a probe passes. Pods are verified by this incarnation of pod-manager (`manager`) and it beats in
+KV `fleet`; the scheduler places work only on pods verified by a live pod-manager, so pods of a dead
+one, or of an earlier run, get nothing. At start the settings are checked against the provider (a
+typo is a start-up error), records of another provider or account are retired, and pods of ours the
+provider lists are adopted. On shutdown the pods are terminated, stopped or kept (`POD_SHUTDOWN`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import Enum
 from uuid import uuid4
 
 import aiohttp
@@ -25,26 +42,57 @@ from opentelemetry.trace import TracerProvider
 
 from vibewave.contracts.events import (
     DEMAND_SUBJECT,
+    FLEET_BUCKET,
+    FLEET_STATUS_KEY,
+    POD_FAULTS_CONSUMER,
     PODS_BUCKET,
+    AttemptFailed,
     Demand,
+    FailureKind,
+    FleetStatus,
     PodEvent,
     PodRecord,
     PodStatus,
     pod_subject,
     utcnow,
 )
-from vibewave.contracts.models import DEFAULT_WORKFLOW
-from vibewave.contracts.runtime.bus import Bus, decode, encode
+from vibewave.contracts.runtime.bus import Bus, bounded, decode, encode
 from vibewave.contracts.runtime.health import serve_liveness
 from vibewave.pod_manager.admin import register_admin
+from vibewave.pod_manager.breakers import Breakers
 from vibewave.pod_manager.fleet import LIVE, FleetLimits, plan_fleet
-from vibewave.pod_manager.providers import Provider, ProviderError, ProviderPod, ProviderState, create_provider
+from vibewave.pod_manager.providers import (
+    Conflict,
+    HostBusy,
+    NoFittingGpu,
+    PodNotFound,
+    Provider,
+    ProviderError,
+    ProviderPod,
+    ProviderState,
+    RateLimited,
+    create_provider,
+)
 from vibewave.pod_manager.settings import PodManagerSettings
 
 log = logging.getLogger("vibewave.pod_manager")
 
-FAILED_PROBES_BEFORE_FAILURE = 3
 MAX_CREATE_BACKOFF_S = 60.0
+MAX_TERMINATE_BACKOFF_S = 60.0
+RESUME_FAILURES_BEFORE_REPLACING = 3
+SHUTDOWN_BUDGET_S = 9.0  # within run_service's 12 s stop bound (the devstack gives pod-manager 15 s)
+
+
+class Resumed(Enum):
+    YES = "yes"
+    LATER = "later"  # a transient failure: try again next pass
+    REPLACE = "replace"  # it will not resume (terminated or kept aside): create a pod instead, now
+
+
+@dataclass
+class _Termination:
+    next_at: float = 0.0
+    delay_s: float = 0.0
 
 
 class PodManagerService:
@@ -52,27 +100,47 @@ class PodManagerService:
         self.settings = settings
         self.tracer_provider = tracer_provider
         self.provider: Provider = create_provider(settings)
+        self.incarnation = uuid4().hex[:12]  # this pod-manager process, as the pods it verified name it
         self.pods: dict[str, PodRecord] = {}  # every pod not yet terminated
-        self.demand = Demand(by_workflow={}, at=utcnow())
-        self.lock = asyncio.Lock()  # reconcile and admin calls change pods one at a time
+        self.demand = Demand(at=utcnow())
+        self.lock = asyncio.Lock()  # reconcile, fault reports and admin calls change pods one at a time
+        capacity = self.provider.capacity
         self.limits = FleetLimits(
-            max_pods=settings.max_pods,
+            max_pods=min(settings.max_pods, capacity) if capacity is not None else settings.max_pods,
             min_warm=settings.min_warm_pods,
             idle_timeout_s=settings.idle_timeout_s,
             terminate_timeout_s=settings.terminate_timeout_s,
-            warm_workflows=(DEFAULT_WORKFLOW,),
         )
+        self.breakers = Breakers(settings.ready_attempts, settings.breaker_cooldown_s)
+        self.heartbeat_interval_s = max(0.2, min(settings.probe_interval_s, 2.0))
+        pod_settings = (
+            self.provider.origin,
+            self.provider.describe(),
+            settings.ready_timeout_s,
+            settings.runpod.gpu_types,
+        )
+        self.fingerprint = hashlib.sha256(repr(pod_settings).encode()).hexdigest()[:16]  # the breakers' settings
+        self.note: str | None = None  # why pods are short right now, for health and timed-out requests
         self._idle_since: dict[str, float] = {}
-        self._failed_probes: dict[str, int] = {}
+        self._silent_since: dict[str, float] = {}  # a pod that was ready: since when it has not answered
+        self._probed_at: dict[str, float] = {}
+        self._probe_now: set[str] = set()  # probe these at the next pass, whatever the interval
+        self._resume_failures: dict[str, int] = {}
+        self._unresumable: set[str] = set()
+        self._terminations: dict[str, _Termination] = {}
         self._create_backoff = 0.0
         self._create_not_before = 0.0
+        self._paused_until = 0.0  # rate-limited: no provider calls before this
         self._synced_at = 0.0
+        self._started = False  # pods are shut down only by a pod-manager that started: not after a failed start
+        self._stopping = False
         self._bus: Bus | None = None
         self._kv: KeyValue | None = None
+        self._fleet_kv: KeyValue | None = None
         self._session: aiohttp.ClientSession | None = None
         self._sub: Subscription | None = None
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     @property
     def bus(self) -> Bus:
@@ -80,41 +148,121 @@ class PodManagerService:
         return self._bus
 
     async def start(self) -> None:
+        await self.provider.validate()
         common = self.settings.common
         self._bus = await Bus.connect(common.nats_url, name="pod-manager", tracer_provider=self.tracer_provider)
         await self.bus.provision(common.replicas)
         self._kv = await self.bus.kv(PODS_BUCKET)
+        self._fleet_kv = await self.bus.kv(FLEET_BUCKET)
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3))
-        await self._load_records()
+        await self._load()
         async with self.lock:
             await self.sync()
+        await self._beat()
         self._sub = await self.bus.nc.subscribe(DEMAND_SUBJECT, cb=self._on_demand)
-        self._task = asyncio.create_task(self._reconcile_forever(), name="pod-manager:reconcile")
+        self.bus.consume(POD_FAULTS_CONSUMER, self._on_fault_report, replicas=common.replicas)
+        self._tasks = [
+            asyncio.create_task(self._reconcile_forever(), name="pod-manager:reconcile"),
+            asyncio.create_task(self._beat_forever(), name="pod-manager:heartbeat"),
+        ]
         service = await serve_liveness(self.bus.nc, "pod-manager", "the GPU pod fleet")
         await register_admin(service, self)
-        log.info("pod-manager using the %s provider", self.provider.name)
+        self._started = True
+        log.info("pod-manager using the %s provider (%s)", self.provider.name, self.provider.origin)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self.provider.ephemeral:  # local processes die with us: record them so
-            for pod in list(self.pods.values()):
-                await self._terminate(pod, "pod-manager stopped")
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._started:
+            await bounded(self._beat())  # the scheduler stops placing on pods about to go
+            try:
+                async with asyncio.timeout(SHUTDOWN_BUDGET_S):
+                    await self._shut_down_pods()
+            except TimeoutError:
+                left = ", ".join(p.id for p in self.pods.values()) or "none"
+                log.error("shutdown took too long; pods not confirmed gone: %s (the next start retries)", left)
         await self.provider.close()
         if self._session is not None:
             await self._session.close()
         if self._bus is not None:
             await self._bus.close()
 
-    async def _load_records(self) -> None:
-        assert self._bus is not None
-        for value in (await self._bus.kv_snapshot(PODS_BUCKET)).values():
-            if value:
-                pod = decode(value, PodRecord)
-                if pod.status != PodStatus.TERMINATED and pod.provider == self.provider.name:
-                    self.pods[pod.id] = pod
+    def shutdown_policy(self) -> str:
+        """Local processes always end (they die with us anyway); static servers are only released."""
+        if self.provider.name == "runpod":
+            return self.settings.shutdown
+        return "terminate"
+
+    async def _shut_down_pods(self) -> None:
+        policy = self.shutdown_policy()
+        pods = list(self.pods.values())
+        if not pods:
+            log.info("shutdown: no pods to %s", policy)
+            return
+        if policy == "keep":
+            running = [p.id for p in pods if p.status in LIVE]
+            log.warning(
+                "shutdown: left %d pods as they are (POD_SHUTDOWN=keep): %s; running ones bill until "
+                "stopped, and the next start adopts them",
+                len(pods),
+                ", ".join(running) or "none running",
+            )
+            return  # fmt: skip
+        targets = [p for p in pods if p.status in LIVE] if policy == "stop" else pods
+        results = await asyncio.gather(*(self._retire_at_shutdown(p, policy) for p in targets), return_exceptions=True)
+        done = [p.id for p, r in zip(targets, results, strict=True) if r is True]
+        for pod, result in zip(targets, results, strict=True):
+            if result is not True:
+                reason = result if isinstance(result, BaseException) else "the provider did not confirm it"
+                log.error("shutdown: could not %s pod %s (%s): it may still bill — %s it at %s; the next start "
+                          "retries", policy, pod.id, reason, policy, self.provider.name)  # fmt: skip
+        verb = "terminated" if policy == "terminate" else "stopped"
+        log.info("shutdown: %s %d of %d pods: %s", verb, len(done), len(targets), ", ".join(done) or "none")
+
+    async def _retire_at_shutdown(self, pod: PodRecord, policy: str) -> bool:
+        if policy == "stop":
+            await self._stop(pod, "pod-manager stopped")
+            return True
+        return await self._terminate(pod, "pod-manager stopped")
+
+    # ---------------------------------------------------------------------------------------- state
+
+    async def _load(self) -> None:
+        """Our records from KV; those of another provider or account are retired (never dispatched to)."""
+        for value in (await self.bus.kv_snapshot(PODS_BUCKET)).values():
+            if not value:
+                continue
+            pod = decode(value, PodRecord)
+            if pod.status == PodStatus.TERMINATED:
+                continue
+            if pod.origin != self.provider.origin:
+                where = pod.origin or f"{pod.provider} (an older version)"
+                await self._save(
+                    msgspec.structs.replace(
+                        pod, status=PodStatus.TERMINATED, error=f"retired: a pod of {where}, not of this provider"
+                    )
+                )
+                log.warning(
+                    "pod %s belongs to %s, not to %s: its record is retired (if it still runs there, stop it there)",
+                    pod.id,
+                    where,
+                    self.provider.origin,
+                    extra={"pod_id": pod.id},
+                )
+                continue  # fmt: skip
+            self.pods[pod.id] = pod
+        assert self._fleet_kv is not None
+        with contextlib.suppress(Exception):
+            entry = await self._fleet_kv.get(FLEET_STATUS_KEY)
+            stored = decode(entry.value or b"", FleetStatus)
+            if stored.settings == self.fingerprint and stored.breakers:
+                self.breakers.restore(stored.breakers)
+                log.warning("circuit breakers still open from before (same settings): %s",
+                            "; ".join(b.diagnosis for b in stored.breakers))  # fmt: skip
 
     async def _on_demand(self, msg: Msg) -> None:
         with contextlib.suppress(msgspec.DecodeError):
@@ -124,10 +272,17 @@ class PodManagerService:
     def is_ours(self, name: str) -> bool:
         return name.startswith(f"{self.settings.name_prefix}-")
 
-    def workflow_of(self, name: str) -> str:
-        """`vibewave-comfyui_image_qwen-3fa9c1` → `comfyui_image_qwen`."""
-        rest = name[len(self.settings.name_prefix) + 1 :]
-        return rest.rsplit("-", 1)[0] if "-" in rest else DEFAULT_WORKFLOW
+    def pod_name(self, gpu_class: int) -> str:
+        """`vibewave-3fa9c1`, or `vibewave-48g-3fa9c1` for a pod made for workflows needing 48 GB."""
+        size = f"{gpu_class}g-" if gpu_class else ""
+        return f"{self.settings.name_prefix}-{size}{uuid4().hex[:6]}"
+
+    def class_of(self, pod: PodRecord) -> int:
+        part = pod.name[len(self.settings.name_prefix) + 1 :].split("-", 1)[0]
+        return int(part[:-1]) if part.endswith("g") and part[:-1].isdigit() else 0
+
+    def live_count(self) -> int:
+        return sum(1 for p in self.pods.values() if p.status in LIVE)
 
     # ----------------------------------------------------------------------------------------- sync
 
@@ -139,13 +294,28 @@ class PodManagerService:
             if pod_id not in self.pods and found.state != ProviderState.TERMINATED:
                 await self._adopt(found)
         for pod in list(self.pods.values()):
-            listing = listed.get(pod.id)
-            if listing is None or listing.state == ProviderState.TERMINATED:
-                await self._save(msgspec.structs.replace(pod, status=PodStatus.TERMINATED, error="gone at provider"))
-            elif listing.state == ProviderState.STOPPED and pod.status in LIVE:
-                await self._save(msgspec.structs.replace(pod, status=PodStatus.STOPPED, stopped_at=utcnow()))
-            elif listing.state in (ProviderState.STARTING, ProviderState.RUNNING) and pod.status == PodStatus.STOPPED:
-                await self._save(msgspec.structs.replace(pod, status=PodStatus.STARTING, started_at=utcnow()))
+            await self._follow(pod, listed.get(pod.id))
+
+    async def _follow(self, pod: PodRecord, found: ProviderPod | None) -> PodRecord | None:
+        """Make the record say what the provider says: never ready while the provider has it stopped."""
+        if found is None or found.state == ProviderState.TERMINATED:
+            self._terminations.pop(pod.id, None)
+            await self._save(
+                msgspec.structs.replace(pod, status=PodStatus.TERMINATED, error=pod.error or "gone at provider")
+            )
+            return None  # fmt: skip
+        if pod.status in (PodStatus.TERMINATING, PodStatus.FAILED):
+            return pod
+        if found.state == ProviderState.STOPPED and pod.status in LIVE:
+            return await self._save(msgspec.structs.replace(pod, status=PodStatus.STOPPED, stopped_at=utcnow()))
+        if found.state in (ProviderState.STARTING, ProviderState.RUNNING) and pod.status == PodStatus.STOPPED:
+            return await self._save(
+                msgspec.structs.replace(
+                    pod, status=PodStatus.STARTING, started_at=utcnow(), stopped_at=None,
+                    comfyui_url=found.comfyui_url, ip=found.ip,
+                )
+            )  # fmt: skip
+        return pod
 
     async def _adopt(self, found: ProviderPod) -> None:
         stopped = found.state == ProviderState.STOPPED
@@ -154,11 +324,12 @@ class PodManagerService:
             id=found.id,
             name=found.name,
             provider=self.provider.name,
-            workflow_name=self.workflow_of(found.name),
+            origin=self.provider.origin,
             status=PodStatus.STOPPED if stopped else PodStatus.STARTING,
             comfyui_url=found.comfyui_url,
             ip=found.ip,
             gpu_type=found.gpu_type,
+            gpu_memory_gb=found.gpu_memory_gb,
             cost_per_hr=found.cost_per_hr,
             created_at=now,
             updated_at=now,
@@ -177,16 +348,27 @@ class PodManagerService:
                     await self.reconcile()
             except asyncio.CancelledError:
                 raise
+            except RateLimited as exc:
+                self._pause(exc)
             except Exception:
                 log.exception("reconcile failed; will retry")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.settings.probe_interval_s)
             self._wake.clear()
 
+    def _pause(self, exc: RateLimited) -> None:
+        self._paused_until = time.monotonic() + exc.retry_after_s
+        self.note = f"{self.provider.name} rate limit: no calls for {exc.retry_after_s:.0f}s ({exc.message})"
+        log.warning("%s; pausing provider calls", self.note)
+
     async def reconcile(self) -> None:
         now = time.monotonic()
+        if now < self._paused_until:
+            await self._probe_all()
+            return
         if now - self._synced_at >= self.settings.sync_interval_s:
             await self.sync()
+        await self._retry_terminations()
         busy = set(self.demand.busy_pods)
         for pod in self.pods.values():
             if pod.status != PodStatus.READY or pod.id in busy:
@@ -198,74 +380,131 @@ class PodManagerService:
             p.id: (wall - p.stopped_at).total_seconds() for p in self.pods.values() if p.stopped_at is not None
         }
         plan = plan_fleet(
-            self.demand.by_workflow,
+            self.demand.needs,
             list(self.pods.values()),
             busy,
             {pod_id: now - since for pod_id, since in self._idle_since.items()},
             stopped_for,
             self.limits,
+            blocked=self.breakers.blocked(),
+            unresumable=self._unresumable,
         )
+        replacements: list[int] = []
         for pod_id in plan.resume:
-            await self._act(self._resume, self.pods[pod_id])
-        if plan.create and time.monotonic() >= self._create_not_before:
-            for workflow in plan.create:
-                if not await self.create(workflow):
+            stopped = self.pods.get(pod_id)
+            if stopped is not None and await self._resume(stopped) == Resumed.REPLACE:
+                replacements.append(self.class_of(stopped))
+        creations = [*plan.create, *replacements]
+        if creations and time.monotonic() >= self._create_not_before:
+            for gpu_class in creations:
+                if self.live_count() >= self.limits.max_pods:
+                    break
+                if self.breakers.may_create(gpu_class) and not await self.create(gpu_class):
                     break
         for pod_id in plan.stop:
-            await self._act(self._stop, self.pods[pod_id])
+            await self._act(self._stop, pod_id, "idle")
         for pod_id in plan.terminate:
-            await self._act(self._terminate_idle, self.pods[pod_id])
+            await self._act(self._terminate, pod_id, "idle")
         await self._probe_all()
 
-    async def _act(self, action: object, pod: PodRecord) -> None:
-        assert callable(action)
+    async def _act(self, action: Callable[[PodRecord, str], Awaitable[object]], pod_id: str, reason: str) -> None:
+        pod = self.pods.get(pod_id)
+        if pod is None:
+            return
         try:
-            await action(pod)
+            await action(pod, reason)
+        except RateLimited:
+            raise
         except ProviderError as exc:
-            log.warning("%s of pod %s failed: %s", getattr(action, "__name__", "action"), pod.id, exc.message)
+            log.warning("%s of pod %s failed: %s", action.__name__.strip("_"), pod_id, exc.message)
 
-    async def create(self, workflow_name: str, *, surface_errors: bool = False) -> PodRecord | None:
-        """Create one pod; on failure back off (doubling up to a minute) so a refusing provider is not hammered."""
-        name = f"{self.settings.name_prefix}-{workflow_name}-{uuid4().hex[:6]}"
+    async def create(self, gpu_class: int = 0, *, surface_errors: bool = False) -> PodRecord | None:
+        """Create one pod for a GPU class. A refusal that may pass (capacity, a 5xx) backs off, doubling up
+        to a minute; one that will not (a bad key, no balance, no GPU type that fits) opens the class's
+        breaker. Admin calls (`surface_errors`) get the error instead and leave the breakers alone."""
+        name = self.pod_name(gpu_class)
+        if not surface_errors:
+            self.breakers.creating(gpu_class)
         try:
-            found = await self.provider.create(name, workflow_name)
+            found = await self.provider.create(name, gpu_class)
+        except RateLimited:
+            raise
         except ProviderError as exc:
             if surface_errors:
                 raise
-            self._create_backoff = min(max(self._create_backoff * 2, 1.0), MAX_CREATE_BACKOFF_S)
-            self._create_not_before = time.monotonic() + self._create_backoff
-            log.warning("creating a pod for %s failed (%s); next try in %.0fs", workflow_name, exc.message,
-                        self._create_backoff)  # fmt: skip
+            if exc.retryable:
+                self._create_backoff = min(max(self._create_backoff * 2, 1.0), MAX_CREATE_BACKOFF_S)
+                self._create_not_before = time.monotonic() + self._create_backoff
+                self.note = f"creating a pod failed: {exc.message} (next try in {self._create_backoff:.0f}s)"
+                log.warning("%s", self.note)
+            else:
+                cause = "no_gpu_type" if isinstance(exc, NoFittingGpu) else "refused"
+                diagnosis = f"{self.provider.name} refused to create a pod of {self.provider.describe()}: {exc.message}"
+                if cause == "no_gpu_type":
+                    diagnosis = exc.message
+                breaker = self.breakers.refused(gpu_class, cause, diagnosis)
+                self.note = breaker.diagnosis
+                log.error("circuit breaker open for GPU class %d GB: %s", gpu_class, breaker.diagnosis)
             return None
         self._create_backoff = 0.0
+        self.note = None
         now = utcnow()
         pod = PodRecord(
             id=found.id,
             name=name,
             provider=self.provider.name,
-            workflow_name=workflow_name,
+            origin=self.provider.origin,
             status=PodStatus.STARTING,
             comfyui_url=found.comfyui_url,
             ip=found.ip,
             gpu_type=found.gpu_type,
+            gpu_memory_gb=found.gpu_memory_gb,
             cost_per_hr=found.cost_per_hr,
             created_at=now,
             updated_at=now,
             started_at=now,
         )
         await self._save(pod)
-        log.info("pod %s starting for %s", pod.id, workflow_name, extra={"pod_id": pod.id, "gpu": found.gpu_type})
+        log.info("pod %s starting", pod.id, extra={"pod_id": pod.id, "gpu": found.gpu_type, "gpu_class": gpu_class})
         return pod
 
-    async def _resume(self, pod: PodRecord) -> PodRecord:
-        found = await self.provider.start(pod.id)
+    async def _resume(self, pod: PodRecord) -> Resumed:
+        try:
+            found = await self.provider.start(pod.id)
+        except RateLimited:
+            raise
+        except HostBusy as exc:
+            await self._will_not_resume(pod, exc.message)
+            return Resumed.REPLACE
+        except ProviderError as exc:
+            failures = self._resume_failures.get(pod.id, 0) + 1
+            self._resume_failures[pod.id] = failures
+            if exc.retryable and failures < RESUME_FAILURES_BEFORE_REPLACING:
+                log.warning("resuming pod %s failed (%s); trying again", pod.id, exc.message)
+                return Resumed.LATER
+            await self._will_not_resume(pod, f"{exc.message} ({failures} tries)")
+            return Resumed.REPLACE
+        self._resume_failures.pop(pod.id, None)
         resumed = msgspec.structs.replace(
             pod, status=PodStatus.STARTING, comfyui_url=found.comfyui_url, ip=found.ip, started_at=utcnow(),
             stopped_at=None, error=None,
         )  # fmt: skip
         await self._save(resumed)
         log.info("pod %s resuming", pod.id, extra={"pod_id": pod.id})
-        return resumed
+        return Resumed.YES
+
+    async def _will_not_resume(self, pod: PodRecord, reason: str) -> None:
+        """A stopped pod that cannot come back is terminated (a new pod serves instead), or kept aside."""
+        self._resume_failures.pop(pod.id, None)
+        if self.settings.unresumable == "keep":
+            self._unresumable.add(pod.id)
+            log.warning("pod %s cannot resume (%s); kept stopped (POD_UNRESUMABLE=keep) and not tried again — "
+                        "a new pod serves instead", pod.id, reason, extra={"pod_id": pod.id})  # fmt: skip
+            await self._save(msgspec.structs.replace(pod, error=f"cannot resume: {reason}"))
+            return
+        log.warning("pod %s cannot resume (%s); terminating it, a new pod serves instead", pod.id, reason,
+                    extra={"pod_id": pod.id})  # fmt: skip
+        await self._terminate(pod, f"could not resume: {reason}")
 
     async def _stop(self, pod: PodRecord, reason: str = "idle") -> PodRecord:
         await self.provider.stop(pod.id)
@@ -275,28 +514,60 @@ class PodManagerService:
         log.info("pod %s stopped (%s)", pod.id, reason, extra={"pod_id": pod.id})
         return stopped
 
-    async def _terminate_idle(self, pod: PodRecord) -> None:
-        await self._terminate(pod, "idle")
-
-    async def _terminate(self, pod: PodRecord, reason: str) -> None:
+    async def _terminate(self, pod: PodRecord, reason: str) -> bool:
+        """Terminate now if the provider lets us; else it stays `terminating` and is retried with backoff.
+        True once the provider confirms the pod is gone."""
+        if pod.status != PodStatus.TERMINATING:
+            pod = await self._save(msgspec.structs.replace(pod, status=PodStatus.TERMINATING, error=reason))
         try:
             await self.provider.terminate(pod.id)
+        except PodNotFound:
+            pass  # gone already
         except ProviderError as exc:
-            if await self.provider.get(pod.id) is not None:
-                raise
-            log.info("pod %s was already gone (%s)", pod.id, exc.message)
+            retry = self._terminations.setdefault(pod.id, _Termination())
+            retry.delay_s = exc.retry_after_s if isinstance(exc, RateLimited) else min(
+                max(retry.delay_s * 2, 1.0), MAX_TERMINATE_BACKOFF_S
+            )  # fmt: skip
+            retry.next_at = time.monotonic() + retry.delay_s
+            log.warning("terminating pod %s failed (%s); retrying in %.0fs — it may bill until then", pod.id,
+                        exc.message, retry.delay_s, extra={"pod_id": pod.id})  # fmt: skip
+            return False
+        self._terminations.pop(pod.id, None)
         self._idle_since.pop(pod.id, None)
-        self._failed_probes.pop(pod.id, None)
-        await self._save(msgspec.structs.replace(pod, status=PodStatus.TERMINATED, error=reason))
-        log.info("pod %s terminated (%s)", pod.id, reason, extra={"pod_id": pod.id})
+        self._silent_since.pop(pod.id, None)
+        self._probed_at.pop(pod.id, None)
+        self._unresumable.discard(pod.id)
+        await self._save(msgspec.structs.replace(pod, status=PodStatus.TERMINATED))
+        log.info("pod %s terminated (%s)", pod.id, pod.error or reason, extra={"pod_id": pod.id})
+        return True
+
+    async def _retry_terminations(self) -> None:
+        now = time.monotonic()
+        for pod in [p for p in self.pods.values() if p.status in (PodStatus.TERMINATING, PodStatus.FAILED)]:
+            retry = self._terminations.get(pod.id)
+            if retry is None or now >= retry.next_at:
+                await self._terminate(pod, pod.error or "terminating")
 
     # -------------------------------------------------------------------------------------- probing
 
     async def _probe_all(self) -> None:
-        live = [p for p in self.pods.values() if p.status in (PodStatus.STARTING, PodStatus.READY)]
+        """Probe each live pod once per probe interval (sooner when a fault report made it suspect)."""
+        now = time.monotonic()
+        due = now - self.settings.probe_interval_s * 0.9
+        live = [
+            p
+            for p in self.pods.values()
+            if p.status in (PodStatus.STARTING, PodStatus.READY, PodStatus.SUSPECT)
+            and (p.id in self._probe_now or self._probed_at.get(p.id, 0.0) <= due)
+        ]
+        for pod in live:
+            self._probed_at[pod.id] = now
+            self._probe_now.discard(pod.id)
         results = await asyncio.gather(*(self._answers(p) for p in live))
         for pod, answers in zip(live, results, strict=True):
-            await self._judge(pod, answers)
+            current = self.pods.get(pod.id)
+            if current is not None and current.status == pod.status:  # unchanged while we probed
+                await self._judge(current, answers)
 
     async def _answers(self, pod: PodRecord) -> bool:
         assert self._session is not None
@@ -309,32 +580,111 @@ class PodManagerService:
             return False
 
     async def _judge(self, pod: PodRecord, answers: bool) -> None:
-        if pod.status == PodStatus.STARTING:
-            if answers:
-                await self._save(msgspec.structs.replace(pod, status=PodStatus.READY, error=None))
-                log.info("pod %s ready", pod.id, extra={"pod_id": pod.id})
-            elif (utcnow() - (pod.started_at or pod.created_at)).total_seconds() > self.settings.ready_timeout_s:
-                await self._fail(pod, f"ComfyUI did not answer within {self.settings.ready_timeout_s:.0f}s")
-            return
+        """Starting pods must answer within POD_READY_TIMEOUT. A pod that was ready and misses a probe is
+        suspect (no work) until it answers again; silent for POD_UNHEALTHY_TIMEOUT, it has failed."""
         if answers:
-            self._failed_probes.pop(pod.id, None)
+            self._silent_since.pop(pod.id, None)
+            if pod.status != PodStatus.READY or pod.manager != self.incarnation:
+                await self._save(
+                    msgspec.structs.replace(
+                        pod, status=PodStatus.READY, manager=self.incarnation, checked_at=utcnow(), error=None
+                    )
+                )
+                if pod.status == PodStatus.STARTING:
+                    self.breakers.succeeded(self.class_of(pod))
+                    log.info("pod %s ready", pod.id, extra={"pod_id": pod.id})
+                elif pod.status == PodStatus.SUSPECT:
+                    log.info("pod %s answers again; ready", pod.id, extra={"pod_id": pod.id})
             return
-        misses = self._failed_probes.get(pod.id, 0) + 1
-        self._failed_probes[pod.id] = misses
-        if misses >= FAILED_PROBES_BEFORE_FAILURE:
-            await self._fail(pod, "ComfyUI stopped answering")
+        if pod.status == PodStatus.STARTING:
+            if (utcnow() - (pod.started_at or pod.created_at)).total_seconds() > self.settings.ready_timeout_s:
+                await self._never_ready(pod)
+            return
+        silent_since = self._silent_since.setdefault(pod.id, time.monotonic())
+        if time.monotonic() - silent_since >= self.settings.unhealthy_timeout_s:
+            await self._fail(pod, f"ComfyUI stopped answering for {self.settings.unhealthy_timeout_s:.0f}s")
+        elif pod.status == PodStatus.READY:
+            await self._save(msgspec.structs.replace(pod, status=PodStatus.SUSPECT, error="missed a probe"))
+
+    async def _never_ready(self, pod: PodRecord) -> None:
+        gpu_class = self.class_of(pod)
+        reason = f"ComfyUI did not answer within {self.settings.ready_timeout_s:.0f}s"
+        count = self.breakers.failures(gpu_class, "never_ready") + 1
+        size = f" for workflows needing {gpu_class} GB" if gpu_class else ""
+        diagnosis = (
+            f"no ComfyUI answered /system_stats within {self.settings.ready_timeout_s:.0f}s on {count} "
+            f"pod{'s' if count > 1 else ''} in a row{size} ({self.provider.describe()}; last: pod {pod.id} on "
+            f"{pod.gpu_type or 'an unknown GPU'}, probed at {pod.comfyui_url})"
+        )
+        breaker = self.breakers.failed(gpu_class, "never_ready", diagnosis)
+        if breaker is not None:
+            self.note = breaker.diagnosis
+            log.error("circuit breaker open: %s; no more pods of this class until %s", breaker.diagnosis,
+                      breaker.retry_at.isoformat() if breaker.retry_at else "the settings change")  # fmt: skip
+        await self._fail(pod, reason)
 
     async def _fail(self, pod: PodRecord, reason: str) -> None:
-        """Failed pods are terminated at once; the next reconcile replaces them if still needed."""
+        """Failed pods are terminated at once (retried until gone); the next pass replaces them if needed."""
         log.warning("pod %s failed: %s", pod.id, reason, extra={"pod_id": pod.id})
-        failed = msgspec.structs.replace(pod, status=PodStatus.FAILED, error=reason)
-        await self._save(failed)
-        try:
-            await self._terminate(failed, reason)
-        except ProviderError as exc:
-            log.warning("terminating failed pod %s failed: %s", pod.id, exc.message)
+        failed = await self._save(msgspec.structs.replace(pod, status=PodStatus.FAILED, error=reason))
+        await self._terminate(failed, reason)
 
-    async def _save(self, pod: PodRecord) -> None:
+    # --------------------------------------------------------------------------------- fault reports
+
+    async def _on_fault_report(self, msg: Msg) -> None:
+        """An executor reported a pod fault: the pod is suspect until a probe passes. Recording the
+        report's stream sequence on the pod tells the scheduler its own suspicion can end there."""
+        event = decode(msg.data, AttemptFailed)
+        if event.kind != FailureKind.POD_FAULT:
+            return
+        seq = int(msg.metadata.sequence.stream) if msg.metadata else 0
+        async with self.lock:
+            pod = self.pods.get(event.pod_id)
+            if pod is None or pod.fault_seq >= seq:
+                return
+            if pod.status == PodStatus.READY:
+                await self._save(msgspec.structs.replace(
+                    pod, status=PodStatus.SUSPECT, fault_seq=seq, error=f"a run faulted: {event.error}"
+                ))  # fmt: skip
+                log.warning("pod %s suspect: a run on it faulted (%s)", pod.id, event.error, extra={"pod_id": pod.id})
+                self._probe_now.add(pod.id)
+                self._wake.set()
+            else:
+                await self._save(msgspec.structs.replace(pod, fault_seq=seq))
+
+    # ------------------------------------------------------------------------------------ heartbeat
+
+    async def _beat_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_interval_s)
+            with contextlib.suppress(Exception):
+                await self._beat()
+
+    async def _beat(self) -> None:
+        assert self._fleet_kv is not None
+        status = FleetStatus(
+            manager=self.incarnation,
+            provider=self.provider.name,
+            origin=self.provider.origin,
+            heartbeat_at=utcnow(),
+            heartbeat_interval_s=self.heartbeat_interval_s,
+            max_pods=self.limits.max_pods,
+            live_pods=self.live_count(),
+            breakers=self.breakers.open_breakers(),
+            note=self.note,
+            settings=self.fingerprint,
+            stopping=self._stopping,
+        )
+        await self._fleet_kv.put(FLEET_STATUS_KEY, encode(status))
+
+    def fleet_health(self) -> tuple[bool, str]:
+        """Whether new pods can be had, and why not."""
+        blocking = [b for b in self.breakers.open_breakers() if b.retry_at is None or utcnow() < b.retry_at]
+        if blocking:
+            return False, "; ".join(f"circuit breaker open: {b.diagnosis}" for b in blocking)
+        return True, self.note or "pods can be created"
+
+    async def _save(self, pod: PodRecord) -> PodRecord:
         assert self._kv is not None
         pod = msgspec.structs.replace(pod, updated_at=utcnow())
         if pod.status == PodStatus.TERMINATED:
@@ -345,57 +695,62 @@ class PodManagerService:
         await self.bus.publish(
             pod_subject(pod.id, pod.status), PodEvent(pod=pod), msg_id=f"{pod.id}.{pod.status}.{pod.updated_at}"
         )
+        return pod
 
     # ------------------------------------------------------------------------------- admin (locked)
 
-    async def admin_start(self, pod_id: str) -> PodRecord | None:
-        pod = self.pods.get(pod_id)
-        found = await self.provider.start(pod_id)
-        if pod is None:
-            return None
-        if pod.status in (PodStatus.STOPPED, PodStatus.FAILED):
-            return await self._save_and_return(
-                msgspec.structs.replace(
-                    pod,
-                    status=PodStatus.STARTING,
-                    comfyui_url=found.comfyui_url,
-                    ip=found.ip,
-                    started_at=utcnow(),
-                    stopped_at=None,
-                )
-            )
+    async def admin_create(self, gpu_class: int) -> PodRecord:
+        """A pod asked for through the API counts toward MAX_PODS like any other."""
+        if self.live_count() >= self.limits.max_pods:
+            raise Conflict(f"MAX_PODS ({self.limits.max_pods}) pods are already running; stop or terminate one first")
+        pod = await self.create(gpu_class, surface_errors=True)
+        assert pod is not None
         return pod
 
-    async def admin_stop(self, pod_id: str) -> PodRecord | None:
+    async def _after(self, pod_id: str, action: Awaitable[object]) -> None:
+        """Run an admin action, then record what the provider says the pod is now, whether or not it failed."""
+        try:
+            await action
+        finally:
+            pod = self.pods.get(pod_id)
+            if pod is not None:
+                with contextlib.suppress(ProviderError):
+                    await self._follow(pod, await self.provider.get(pod_id))
+
+    async def admin_start(self, pod_id: str) -> None:
+        pod = self.pods.get(pod_id)
+        if pod is None:
+            await self.provider.start(pod_id)
+            return
+        self._unresumable.discard(pod_id)
+        await self._after(pod_id, self.provider.start(pod_id))
+
+    async def admin_stop(self, pod_id: str) -> None:
         pod = self.pods.get(pod_id)
         if pod is None:
             await self.provider.stop(pod_id)
-            return None
-        return await self._stop(pod, "stopped by request")
+            return
+        await self._after(pod_id, self._stop(pod, "stopped by request"))
 
-    async def admin_restart(self, pod_id: str) -> PodRecord | None:
+    async def admin_restart(self, pod_id: str) -> None:
+        """In place where the provider can (the pod keeps its GPU); the pod is starting until it answers."""
+        if not self.provider.restarts_in_place:
+            raise Conflict(f"the {self.provider.name} provider cannot restart a pod")
         await self.provider.restart(pod_id)
         pod = self.pods.get(pod_id)
         if pod is None:
-            return None
+            return
         found = await self.provider.get(pod_id)
-        return await self._save_and_return(
-            msgspec.structs.replace(
-                pod,
-                status=PodStatus.STARTING,
-                started_at=utcnow(),
-                stopped_at=None,
-                comfyui_url=found.comfyui_url if found else pod.comfyui_url,
-            )
-        )
+        restarted = msgspec.structs.replace(
+            pod, status=PodStatus.STARTING, started_at=utcnow(), stopped_at=None,
+            comfyui_url=found.comfyui_url if found else pod.comfyui_url, error=None,
+        )  # fmt: skip
+        await self._follow(await self._save(restarted), found)
 
     async def admin_terminate(self, pod_id: str) -> None:
         pod = self.pods.get(pod_id)
         if pod is None:
             await self.provider.terminate(pod_id)
             return
-        await self._terminate(pod, "terminated by request")
-
-    async def _save_and_return(self, pod: PodRecord) -> PodRecord:
-        await self._save(pod)
-        return self.pods.get(pod.id, pod)
+        if not await self._terminate(pod, "terminated by request"):
+            raise Conflict(f"pod {pod_id} could not be terminated yet; pod-manager keeps trying")

@@ -6,6 +6,7 @@ import os
 import shlex
 from dataclasses import dataclass
 
+from vibewave.contracts.runtime.process import ConfigurationError
 from vibewave.contracts.runtime.settings import CommonSettings, env_float, env_int, env_str
 
 DEFAULT_GPU_TYPES = "NVIDIA GeForce RTX 4090,NVIDIA RTX A6000,NVIDIA L40S,NVIDIA GeForce RTX 3090"
@@ -67,40 +68,81 @@ class RunPodSettings:
         )
 
 
+SHUTDOWN_POLICIES = ("terminate", "stop", "keep")
+UNRESUMABLE_POLICIES = ("terminate", "keep")
+
+
 @dataclass(frozen=True, kw_only=True)
 class PodManagerSettings:
     common: CommonSettings
     provider: str  # POD_PROVIDER: runpod when RUNPOD_API_KEY is set, else local; or static
-    max_pods: int  # MAX_PODS: never more running pods than this, all workflows together
-    min_warm_pods: int  # MIN_WARM_PODS: ready pods kept per workflow even without demand
+    max_pods: int  # MAX_PODS: never more running pods than this (all workflows, API-created ones too)
+    min_warm_pods: int  # MIN_WARM_PODS: ready pods kept even without demand
     idle_timeout_s: float  # POD_IDLE_TIMEOUT: an unneeded idle pod is stopped after this
     terminate_timeout_s: float  # POD_TERMINATE_TIMEOUT: a stopped pod is terminated after this
     ready_timeout_s: float  # POD_READY_TIMEOUT: a pod whose ComfyUI does not answer by then has failed
+    unhealthy_timeout_s: float  # POD_UNHEALTHY_TIMEOUT: a ready pod silent this long has failed (is replaced)
+    ready_attempts: int  # POD_READY_ATTEMPTS: pods of a GPU class that never become ready before its breaker opens
+    breaker_cooldown_s: float  # POD_BREAKER_COOLDOWN: an open breaker allows one more try after this (doubling)
+    unresumable: str  # POD_UNRESUMABLE: terminate (default) or keep a stopped pod whose host has no GPU for it
+    shutdown: str  # POD_SHUTDOWN: terminate (default), stop or keep RunPod pods when pod-manager stops
     probe_interval_s: float  # POD_PROBE_INTERVAL: how often pods' ComfyUI /system_stats is checked
     sync_interval_s: float  # POD_SYNC_INTERVAL: how often the provider's own list is compared with ours
     name_prefix: str  # POD_NAME_PREFIX: pods named so are ours (adopted after a restart)
     local_command: list[str] | None  # LOCAL_COMFYUI_COMMAND: run this instead of the simulator
+    local_gpu_memory_gb: int | None  # LOCAL_GPU_MEMORY_GB: GPU memory of local pods (unset: they serve all)
     simulator_step_time_s: float  # SIM_STEP_TIME: seconds per sampler step in simulated pods
     static_urls: list[str]  # STATIC_COMFYUI_URLS: comma-separated ComfyUI base URLs
+    static_gpu_memory_gb: int | None  # STATIC_GPU_MEMORY_GB: GPU memory of the static servers (unset: serve all)
     runpod: RunPodSettings
 
     @classmethod
     def from_env(cls, common: CommonSettings | None = None) -> PodManagerSettings:
         command = os.environ.get("LOCAL_COMFYUI_COMMAND")
         runpod = RunPodSettings.from_env()
-        return cls(
-            common=common or CommonSettings.from_env(),
-            provider=env_str("POD_PROVIDER", "runpod" if runpod.api_key else "local"),
-            max_pods=env_int("MAX_PODS", 5),
-            min_warm_pods=env_int("MIN_WARM_PODS", 0),
-            idle_timeout_s=env_float("POD_IDLE_TIMEOUT", 300.0),
-            terminate_timeout_s=env_float("POD_TERMINATE_TIMEOUT", 3600.0),
-            ready_timeout_s=env_float("POD_READY_TIMEOUT", 600.0),
-            probe_interval_s=env_float("POD_PROBE_INTERVAL", 2.0),
-            sync_interval_s=env_float("POD_SYNC_INTERVAL", 15.0),
-            name_prefix=env_str("POD_NAME_PREFIX", "vibewave"),
-            local_command=shlex.split(command) if command else None,
-            simulator_step_time_s=env_float("SIM_STEP_TIME", 0.05),
-            static_urls=[u.strip() for u in os.environ.get("STATIC_COMFYUI_URLS", "").split(",") if u.strip()],
-            runpod=runpod,
-        )
+        try:
+            settings = cls(
+                common=common or CommonSettings.from_env(),
+                provider=env_str("POD_PROVIDER", "runpod" if runpod.api_key else "local"),
+                max_pods=env_int("MAX_PODS", 5),
+                min_warm_pods=env_int("MIN_WARM_PODS", 0),
+                idle_timeout_s=env_float("POD_IDLE_TIMEOUT", 300.0),
+                terminate_timeout_s=env_float("POD_TERMINATE_TIMEOUT", 3600.0),
+                ready_timeout_s=env_float("POD_READY_TIMEOUT", 600.0),
+                unhealthy_timeout_s=env_float("POD_UNHEALTHY_TIMEOUT", 60.0),
+                ready_attempts=env_int("POD_READY_ATTEMPTS", 2),
+                breaker_cooldown_s=env_float("POD_BREAKER_COOLDOWN", 1800.0),
+                unresumable=env_str("POD_UNRESUMABLE", "terminate"),
+                shutdown=env_str("POD_SHUTDOWN", "terminate"),
+                probe_interval_s=env_float("POD_PROBE_INTERVAL", 2.0),
+                sync_interval_s=env_float("POD_SYNC_INTERVAL", 15.0),
+                name_prefix=env_str("POD_NAME_PREFIX", "vibewave"),
+                local_command=shlex.split(command) if command else None,
+                local_gpu_memory_gb=_optional_int("LOCAL_GPU_MEMORY_GB"),
+                simulator_step_time_s=env_float("SIM_STEP_TIME", 0.05),
+                static_urls=[u.strip() for u in os.environ.get("STATIC_COMFYUI_URLS", "").split(",") if u.strip()],
+                static_gpu_memory_gb=_optional_int("STATIC_GPU_MEMORY_GB"),
+                runpod=runpod,
+            )
+        except ValueError as exc:
+            raise ConfigurationError(f"a pod-manager setting is not a number: {exc}") from None
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Settings that cannot work are a start-up error (exit 78), not a loop that never gets a pod."""
+        if self.shutdown not in SHUTDOWN_POLICIES:
+            raise ConfigurationError(f"POD_SHUTDOWN={self.shutdown!r}: use one of {', '.join(SHUTDOWN_POLICIES)}")
+        if self.unresumable not in UNRESUMABLE_POLICIES:
+            raise ConfigurationError(
+                f"POD_UNRESUMABLE={self.unresumable!r}: use one of {', '.join(UNRESUMABLE_POLICIES)}"
+            )
+        if self.max_pods < 0 or self.min_warm_pods < 0 or self.ready_attempts < 1:
+            raise ConfigurationError("MAX_PODS and MIN_WARM_PODS must be 0 or more, POD_READY_ATTEMPTS 1 or more")
+        if self.min_warm_pods > self.max_pods:
+            raise ConfigurationError(f"MIN_WARM_PODS ({self.min_warm_pods}) is more than MAX_PODS ({self.max_pods})")
+
+
+def _optional_int(name: str) -> int | None:
+    raw = os.environ.get(name, "").strip()
+    return int(raw) if raw else None

@@ -1,16 +1,25 @@
 """Which request runs on which pod: the queue and the pods' slots, without I/O.
 
-Requests wait in one FIFO per (workflow, priority class). A ready pod of a workflow with a free slot
-takes the head with the best effective rank — its class, raised one class for every `aging_s` it has
-waited, so a low-priority request never starves — and among equal ranks the oldest. Only the three
-heads are compared, so placing stays cheap however deep the queue. A pod holds one request at a time
-and a request is on at most one pod: nothing is double-booked.
+Requests wait in one FIFO per (workflow, priority class). A pod serves any workflow whose GPU needs it
+meets. When pods are free, the next request is chosen in two steps: within each priority class, the
+workflow with the fewest requests on pods now goes first (fair share: a burst of one workflow delays
+another by at most one run); then among those candidates the best effective rank wins — its class,
+raised one class for every `aging_s` it has waited, so a low-priority request never starves — and
+among equal ranks the higher class, then the oldest. Only queue heads are compared, so placing stays
+cheap however deep the queue. The request then takes the free pod that last ran its workflow (its
+models are loaded), else a pod whose last workflow has nobody waiting, else the smallest that fits.
+
+A pod holds one request at a time and a request is on at most one pod: nothing is double-booked. Work
+goes only to pods that are ready, verified by the live pod-manager (`manager`), and not suspected: a
+pod on which a run faulted stays out until pod-manager has seen the fault and a probe passed since
+(`PodRecord.fault_seq`). A retry waits out its backoff (`not_before`) before it can be placed.
 """
 
 from __future__ import annotations
 
+import heapq
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -19,6 +28,7 @@ from vibewave.contracts.models import Priority, RequestStatus
 
 PRIORITY_ORDER = (Priority.HIGH, Priority.NORMAL, Priority.LOW)
 RANK = {priority: rank for rank, priority in enumerate(PRIORITY_ORDER)}
+GONE = (PodStatus.TERMINATED, PodStatus.TERMINATING, PodStatus.FAILED, PodStatus.STOPPED)
 
 
 @dataclass(frozen=True)
@@ -33,61 +43,124 @@ class Placer:
         self.clock = clock
         self._queues: dict[tuple[str, Priority], deque[str]] = {}
         self._queued: dict[str, RequestRecord] = {}
-        self._waiting: dict[str, int] = {}  # per workflow
+        self._delayed: dict[str, RequestRecord] = {}  # retries waiting out their backoff
+        self._due: list[tuple[float, str]] = []  # (not_before, id) heap over _delayed; stale entries skipped
         self._pods: dict[str, PodRecord] = {}
         self._pod_of: dict[str, str] = {}  # request id → pod id, while assigned or running
         self._request_on: dict[str, str] = {}  # pod id → request id
+        self._on_pod: dict[str, tuple[str, int]] = {}  # request id → (workflow, GPU class), while on a pod
+        self._running: Counter[str] = Counter()  # per workflow: requests on pods (the fair-share measure)
+        self._waiting: Counter[str] = Counter()  # per workflow: queued or delayed
+        self._class_of: dict[str, int] = {}  # workflow → its GPU class (min_gpu_memory_gb)
+        self._last_workflow: dict[str, str] = {}  # pod id → the workflow it ran last
+        self._suspects: dict[str, int] = {}  # pod id → stream sequence of the fault report that made it suspect
 
     # ------------------------------------------------------------------------------------------ inputs
 
     def enqueue(self, record: RequestRecord, *, front: bool = False) -> None:
-        if record.id in self._queued or record.id in self._pod_of:
+        """Queue a waiting request; a retry whose backoff has not passed waits aside until it has."""
+        if record.id in self._queued or record.id in self._delayed or record.id in self._pod_of:
             return
+        self._waiting[record.workflow_name] += 1
+        self._class_of[record.workflow_name] = record.min_gpu_memory_gb
+        if record.not_before is not None and record.not_before.timestamp() > self.clock():
+            self._delayed[record.id] = record
+            heapq.heappush(self._due, (record.not_before.timestamp(), record.id))
+            return
+        self._queue(record, front=front)
+
+    def _queue(self, record: RequestRecord, *, front: bool) -> None:
         self._queued[record.id] = record
-        self._waiting[record.workflow_name] = self._waiting.get(record.workflow_name, 0) + 1
         queue = self._queues.setdefault((record.workflow_name, record.priority), deque())
         queue.appendleft(record.id) if front else queue.append(record.id)
 
-    def occupy(self, request_id: str, pod_id: str) -> None:
-        """Record a request already on a pod (state rebuilt after a restart)."""
-        self._pod_of[request_id] = pod_id
-        self._request_on[pod_id] = request_id
+    def _promote_due(self) -> None:
+        now = self.clock()
+        while self._due and self._due[0][0] <= now:
+            _, request_id = heapq.heappop(self._due)
+            record = self._delayed.pop(request_id, None)
+            if record is not None:
+                self._queue(record, front=True)
+
+    def occupy(self, record: RequestRecord, pod_id: str) -> None:
+        """Record a request on a pod (placed now, or state rebuilt after a restart)."""
+        self._pod_of[record.id] = pod_id
+        self._request_on[pod_id] = record.id
+        self._on_pod[record.id] = (record.workflow_name, record.min_gpu_memory_gb)
+        self._running[record.workflow_name] += 1
+        self._last_workflow[pod_id] = record.workflow_name
 
     def release(self, request_id: str) -> str | None:
         """The request left its pod (finished, failed, cancelled); returns the freed pod id."""
         pod_id = self._pod_of.pop(request_id, None)
         if pod_id is not None and self._request_on.get(pod_id) == request_id:
             del self._request_on[pod_id]
+        placed = self._on_pod.pop(request_id, None)
+        if placed is not None:
+            self._running[placed[0]] -= 1
         return pod_id
 
     def forget(self, request_id: str) -> None:
-        """Drop a queued request (cancelled, or failed before placement)."""
+        """Drop a waiting request (cancelled, or failed before placement)."""
         record = self._queued.pop(request_id, None)
         if record is not None:
             self._queues[(record.workflow_name, record.priority)].remove(request_id)
+        else:
+            record = self._delayed.pop(request_id, None)
+        if record is not None:
             self._waiting[record.workflow_name] -= 1
 
     def update_pod(self, pod: PodRecord) -> None:
-        if pod.status in (PodStatus.TERMINATED, PodStatus.FAILED, PodStatus.STOPPED):
-            self._pods.pop(pod.id, None)
+        mark = self._suspects.get(pod.id)
+        if mark is not None and (pod.status in GONE or (pod.status == PodStatus.READY and pod.fault_seq >= mark)):
+            del self._suspects[pod.id]  # pod-manager has dealt with the fault: the pod's status says it all
+        if pod.status in GONE:
+            self.remove_pod(pod.id)
         else:
             self._pods[pod.id] = pod
 
     def remove_pod(self, pod_id: str) -> None:
         self._pods.pop(pod_id, None)
+        self._suspects.pop(pod_id, None)
+        self._last_workflow.pop(pod_id, None)
+
+    def suspect(self, pod_id: str, fault_seq: int) -> None:
+        """A run on the pod faulted (reported at `fault_seq` of the stream): give it no work until
+        pod-manager has handled that report and found the pod ready again."""
+        if pod_id in self._pods:
+            self._suspects[pod_id] = max(fault_seq, self._suspects.get(pod_id, 0))
 
     # ----------------------------------------------------------------------------------------- outputs
 
-    def place(self) -> list[Placement]:
-        """Match free ready pods with the best waiting requests of their workflow."""
+    def free_pods(self, manager: str | None) -> list[PodRecord]:
+        """Pods that can take a request now: ready, verified by the live pod-manager, not suspected, idle."""
+        if manager is None:
+            return []
+        return [
+            pod
+            for pod in self._pods.values()
+            if pod.status == PodStatus.READY
+            and pod.manager == manager
+            and pod.id not in self._request_on
+            and pod.id not in self._suspects
+        ]
+
+    def place(self, manager: str | None) -> list[Placement]:
+        """Match free pods with the best waiting requests they can serve (see the module docstring)."""
+        free = self.free_pods(manager)
+        if not free:
+            return []
+        self._promote_due()
         placements: list[Placement] = []
-        for pod in list(self._pods.values()):
-            if pod.status != PodStatus.READY or pod.id in self._request_on:
-                continue
-            request_id = self._take(pod.workflow_name)
+        while free and self._queued:
+            request_id = self._take(free)
             if request_id is None:
-                continue
-            self.occupy(request_id, pod.id)
+                break
+            record = self._queued.pop(request_id)
+            self._waiting[record.workflow_name] -= 1
+            pod = self._pick_pod(record, free)
+            free.remove(pod)
+            self.occupy(record, pod.id)
             placements.append(Placement(request_id, pod))
         return placements
 
@@ -96,25 +169,46 @@ class Placer:
         steps = int(waited // self.aging_s) if self.aging_s > 0 else 0
         return RANK[record.priority] - steps
 
-    def _take(self, workflow_name: str) -> str | None:
+    def _take(self, free: list[PodRecord]) -> str | None:
+        """The request to place next; its id is left at the head of its queue and popped here."""
         now = self.clock()
-        best: tuple[float, float, str] | None = None
+        best: tuple[float, int, float, str, tuple[str, Priority]] | None = None
         for priority in PRIORITY_ORDER:
-            queue = self._queues.get((workflow_name, priority))
-            if queue:
+            fairest: tuple[int, float, str, tuple[str, Priority]] | None = None
+            for (workflow, queue_priority), queue in self._queues.items():
+                if queue_priority != priority or not queue:
+                    continue
+                needs = self._class_of.get(workflow, 0)
+                if needs and not any(pod.serves(needs) for pod in free):
+                    continue
                 head = self._queued[queue[0]]
-                candidate = (self.effective_rank(head, now), head.created_at.timestamp(), head.id)
-                if best is None or candidate[:2] < best[:2]:
-                    best = candidate
+                candidate = (self._running[workflow], head.created_at.timestamp(), head.id, (workflow, priority))
+                if fairest is None or candidate[:2] < fairest[:2]:
+                    fairest = candidate
+            if fairest is None:
+                continue
+            head = self._queued[fairest[2]]
+            ranked = (self.effective_rank(head, now), RANK[priority], fairest[1], fairest[2], fairest[3])
+            if best is None or ranked[:3] < best[:3]:
+                best = ranked
         if best is None:
             return None
-        record = self._queued.pop(best[2])
-        self._queues[(workflow_name, record.priority)].popleft()
-        self._waiting[workflow_name] -= 1
-        return record.id
+        self._queues[best[4]].popleft()
+        return best[3]
+
+    def _pick_pod(self, record: RequestRecord, free: list[PodRecord]) -> PodRecord:
+        def preference(pod: PodRecord) -> tuple[bool, bool, int]:
+            last = self._last_workflow.get(pod.id)
+            return (
+                last != record.workflow_name,  # its models are loaded there
+                last is not None and self._waiting[last] > 0,  # keep it for those who wait for its models
+                pod.gpu_memory_gb or 0,  # the smallest that fits: big pods stay free for big requests
+            )
+
+        return min((pod for pod in free if pod.serves(record.min_gpu_memory_gb)), key=preference)
 
     def expired(self, ttl_s: float) -> list[str]:
-        """Queued requests older than `ttl_s` (heads only: each queue is oldest first)."""
+        """Waiting requests older than `ttl_s` (heads only: each queue is oldest first)."""
         cutoff = self.clock() - ttl_s
         found: list[str] = []
         for queue in self._queues.values():
@@ -122,16 +216,28 @@ class Placer:
                 if self._queued[request_id].created_at.timestamp() >= cutoff:
                     break
                 found.append(request_id)
+        found += [r.id for r in self._delayed.values() if r.created_at.timestamp() < cutoff]
         return found
 
-    def demand(self) -> dict[str, int]:
-        """Pods wanted per workflow: requests waiting plus requests on pods."""
-        wanted = {workflow: count for workflow, count in self._waiting.items() if count}
-        for pod_id in self._request_on:
-            pod = self._pods.get(pod_id)
-            if pod is not None:
-                wanted[pod.workflow_name] = wanted.get(pod.workflow_name, 0) + 1
-        return wanted
+    def waiting_in_class(self, min_gpu_memory_gb: int) -> list[str]:
+        """Every waiting request whose workflow needs this GPU class."""
+        found = [
+            request_id
+            for (workflow, _), queue in self._queues.items()
+            if self._class_of.get(workflow, 0) == min_gpu_memory_gb
+            for request_id in queue
+        ]
+        return found + [r.id for r in self._delayed.values() if r.min_gpu_memory_gb == min_gpu_memory_gb]
+
+    def demand(self) -> dict[int, tuple[int, int]]:
+        """Per GPU class: (requests waiting, requests on pods)."""
+        wanted: dict[int, list[int]] = {}
+        for workflow, count in self._waiting.items():
+            if count:
+                wanted.setdefault(self._class_of.get(workflow, 0), [0, 0])[0] += count
+        for _, needs in self._on_pod.values():
+            wanted.setdefault(needs, [0, 0])[1] += 1
+        return {needs: (waiting, running) for needs, (waiting, running) in wanted.items()}
 
     def busy_pods(self) -> list[str]:
         return sorted(self._request_on)
@@ -141,18 +247,22 @@ class Placer:
 
     @property
     def queued_count(self) -> int:
-        return len(self._queued)
+        return len(self._queued) + len(self._delayed)
 
     def restore(self, records: Iterable[RequestRecord]) -> None:
         """Rebuild the requests from stored state, oldest first (at start, or after a failed store): what
         was queued or on a pod before is forgotten; the pods, which come from their own watch, are kept."""
         self._queues.clear()
         self._queued.clear()
-        self._waiting.clear()
+        self._delayed.clear()
+        self._due.clear()
         self._pod_of.clear()
         self._request_on.clear()
+        self._on_pod.clear()
+        self._running.clear()
+        self._waiting.clear()
         for record in sorted(records, key=lambda r: r.created_at):
             if record.status == RequestStatus.PENDING:
                 self.enqueue(record)
             elif record.status in (RequestStatus.ASSIGNED, RequestStatus.RUNNING) and record.pod_id:
-                self.occupy(record.id, record.pod_id)
+                self.occupy(record, record.pod_id)

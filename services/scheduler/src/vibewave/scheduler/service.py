@@ -19,6 +19,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 
 import msgspec
 import nats.js.errors
@@ -31,14 +32,20 @@ from opentelemetry.trace import TracerProvider
 
 from vibewave.contracts.events import (
     DEMAND_SUBJECT,
+    FLEET_BUCKET,
+    FLEET_STATUS_KEY,
     PODS_BUCKET,
     REQUESTS_BUCKET,
     SCHEDULER_CONSUMER,
     Assignment,
     AttemptFailed,
+    AttemptNote,
+    Breaker,
     CancelRequested,
     Demand,
     FailureKind,
+    FleetStatus,
+    PodNeed,
     PodRecord,
     PodStatus,
     RequestAssigned,
@@ -67,6 +74,7 @@ STEP_TIMEOUT_S = 20.0  # a step stuck on NATS (e.g. across a server restart) giv
 # A change is announced at once, but at most one announcement per gap: a burst of requests (each one a
 # change) becomes a few announcements instead of one per request, each waking pod-manager.
 DEMAND_MIN_GAP_S = 0.02
+MAX_RETRY_BACKOFF_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -101,6 +109,7 @@ class SchedulerService:
         self._dispatches: list[tuple[RequestRecord, PodRecord]] = []
         self._notices: list[Notice] = []
         self._orphans: list[Notice] = []  # a failed step's notices: sent after the reload if their record was stored
+        self._fleet: FleetStatus | None = None  # pod-manager's heartbeat and circuit breakers (KV `fleet`)
 
     @property
     def bus(self) -> Bus:
@@ -121,6 +130,7 @@ class SchedulerService:
             pass
         self._tasks = [
             asyncio.create_task(self.bus.follow_kv(PODS_BUCKET, self._on_pod), name="scheduler:pods"),
+            asyncio.create_task(self.bus.follow_kv(FLEET_BUCKET, self._on_fleet), name="scheduler:fleet"),
             asyncio.create_task(self._place_on_pod_changes(), name="scheduler:placement"),
             asyncio.create_task(self._announce_demand(), name="scheduler:demand"),
             asyncio.create_task(self._watch_time(), name="scheduler:timeouts"),
@@ -191,7 +201,7 @@ class SchedulerService:
                 pod = decode(entry.value or b"", PodRecord)
             except (nats.js.errors.KeyNotFoundError, msgspec.DecodeError):
                 pod = None
-            if pod is None or pod.status != PodStatus.READY:
+            if pod is None or pod.status not in (PodStatus.READY, PodStatus.SUSPECT):
                 self.placer.release(record.id)
                 requeued = self._record(
                     msgspec.structs.replace(record, status=RequestStatus.PENDING, pod_id=None, pod_ip=None)
@@ -264,7 +274,7 @@ class SchedulerService:
             elif event == RequestEvent.COMPLETED:
                 self._on_completed(decode(msg.data, RequestCompleted))
             elif event == RequestEvent.ATTEMPT_FAILED:
-                self._on_attempt_failed(decode(msg.data, AttemptFailed))
+                self._on_attempt_failed(decode(msg.data, AttemptFailed), _stream_seq(msg))
             elif event == RequestEvent.CANCEL_REQUESTED:
                 self._on_cancel_requested(decode(msg.data, CancelRequested))
         finally:
@@ -286,9 +296,14 @@ class SchedulerService:
                 batch_id=event.batch_id,
                 execution_timeout_s=event.execution_timeout_s,
                 traceparent=trace_headers().get("traceparent"),
+                min_gpu_memory_gb=event.min_gpu_memory_gb,
             ),
             new=True,
         )
+        breaker = self._open_breaker(record.min_gpu_memory_gb)
+        if breaker is not None:
+            self._finish_failed(record, FailureKind.NO_CAPACITY, f"no pod can be started for it: {breaker.diagnosis}")
+            return
         self.placer.enqueue(record)
         self._demand_changed.set()
         log.info("request queued", extra={"workflow": record.workflow_name, "priority": record.priority})
@@ -332,23 +347,37 @@ class SchedulerService:
         )
         log.info("request cancelled")
 
-    def _on_attempt_failed(self, event: AttemptFailed) -> None:
+    def _on_attempt_failed(self, event: AttemptFailed, seq: int) -> None:
+        """A pod fault is retried elsewhere: the pod is suspect (no work until pod-manager has probed it
+        since), and the retry waits out a backoff; other failures, or the last attempt, end the request."""
         record = self._current(event.request_id, event.attempt)
         if record is None:
             return
         self.placer.release(record.id)
         self._demand_changed.set()
+        note = AttemptNote(attempt=event.attempt, pod_id=event.pod_id, kind=event.kind, error=event.error)
+        record = msgspec.structs.replace(record, attempt_log=[*record.attempt_log, note])
         if event.kind == FailureKind.CANCELLED or record.cancel_requested:
             self._cancelled(record)
             return
+        if event.kind == FailureKind.POD_FAULT:
+            self.placer.suspect(event.pod_id, seq)
         if event.kind == FailureKind.POD_FAULT and record.attempts < self.settings.max_attempts:
-            log.warning("attempt %d failed on %s (%s); retrying", record.attempts, event.pod_id, event.error)
+            delay = min(self.settings.retry_backoff_s * 2 ** (record.attempts - 1), MAX_RETRY_BACKOFF_S)
+            log.warning("attempt %d failed on %s (%s); retrying in %.1fs on another pod", record.attempts,
+                        event.pod_id, event.error, delay)  # fmt: skip
             requeued = self._record(
-                msgspec.structs.replace(record, status=RequestStatus.PENDING, pod_id=None, pod_ip=None)
+                msgspec.structs.replace(
+                    record,
+                    status=RequestStatus.PENDING,
+                    pod_id=None,
+                    pod_ip=None,
+                    not_before=utcnow() + timedelta(seconds=delay),
+                )
             )
             self.placer.enqueue(requeued, front=True)
             return
-        self._finish_failed(record, event.kind, event.error)
+        self._finish_failed(record, event.kind, _attempts_error(record, event.error))
 
     def _current(self, request_id: str, attempt: int) -> RequestRecord | None:
         """The open record, if this event is about its current attempt (late events of old attempts, and
@@ -361,20 +390,17 @@ class SchedulerService:
 
     def _finish_failed(self, record: RequestRecord, kind: FailureKind, error: str) -> None:
         log.warning("request failed: %s", error, extra={"request_id": record.id, "kind": kind})
-        self._record(msgspec.structs.replace(record, status=RequestStatus.FAILED, error=error))
-        self._notices.append(
-            Notice(
-                record.id,
-                request_subject(record.id, RequestEvent.FAILED),
-                RequestFailed(request_id=record.id, kind=kind, error=error, attempts=record.attempts),
-                f"{record.id}.failed",
-            )
+        self._record(msgspec.structs.replace(record, status=RequestStatus.FAILED, error=error, not_before=None))
+        failed = RequestFailed(
+            request_id=record.id, kind=kind, error=error, attempts=record.attempts, attempt_log=record.attempt_log
         )
+        self._notices.append(Notice(record.id, request_subject(record.id, RequestEvent.FAILED), failed,
+                                    f"{record.id}.failed"))  # fmt: skip
 
     # ------------------------------------------------------------------------------------ placement
 
     def _place(self) -> None:
-        for placement in self.placer.place():
+        for placement in self.placer.place(self._live_manager()):
             waiting = self._open.get(placement.request_id)
             if waiting is None:
                 self.placer.release(placement.request_id)
@@ -387,6 +413,7 @@ class SchedulerService:
                     pod_id=pod.id,
                     pod_ip=pod.ip,
                     attempts=waiting.attempts + 1,
+                    not_before=None,
                 )
             )
             self._dispatches.append((assigned, pod))
@@ -431,6 +458,32 @@ class SchedulerService:
             self.placer.remove_pod(key)
         self._pods_changed.set()
 
+    def _on_fleet(self, key: str, value: bytes | None) -> None:
+        if key != FLEET_STATUS_KEY:
+            return
+        try:
+            fleet = decode(value, FleetStatus) if value else None
+        except msgspec.DecodeError:
+            log.error("unreadable fleet status left alone")
+            return
+        manager, breakers = self._live_manager(), self._fleet.breakers if self._fleet is not None else []
+        self._fleet = fleet
+        if self._live_manager() != manager or (fleet.breakers if fleet is not None else []) != breakers:
+            self._pods_changed.set()  # pods may take work now (a new manager verified them), or requests must fail
+
+    def _live_manager(self) -> str | None:
+        """The pod-manager incarnation whose pods may take work: the one that beats now (none if it stopped)."""
+        fleet = self._fleet
+        return fleet.manager if fleet is not None and fleet.fresh(utcnow()) else None
+
+    def _blocking_breakers(self) -> list[Breaker]:
+        """Open circuit breakers of a live pod-manager (a dead one's may be stale)."""
+        fleet, now = self._fleet, utcnow()
+        return fleet.blocking(now) if fleet is not None and fleet.fresh(now) else []
+
+    def _open_breaker(self, min_gpu_memory_gb: int) -> Breaker | None:
+        return next((b for b in self._blocking_breakers() if b.min_gpu_memory_gb == min_gpu_memory_gb), None)
+
     async def _place_on_pod_changes(self) -> None:
         """Pods coming and going (from the KV watch) may free slots: place what waits."""
         while True:
@@ -458,22 +511,33 @@ class SchedulerService:
                 async with self._step():
                     self._expire_waiting()
                     self._expire_running()
+                    self._fail_unservable()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("timeout sweep failed (%s); will retry", exc)
 
     def _expire_waiting(self) -> None:
+        note = self._fleet.note if self._fleet is not None else None
         for request_id in self.placer.expired(self.settings.queue_ttl_s):
             self.placer.forget(request_id)
             self._demand_changed.set()
             record = self._open.get(request_id)
             if record is not None:
-                self._finish_failed(
-                    record,
-                    FailureKind.TIMEOUT,
-                    f"timed out: waited longer than the queue TTL ({self.settings.queue_ttl_s:.0f}s)",
-                )
+                error = f"timed out: waited longer than the queue TTL ({self.settings.queue_ttl_s:.0f}s)"
+                self._finish_failed(record, FailureKind.TIMEOUT, error + (f"; the fleet: {note}" if note else ""))
+
+    def _fail_unservable(self) -> None:
+        """Waiting requests of a GPU class whose circuit breaker is open fail now, with its diagnosis,
+        instead of waiting out the queue TTL for pods that will not come."""
+        for breaker in self._blocking_breakers():
+            for request_id in self.placer.waiting_in_class(breaker.min_gpu_memory_gb):
+                self.placer.forget(request_id)
+                self._demand_changed.set()
+                record = self._open.get(request_id)
+                if record is not None:
+                    error = f"no pod can be started for it: {breaker.diagnosis}"
+                    self._finish_failed(record, FailureKind.NO_CAPACITY, error)
 
     def _expire_running(self) -> None:
         now = utcnow()
@@ -492,10 +556,30 @@ class SchedulerService:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._demand_changed.wait(), self.settings.demand_interval_s)
             self._demand_changed.clear()
-            demand = Demand(by_workflow=self.placer.demand(), busy_pods=self.placer.busy_pods(), at=utcnow())
+            needs = [
+                PodNeed(min_gpu_memory_gb=needs, waiting=waiting, running=running)
+                for needs, (waiting, running) in sorted(self.placer.demand().items())
+            ]
+            demand = Demand(needs=needs, busy_pods=self.placer.busy_pods(), at=utcnow())
             with contextlib.suppress(Exception):
                 await self.bus.publish_core(DEMAND_SUBJECT, demand)
             await asyncio.sleep(DEMAND_MIN_GAP_S)
+
+
+def _stream_seq(msg: Msg) -> int:
+    """The message's sequence in its stream (0 if unknown, e.g. a core NATS message in a test)."""
+    try:
+        return int(msg.metadata.sequence.stream)
+    except Exception:
+        return 0
+
+
+def _attempts_error(record: RequestRecord, last_error: str) -> str:
+    """The final error: the last attempt's, or — when several attempts failed — each one's pod and reason."""
+    if len(record.attempt_log) <= 1:
+        return last_error
+    parts = "; ".join(f"#{n.attempt} on pod {n.pod_id}: {n.error}" for n in record.attempt_log)
+    return f"failed after {len(record.attempt_log)} attempts: {parts}"
 
 
 def _raise_first(results: Iterable[object]) -> None:

@@ -15,6 +15,7 @@ class SchedulerSettings:
     aging_s: float  # SCHEDULER_AGING: a waiting request rises one priority class per this many seconds
     queue_ttl_s: float  # SCHEDULER_QUEUE_TTL: a request waiting longer fails with a timeout
     run_grace_s: float  # SCHEDULER_RUN_GRACE: beyond its execution timeout, a run is declared timed out
+    retry_backoff_s: float  # SCHEDULER_RETRY_BACKOFF: a retry after a pod fault waits this, doubling per attempt
 
     @classmethod
     def from_env(cls, common: CommonSettings | None = None) -> SchedulerSettings:
@@ -25,4 +26,5 @@ class SchedulerSettings:
             aging_s=env_float("SCHEDULER_AGING", 30.0),
             queue_ttl_s=env_float("SCHEDULER_QUEUE_TTL", 3600.0),
             run_grace_s=env_float("SCHEDULER_RUN_GRACE", 120.0),
+            retry_backoff_s=env_float("SCHEDULER_RETRY_BACKOFF", 0.5),
         )

@@ -5,30 +5,36 @@ from __future__ import annotations
 from vibewave.contracts.runtime.process import ConfigurationError
 from vibewave.pod_manager.providers.base import (
     CapacityError,
+    Conflict,
     HostBusy,
     InsufficientBalance,
+    NoFittingGpu,
     PodNotFound,
     Provider,
     ProviderError,
     ProviderPod,
     ProviderState,
+    RateLimited,
     Unauthorized,
 )
 from vibewave.pod_manager.providers.local import LocalProvider
 from vibewave.pod_manager.providers.runpod import RunPodPodDefaults, RunPodProvider
 from vibewave.pod_manager.providers.static import StaticProvider
-from vibewave.pod_manager.runpod_api import HttpGraphQLTransport, RunPodClient
+from vibewave.pod_manager.runpod_api import RunPodClient, RunPodHttp
 from vibewave.pod_manager.settings import PodManagerSettings
 
 __all__ = [
     "CapacityError",
+    "Conflict",
     "HostBusy",
     "InsufficientBalance",
+    "NoFittingGpu",
     "PodNotFound",
     "Provider",
     "ProviderError",
     "ProviderPod",
     "ProviderState",
+    "RateLimited",
     "Unauthorized",
     "create_provider",
 ]
@@ -38,17 +44,18 @@ def create_provider(settings: PodManagerSettings) -> Provider:
     """The provider `POD_PROVIDER` names, built from settings; `ConfigurationError` when it cannot be."""
     if settings.provider == "local":
         return LocalProvider(
-            settings.common.home, command=settings.local_command, step_time_s=settings.simulator_step_time_s
+            settings.common.home,
+            command=settings.local_command,
+            step_time_s=settings.simulator_step_time_s,
+            gpu_memory_gb=settings.local_gpu_memory_gb,
         )
     if settings.provider == "static":
-        if not settings.static_urls:
-            raise ConfigurationError("POD_PROVIDER=static needs STATIC_COMFYUI_URLS (comma-separated ComfyUI URLs)")
-        return StaticProvider(settings.static_urls)
+        return StaticProvider(settings.static_urls, settings.static_gpu_memory_gb)
     if settings.provider == "runpod":
         rp = settings.runpod
         if not rp.api_key:
             raise ConfigurationError("POD_PROVIDER=runpod needs RUNPOD_API_KEY")
-        transport = HttpGraphQLTransport(rp.base_url, rp.api_key.reveal(), timeout_s=rp.timeout_s)
+        transport = RunPodHttp(rp.base_url, rp.api_key.reveal(), timeout_s=rp.timeout_s)
         defaults = RunPodPodDefaults(
             gpu_types=rp.gpu_types,
             image=rp.image,
@@ -61,5 +68,5 @@ def create_provider(settings: PodManagerSettings) -> Provider:
             proxy_url_template=rp.proxy_url_template,
             comfyui_port=rp.comfyui_port,
         )
-        return RunPodProvider(RunPodClient(transport), defaults)
+        return RunPodProvider(RunPodClient(transport), defaults, rp.base_url)
     raise ConfigurationError(f"unknown POD_PROVIDER {settings.provider!r} (runpod, local or static)")

@@ -2,7 +2,8 @@
 
 A provider creates, lists, starts, stops, restarts and terminates pods and says where a pod's ComfyUI
 answers; it also answers catalogue reads (GPU types, cloud types, volumes, templates, account) for the
-admin endpoints. It knows nothing of requests or demand: pod-manager decides what to do.
+admin endpoints. It knows nothing of requests or demand: pod-manager decides what to do. Its errors say
+whether trying again may help (`retryable`) and, for rate limits, when (`retry_after_s`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class ProviderPod:
     ip: str | None = None
     gpu_type: str | None = None
     cost_per_hr: float | None = None
+    gpu_memory_gb: int | None = None  # None: unknown (the pod serves every workflow)
     details: dict[str, Any] = field(default_factory=dict)  # the provider's own view, for admin endpoints
 
 
@@ -50,6 +52,12 @@ class BadRequest(ProviderError):
     status = 400
 
 
+class Conflict(ProviderError):
+    """The action does not fit the pod's state now (e.g. restarting a stopped pod), or a limit is reached."""
+
+    status = 409
+
+
 class Unauthorized(ProviderError):
     """The API key was refused."""
 
@@ -70,10 +78,22 @@ class InsufficientBalance(ProviderError):
     pass
 
 
+class NoFittingGpu(ProviderError):
+    """No GPU type this provider may use has the memory a workflow needs: no pod of it can ever serve it."""
+
+
 class Unavailable(ProviderError):
     """The provider's API failed in a way that may pass (5xx, timeout, generic error)."""
 
     retryable = True
+
+
+class RateLimited(Unavailable):
+    """The provider refused the call for now (HTTP 429); `retry_after_s` is when it may be asked again."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 def no_cloud_catalogue(kind: str, account: dict[str, Any]) -> Any:
@@ -93,8 +113,18 @@ def no_cloud_catalogue(kind: str, account: dict[str, Any]) -> Any:
 class Provider(Protocol):
     name: str
     ephemeral: bool  # pods die with pod-manager (local processes): nothing to adopt after a restart
+    origin: str  # which account or machine its pods live in: records of another origin are not its pods
+    capacity: int | None  # at most this many pods can exist at once (static servers); None: no limit
+    restarts_in_place: bool  # restart keeps the pod's GPU and disk (else it is a stop and a start)
 
-    async def create(self, name: str, workflow_name: str) -> ProviderPod: ...
+    async def validate(self) -> None:
+        """Check the settings against the provider itself (e.g. GPU type ids against its catalogue);
+        raises ConfigurationError naming what is wrong and what would be right."""
+
+    def describe(self) -> str:
+        """What a new pod is, for diagnoses: image, template, start command, port."""
+
+    async def create(self, name: str, min_gpu_memory_gb: int = 0) -> ProviderPod: ...
 
     async def get(self, pod_id: str) -> ProviderPod | None: ...
 

@@ -1,8 +1,9 @@
 """`local`: a pod is a ComfyUI process on this machine, on a free port.
 
-By default the process is the bundled ComfyUI simulator; `LOCAL_COMFYUI_COMMAND` (with `{port}` and
-`{output_dir}` filled in) runs a real ComfyUI instead, e.g. one per local GPU. A stopped pod has no
-process; starting it runs a new one. Processes die with pod-manager, so none is ever orphaned.
+By default the process is the bundled ComfyUI simulator (told that its model files are there: a
+simulated pod has them); `LOCAL_COMFYUI_COMMAND` (with `{port}` and `{output_dir}` filled in) runs a
+real ComfyUI instead, e.g. one per local GPU. A stopped pod has no process; starting it runs a new one;
+a restart is a new process for the same pod. Processes die with pod-manager, so none is ever orphaned.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import os
 import signal
 import socket
 import sys
@@ -18,7 +20,13 @@ from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
-from vibewave.pod_manager.providers.base import PodNotFound, ProviderPod, ProviderState, no_cloud_catalogue
+from vibewave.pod_manager.providers.base import (
+    NoFittingGpu,
+    PodNotFound,
+    ProviderPod,
+    ProviderState,
+    no_cloud_catalogue,
+)
 
 log = logging.getLogger("vibewave.pod_manager.local")
 
@@ -39,16 +47,34 @@ def _die_with_parent() -> None:
 class LocalProvider:
     name = "local"
     ephemeral = True
+    capacity: int | None = None
+    restarts_in_place = True
 
-    def __init__(self, home: Path, *, command: list[str] | None, step_time_s: float) -> None:
+    def __init__(
+        self, home: Path, *, command: list[str] | None, step_time_s: float, gpu_memory_gb: int | None = None
+    ) -> None:
         self.home = home
         self.command = command
         self.step_time_s = step_time_s
+        self.gpu_memory_gb = gpu_memory_gb
+        self.origin = f"local {home}"
         self._names: dict[str, str] = {}
         self._processes: dict[str, asyncio.subprocess.Process] = {}
         self._ports: dict[str, int] = {}
 
-    async def create(self, name: str, workflow_name: str) -> ProviderPod:
+    async def validate(self) -> None:
+        return None
+
+    def describe(self) -> str:
+        if self.command:
+            return f"local command {' '.join(self.command)[:120]!r}"
+        return "the bundled ComfyUI simulator (a local process)"
+
+    async def create(self, name: str, min_gpu_memory_gb: int = 0) -> ProviderPod:
+        if min_gpu_memory_gb and self.gpu_memory_gb is not None and self.gpu_memory_gb < min_gpu_memory_gb:
+            raise NoFittingGpu(
+                f"local GPUs have {self.gpu_memory_gb} GB (LOCAL_GPU_MEMORY_GB), {min_gpu_memory_gb} needed"
+            )
         pod_id = f"local-{uuid4().hex[:10]}"
         self._names[pod_id] = name
         await self._spawn(pod_id)
@@ -66,12 +92,14 @@ class LocalProvider:
                 "--host", "127.0.0.1", "--port", str(port),
                 "--output-dir", str(output_dir), "--step-time", str(self.step_time_s),
             ]  # fmt: skip
+        env = None if self.command else {**os.environ, "VIBEWAVE_SIM_MODELS_PRESENT": "1"}
         log_path = self.home / "logs" / f"pod-{pod_id}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as log_file:
             process = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file, preexec_fn=_die_with_parent
-            )
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file, env=env,
+                preexec_fn=_die_with_parent,
+            )  # fmt: skip
         self._processes[pod_id], self._ports[pod_id] = process, port
         log.info("local pod %s started (pid %d, port %d)", pod_id, process.pid, port, extra={"pod_id": pod_id})
 
@@ -92,6 +120,7 @@ class LocalProvider:
             comfyui_url=f"http://127.0.0.1:{port}" if running and port else None,
             ip="127.0.0.1",
             gpu_type="local",
+            gpu_memory_gb=self.gpu_memory_gb,
             cost_per_hr=0.0,
             details={"pid": process.pid if process else None, "port": port if running else None,
                      "exit_code": process.returncode if process else None},

@@ -1,7 +1,7 @@
 """`static`: ComfyUI servers that already run somewhere (`STATIC_COMFYUI_URLS`).
 
 Each URL is one pod slot. Creating a pod claims a free slot; stopping or terminating releases it. The
-servers themselves are never started or stopped by Vibewave.
+servers themselves are never started, stopped or restarted by Vibewave; each serves every workflow.
 """
 
 from __future__ import annotations
@@ -9,8 +9,11 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
+from vibewave.contracts.runtime.process import ConfigurationError
 from vibewave.pod_manager.providers.base import (
     CapacityError,
+    Conflict,
+    NoFittingGpu,
     PodNotFound,
     ProviderPod,
     ProviderState,
@@ -21,13 +24,25 @@ from vibewave.pod_manager.providers.base import (
 class StaticProvider:
     name = "static"
     ephemeral = True
+    restarts_in_place = False
 
-    def __init__(self, urls: list[str]) -> None:
+    def __init__(self, urls: list[str], gpu_memory_gb: int | None = None) -> None:
         if not urls:
-            raise ValueError("POD_PROVIDER=static needs STATIC_COMFYUI_URLS (comma-separated ComfyUI base URLs)")
+            raise ConfigurationError(
+                "POD_PROVIDER=static needs STATIC_COMFYUI_URLS (comma-separated ComfyUI base URLs)"
+            )
         self.urls = [u.rstrip("/") for u in urls]
+        self.gpu_memory_gb = gpu_memory_gb
+        self.capacity: int | None = len(self.urls)
+        self.origin = "static " + ",".join(self.urls)
         self._claims: dict[str, str] = {}  # pod id → name
         self._stopped: set[str] = set()
+
+    async def validate(self) -> None:
+        return None
+
+    def describe(self) -> str:
+        return f"static ComfyUI servers {', '.join(self.urls)}"
 
     def _slot(self, pod_id: str) -> str:
         return self.urls[int(pod_id.removeprefix("static-"))]
@@ -42,11 +57,16 @@ class StaticProvider:
             comfyui_url=url if state == ProviderState.RUNNING else None,
             ip=urlsplit(url).hostname,
             gpu_type="static",
+            gpu_memory_gb=self.gpu_memory_gb,
             cost_per_hr=0.0,
             details={"url": url},
         )
 
-    async def create(self, name: str, workflow_name: str) -> ProviderPod:
+    async def create(self, name: str, min_gpu_memory_gb: int = 0) -> ProviderPod:
+        if min_gpu_memory_gb and self.gpu_memory_gb is not None and self.gpu_memory_gb < min_gpu_memory_gb:
+            raise NoFittingGpu(
+                f"static servers have {self.gpu_memory_gb} GB (STATIC_GPU_MEMORY_GB), {min_gpu_memory_gb} needed"
+            )
         for index in range(len(self.urls)):
             pod_id = f"static-{index}"
             if pod_id not in self._claims:
@@ -75,6 +95,7 @@ class StaticProvider:
 
     async def restart(self, pod_id: str) -> None:
         self._known(pod_id)
+        raise Conflict("static ComfyUI servers are not restarted by Vibewave: restart the server itself")
 
     async def terminate(self, pod_id: str) -> None:
         self._known(pod_id)
