@@ -23,7 +23,8 @@ from uuid import NAMESPACE_URL, uuid4, uuid5
 
 import pytest
 
-from tests.chaos.harness import REPO, Emulator, MakeRun, kill_all
+from tests.chaos.harness import REPO, MakeRun, kill_all
+from tests.support.emulator import Emulator
 from tests.support.stack import free_port
 
 pytestmark = pytest.mark.e2e
@@ -214,7 +215,7 @@ def _with_pods(run: MakeRun, emulator: Emulator, count: int) -> list[str]:
 
 def test_ctrl_c_terminates_the_pods_pod_manager_owns(make_run: Factory, emulator: Emulator):
     """Needs pod-manager's POD_SHUTDOWN (terminate by default for RunPod)."""
-    run = make_run(env=emulator.env_for_make_run())
+    run = make_run(env=emulator.pod_manager_env())
     run.wait_healthy()
     _with_pods(run, emulator, 3)
     began = time.monotonic()
@@ -227,7 +228,7 @@ def test_the_next_stack_on_another_provider_dispatches_nothing_to_the_old_pods(
     make_run: Factory, emulator: Emulator, tmp_path: Path
 ):
     """Needs pod-manager to retire, at start, the records of pods of another provider."""
-    first = make_run(env={**emulator.env_for_make_run(), "POD_SHUTDOWN": "keep"})
+    first = make_run(env={**emulator.pod_manager_env(), "POD_SHUTDOWN": "keep"})
     first.wait_healthy()
     old_pods = _with_pods(run=first, emulator=emulator, count=3)
     began = time.monotonic()

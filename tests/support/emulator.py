@@ -14,6 +14,7 @@ from tests.support.stack import free_port, wait_for
 
 class Emulator:
     def __init__(self, work: Path, key: str, *args: str) -> None:
+        work.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.key = key
         self.url = f"http://127.0.0.1:{self.port}"
@@ -53,6 +54,13 @@ class Emulator:
         pods: list[dict[str, Any]] = self.state()["pods"]
         return pods
 
+    def history(self, pod_id: str) -> dict[str, Any]:
+        """The prompts the pod's ComfyUI has run (its `/history`, through the emulator's proxy)."""
+        response = httpx.get(f"{self.url}/proxy/{pod_id}-8188/history", timeout=10)
+        response.raise_for_status()
+        history: dict[str, Any] = response.json()
+        return history
+
     def calls(self, operation: str) -> int:
         return int(self.state()["calls"].get(operation, 0))
 
@@ -61,5 +69,9 @@ class Emulator:
 
     def close(self) -> None:
         self.process.terminate()
-        self.process.wait(15)
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
         self.log.close()
