@@ -182,7 +182,7 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 async def replay(scenario: Scenario, tmp_path: Path, http: aiohttp.ClientSession) -> Replay:
     models = scenario.models or {k: list(v) for k, v in DEFAULT_MODELS.items()}
-    config = SimConfig(port=0, base_dir=tmp_path, models=models, faults=scenario.faults)
+    config = SimConfig(port=0, base_dir=tmp_path, models=models, models_present=True, faults=scenario.faults)
     config.resolve_dirs()
     for name, data in scenario.input_files.items():
         (config.inp / name).write_bytes(data)

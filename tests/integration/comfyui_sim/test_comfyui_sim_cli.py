@@ -68,6 +68,7 @@ async def test_starts_fast_and_reads_env(tmp_path: Path) -> None:
 
 async def test_crash_fault_kills_the_process(tmp_path: Path) -> None:
     args = ("--crash-node", "KSampler", "--crash-step", "2", "--step-time", "0.01", "--crash-exit-code", "137")
+    args += ("--models-present",)
     async with simulator_process(tmp_path, *args) as (proc, url, _), aiohttp.ClientSession() as http:
         prompt = json.loads((GRAPHS / "qwen_image_lightning4_api.json").read_text())
         prompt["58"]["inputs"].update(width=64, height=64)

@@ -48,7 +48,9 @@ def qwen(steps: int = 4, seed: int = 1, prefix: str = "Qwen-Image", size: int = 
 
 @pytest.fixture
 async def sim(tmp_path: Path) -> AsyncIterator[RunningSimulator]:
-    config = SimConfig(port=0, base_dir=tmp_path, faults=Faults(step_time=0.01, progress_throttle=0.0))
+    config = SimConfig(
+        port=0, base_dir=tmp_path, models_present=True, faults=Faults(step_time=0.01, progress_throttle=0.0)
+    )
     running = await serve(config)
     yield running
     await running.close()

@@ -28,6 +28,7 @@ from vibewave.comfyui_sim.hub import Hub
 from vibewave.comfyui_sim.state import PromptQueue, QueueItem
 from vibewave.comfyui_sim.validation import DYNAMIC_COMBO, full_type_name, is_link
 from vibewave.comfyui_sim.values import format_value
+from vibewave.comfyui_sim.versions import dialect
 
 log = logging.getLogger("vibewave.comfyui_sim")
 
@@ -194,6 +195,7 @@ class Worker:
         self.queue = queue
         self.hub = hub
         self.cache = OutputCache(config.cache_size)
+        self.dialect = dialect(config.comfyui_version)
         self.exit_process = exit_process
         self.client_id: str | None = None
         self.last_node_id: str | None = None
@@ -270,7 +272,9 @@ class Worker:
             node = prompt[node_id]
             return nodes.is_changed_token(node["class_type"], node["inputs"], self.config.inp)
 
-        sigs = signatures(prompt, changed)
+        sigs = signatures(prompt, changed, self.catalogue.takes_unique_id)
+        if self.dialect.classic_cache:
+            self.cache.retain(set(sigs.values()))
         cached: dict[str, CacheEntry] = {}
         for nid in prompt:
             entry = self.cache.get(sigs[nid])
