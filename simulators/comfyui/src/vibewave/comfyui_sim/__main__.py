@@ -59,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max-upload-size", "request size limit in MB", "100", type=float)
     add("--startup-delay", "seconds to wait before listening (slow start)", "0", type=float)
     add("--step-time", "seconds per sampler step", "0.1", type=float)
+    add(
+        "--node-cost-scale",
+        "time model-free image nodes take, relative to ComfyUI on the calibration CPU (1 = as measured, 0 = instant)",
+        "1",
+        type=float,
+    )
     add("--node-time", "extra seconds spent in every executed node", "0", type=float)
     add(
         "--load-time",
@@ -99,6 +105,7 @@ def config_from_args(argv: Sequence[str] | None = None) -> tuple[SimConfig, str]
         load_time=float(args.load_time),
         http_delay=float(args.http_delay),
         progress_throttle=float(args.progress_throttle),
+        node_cost_scale=float(args.node_cost_scale),
     )
     if str(args.comfyui_version) not in VERSIONS:
         raise SystemExit(f"--comfyui-version must be one of {', '.join(VERSIONS)}, not {args.comfyui_version!r}")

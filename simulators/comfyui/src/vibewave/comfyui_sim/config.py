@@ -108,12 +108,13 @@ class Faults:
     load_time: float = 0.0
     http_delay: float = 0.0
     progress_throttle: float = 0.0
+    node_cost_scale: float = 1.0
     execution_error: NodeFault | None = None
     oom: NodeFault | None = None
     crash: NodeFault | None = None
 
     FAULT_FIELDS = ("execution_error", "oom", "crash")
-    NUMBER_FIELDS = ("step_time", "node_time", "load_time", "http_delay", "progress_throttle")
+    NUMBER_FIELDS = ("step_time", "node_time", "load_time", "http_delay", "progress_throttle", "node_cost_scale")
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {name: getattr(self, name) for name in self.NUMBER_FIELDS}
@@ -147,6 +148,7 @@ class Faults:
             load_time=self.load_time,
             http_delay=self.http_delay,
             progress_throttle=self.progress_throttle,
+            node_cost_scale=self.node_cost_scale,
             execution_error=clone(self.execution_error),
             oom=clone(self.oom),
             crash=clone(self.crash),

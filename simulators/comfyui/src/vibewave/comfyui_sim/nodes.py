@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from vibewave.comfyui_sim import render
+from vibewave.comfyui_sim import costs, render
 from vibewave.comfyui_sim.render import Frame
 from vibewave.comfyui_sim.values import Clip, Conditioning, Images, Latent, Mask, Model, Vae, Video
 from vibewave.comfyui_sim.video import encode_mp4
@@ -38,6 +38,10 @@ class NodeContext(Protocol):
     input_dir: Path
 
     async def progress(self, value: int, total: int, preview: bytes | None = None) -> None: ...
+
+    def add_cost(self, seconds: float) -> None: ...
+
+    async def pace(self, fraction: float = 1.0) -> None: ...
 
     async def sampler_step(self, step: int, total: int) -> None: ...
 
@@ -273,12 +277,21 @@ async def image_scale(
 
 
 async def image_add_noise(ctx: NodeContext, image: Images, seed: int, strength: float) -> NodeOutput:
-    return (image.map(f"noise:{seed}:{strength}"),), None
+    if strength <= 0:
+        return (image,), None
+    # Noise makes even a flat picture detailed (which is what the savers' costs depend on).
+    label = f"noise:{seed}:{strength}"
+    frames = tuple(
+        Frame.mosaic(hashlib.sha256(f"{frame}:{i}:{label}".encode()).digest(), frame.shift)
+        for i, frame in enumerate(image.frames)
+    )
+    return (Images(image.width, image.height, frames),), None
 
 
 async def color_transfer(ctx: NodeContext, image_target: Images, image_ref: Images, **options: Any) -> NodeOutput:
     total = len(image_target.frames)
     for i in range(1, total + 1):
+        await ctx.pace(i / total)
         await ctx.progress(i, total)
     return (image_target.map(f"colortransfer:{image_ref.frames[:1]}"),), None
 
@@ -287,6 +300,7 @@ async def load_image(ctx: NodeContext, image: str) -> NodeOutput:
     name = image[: image.rindex(" [")] if image.endswith("]") and " [" in image else image
     data = (ctx.input_dir / name).read_bytes()
     width, height = render.png_size(data) or (512, 512)
+    ctx.add_cost(costs.load_image_seconds(width, height))
     frame = Frame.mosaic(hashlib.sha256(data).digest())
     return (Images(width, height, (frame,)), Mask(width, height, 1)), None
 
@@ -330,6 +344,7 @@ async def save_image_websocket(ctx: NodeContext, images: Images) -> NodeOutput:
     total = len(images.frames)
     for step, frame in enumerate(images.frames):
         data = await ctx.run_blocking(_encoder(images, frame, None, 1))
+        await ctx.pace((step + 1) / total)
         await ctx.progress(step, total, data)
     return (), None
 
