@@ -175,9 +175,10 @@ SCENARIOS: dict[str, Scenario] = {
         models=None,
         options=Options(skip_notes=("wan22_t2v_14b_api.json", "wan22_t2v_14b_api_simple.json")),
     ),
-    # Prompt 2 of 22 uses SaveWEBM and SaveAnimatedWEBP, which need VP9 / WebP encoders the simulator does not
-    # have (they are not in its catalogue, so it would answer 400 missing_node_type): only prompt 1
-    # (SaveVideo mp4, /view, HEAD, Range, preview of a video) is replayed.
+    # Prompt 2 of 22 also uses SaveWEBM, which needs a VP9 encoder the simulator does not have (not in its
+    # catalogue: 400 missing_node_type): only prompt 1 (SaveVideo mp4, /view, HEAD, Range, preview of a video)
+    # is replayed. Prompt 2's SaveAnimatedWEBP shape is checked in test_comfyui_sim_protocol.py
+    # (test_save_animated_webp) and against a real 0.3.64 by tests/conformance/live.py.
     "22": Scenario("22", options=Options(stop_at_note="prompt 2"), models=None),
 }
 

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from vibewave.comfyui_sim import costs, render
+from vibewave.comfyui_sim import costs, render, webp
 from vibewave.comfyui_sim.render import Frame
 from vibewave.comfyui_sim.values import Clip, Conditioning, Images, Latent, Mask, Model, Vae, Video
 from vibewave.comfyui_sim.video import encode_mp4
@@ -381,6 +381,44 @@ async def save_animated_png(
     return (), {"images": [{"filename": name, "subfolder": subfolder, "type": "output"}], "animated": [animated]}
 
 
+async def save_animated_webp(
+    ctx: NodeContext,
+    images: Images,
+    filename_prefix: str,
+    fps: float,
+    lossless: bool = True,
+    quality: int = 80,
+    method: str = "default",
+) -> NodeOutput:
+    """comfy_extras.nodes_images.SaveAnimatedWEBP: one RIFF/WEBP file with every frame of the batch.
+
+    Always lossless VP8L frames (no VP8 encoder here; `lossless`, `quality` and `method` only change the
+    time it takes). Identical consecutive frames are merged as libwebp does, down to a still image;
+    `animated` is still true for any batch of more than one image, as upstream reports it."""
+    folder, stem, counter, subfolder = save_image_path(filename_prefix, ctx.output_dir, images.width, images.height)
+    name = f"{stem}_{counter:05}_.webp"
+    exif = webp.exif_ascii({0x0110: f"prompt:{json.dumps(ctx.prompt)}", 0x0131: SIM_LABEL, **_exif_pnginfo(ctx)})
+    duration = int(1000.0 / fps)
+    width, height = images.width, images.height
+
+    def encode() -> bytes:
+        frames = [(render.rgb_rows(width, height, frame), frame) for frame in images.frames]
+        return webp.encode_animated(width, height, frames, duration, exif)
+
+    data = await ctx.run_blocking(encode)
+    (folder / name).write_bytes(data)
+    result = {"filename": name, "subfolder": subfolder, "type": "output"}
+    return (), {"images": [result], "animated": [len(images.frames) != 1]}
+
+
+def _exif_pnginfo(ctx: NodeContext) -> dict[int, str]:
+    """extra_pnginfo entries as EXIF tags counting down from 0x010F (Make), as SaveAnimatedWEBP writes them."""
+    extra = ctx.extra_data.get("extra_pnginfo")
+    if not isinstance(extra, dict):
+        return {}
+    return {0x010F - i: f"{key}:{json.dumps(value)}" for i, (key, value) in enumerate(extra.items())}
+
+
 NodeFunction = Callable[..., Awaitable[NodeOutput]]
 
 NODE_FUNCTIONS: dict[str, NodeFunction] = {
@@ -419,6 +457,7 @@ NODE_FUNCTIONS: dict[str, NodeFunction] = {
     "CreateVideo": create_video,
     "SaveVideo": save_video,
     "SaveAnimatedPNG": save_animated_png,
+    "SaveAnimatedWEBP": save_animated_webp,
 }
 
 # Nodes whose IS_CHANGED makes them re-run every time (never served from cache).
