@@ -155,3 +155,15 @@ def test_exif_layout() -> None:
     assert struct.unpack(">H", payload[14:16])[0] == 2
     tags = [struct.unpack(">HHI", payload[16 + 12 * i : 24 + 12 * i]) for i in range(2)]
     assert tags == [(0x0110, 2, 10), (0x0131, 2, 4)]  # sorted; "sim\0" fits inline
+
+
+def test_lossy_request_flags_and_key_frames_like_upstream() -> None:
+    """A real 0.3.64 wrote 12 noisy frames with lossless=False as VP8X 0x0a (no alpha) and key frames (no
+    blending) at frames 0, 5 and 10 (Pillow's kmax 5); lossless uses kmax 17."""
+    frames = [mosaic(bytes([i])) for i in range(12)]
+    rows = [(render.rgb_rows(16, 8, f), f) for f in frames]
+    for lossless, flags, keys in ((False, 0x0A, [0, 5, 10]), (True, 0x1A, [0])):
+        chunks = webp.read_chunks_webp(webp.encode_animated(16, 8, rows, 83, webp.exif_ascii({}), lossless))
+        assert chunks[0][1][0] == flags
+        anmf = [payload for kind, payload in chunks if kind == b"ANMF"]
+        assert [i for i, payload in enumerate(anmf) if payload[15] == 0x02] == keys

@@ -392,9 +392,10 @@ async def save_animated_webp(
 ) -> NodeOutput:
     """comfy_extras.nodes_images.SaveAnimatedWEBP: one RIFF/WEBP file with every frame of the batch.
 
-    Always lossless VP8L frames (no VP8 encoder here; `lossless`, `quality` and `method` only change the
-    time it takes). Identical consecutive frames are merged as libwebp does, down to a still image;
-    `animated` is still true for any batch of more than one image, as upstream reports it."""
+    Always lossless VP8L frames (no VP8 encoder here; `quality` and `method` only change the time it takes,
+    `lossless` also the container flags and key-frame spacing). Identical consecutive frames are merged as
+    libwebp does, down to a still image; `animated` is still true for any batch of more than one image, as
+    upstream reports it."""
     folder, stem, counter, subfolder = save_image_path(filename_prefix, ctx.output_dir, images.width, images.height)
     name = f"{stem}_{counter:05}_.webp"
     exif = webp.exif_ascii({0x0110: f"prompt:{json.dumps(ctx.prompt)}", 0x0131: SIM_LABEL, **_exif_pnginfo(ctx)})
@@ -403,7 +404,7 @@ async def save_animated_webp(
 
     def encode() -> bytes:
         frames = [(render.rgb_rows(width, height, frame), frame) for frame in images.frames]
-        return webp.encode_animated(width, height, frames, duration, exif)
+        return webp.encode_animated(width, height, frames, duration, exif, lossless)
 
     data = await ctx.run_blocking(encode)
     (folder / name).write_bytes(data)

@@ -332,6 +332,8 @@ VP8X_ANIMATION = 0x02
 VP8X_EXIF = 0x08
 VP8X_ALPHA = 0x10
 ANMF_NO_BLEND = 0x02
+KEY_FRAMES_LOSSLESS = 17
+KEY_FRAMES_LOSSY = 5
 
 
 def _u24(value: int) -> bytes:
@@ -339,10 +341,18 @@ def _u24(value: int) -> bytes:
 
 
 def encode_animated(
-    width: int, height: int, frames: Sequence[tuple[Sequence[bytes], Frame]], duration: int, exif: bytes
+    width: int,
+    height: int,
+    frames: Sequence[tuple[Sequence[bytes], Frame]],
+    duration: int,
+    exif: bytes,
+    lossless: bool = True,
 ) -> bytes:
     """SaveAnimatedWEBP's file: frames given as (RGB rows, Frame). Consecutive identical frames become one
-    frame of the summed duration (libwebp's anim encoder does the same); if one is left, a still image."""
+    frame of the summed duration (libwebp's anim encoder does the same); if one is left, a still image.
+
+    What a real 0.3.64 (Pillow + libwebp) wrote for the same request: the alpha flag only for lossless
+    files, and key frames (full frame, no blending) every 17 frames lossless / 5 lossy, Pillow's kmax."""
     groups: list[tuple[Sequence[bytes], int]] = []
     last: Frame | None = None
     for rows, frame in frames:
@@ -356,15 +366,17 @@ def encode_animated(
         bitstream = encode_vp8l(width, height, rgba_rows(groups[0][0]))
         vp8x = _chunk(b"VP8X", bytes((VP8X_EXIF, 0, 0, 0)) + canvas)
         return _riff(vp8x + _chunk(b"VP8L", bitstream) + _chunk(b"EXIF", exif))
+    flags = VP8X_EXIF | VP8X_ANIMATION | (VP8X_ALPHA if lossless else 0)
+    key_interval = KEY_FRAMES_LOSSLESS if lossless else KEY_FRAMES_LOSSY
     parts = [
-        _chunk(b"VP8X", bytes((VP8X_ALPHA | VP8X_EXIF | VP8X_ANIMATION, 0, 0, 0)) + canvas),
+        _chunk(b"VP8X", bytes((flags, 0, 0, 0)) + canvas),
         _chunk(b"ANIM", struct.pack("<IH", 0, 0)),  # background colour, loop forever
     ]
     for index, (rows, count) in enumerate(groups):
         bitstream = _chunk(b"VP8L", encode_vp8l(width, height, rgba_rows(rows)))
         header = _u24(0) + _u24(0) + canvas + _u24(min(duration * count, 0xFFFFFF))
-        flags = ANMF_NO_BLEND if index == 0 else 0
-        parts.append(_chunk(b"ANMF", header + bytes((flags,)) + bitstream))
+        blend = ANMF_NO_BLEND if index % key_interval == 0 else 0
+        parts.append(_chunk(b"ANMF", header + bytes((blend,)) + bitstream))
     parts.append(_chunk(b"EXIF", exif))
     return _riff(b"".join(parts))
 
