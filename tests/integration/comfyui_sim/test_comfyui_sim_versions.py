@@ -152,6 +152,9 @@ async def test_unknown_routes_answer_like_the_static_route(start: Start, http: a
             async with http.post(sim.url + path, json={}) as resp:
                 assert resp.status == 405 and resp.headers["Allow"] == "GET,HEAD"
                 assert await resp.text() == "405: Method Not Allowed"
+        async with http.get(sim.url + "/") as resp:
+            assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/html")
+            assert f"a simulator of ComfyUI {version}" in await resp.text()
 
 
 async def test_0364_dialect(start: Start, http: aiohttp.ClientSession) -> None:

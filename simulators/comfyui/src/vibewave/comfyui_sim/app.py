@@ -465,6 +465,15 @@ async def models_folder(request: web.Request) -> web.Response:
     return web.json_response(sorted(s.config.models.get(folder, [])) if present else [])
 
 
+async def index(request: web.Request) -> web.Response:
+    """GET /: ComfyUI serves its frontend here (200 text/html, what some readiness checks probe); the
+    simulator serves a page that says what it is."""
+    s = sim(request)
+    title = f"{SIM_NAME}: a simulator of ComfyUI {s.dialect.version}"
+    body = f"<!doctype html><html><head><title>{title}</title></head><body><p>{title}; no frontend.</p></body></html>"
+    return web.Response(text=body, content_type="text/html")
+
+
 async def static_fallback(request: web.Request) -> web.StreamResponse:
     """The frontend's `web.static('/')` route: any other GET/HEAD is an empty 404 (application/octet-stream,
     chunked), and since that route matches every path, any other method is a 405 with `Allow: GET,HEAD`."""
@@ -627,6 +636,7 @@ def create_app(config: SimConfig) -> web.Application:
                 app.router.add_get(prefix + path, handler)
             else:
                 app.router.add_route(method, prefix + path, handler)
+    app.router.add_get("/", index)
     app.router.add_get("/{tail:.*}", static_fallback)
 
     async def start_worker(app: web.Application) -> None:
