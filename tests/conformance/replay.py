@@ -1,6 +1,7 @@
 """Replay a recorded ComfyUI transcript against the simulator and compare what comes back.
 
-A transcript (`transcripts/*.json`, format in reference/comfyui/transcripts/README.md) is a time-ordered list
+A transcript (`transcripts/*.json` for 0.33.0, `transcripts/v0.3.64/*.json` for 0.3.64; format in
+reference/comfyui/transcripts/README.md) is a time-ordered list
 of HTTP exchanges, WebSocket frames per socket label, client-sent WebSocket messages and notes. The driver
 walks that list in order:
 
@@ -45,9 +46,10 @@ IGNORED_HEADERS = {"date", "server", "connection", "keep-alive", "transfer-encod
 NON_ANCHOR = {"status"}
 
 
-def load(name: str) -> dict[str, Any]:
-    """The transcript whose file name starts with `name` + '_'."""
-    (path,) = sorted(TRANSCRIPTS.glob(f"{name}_*.json"))
+def load(name: str, version: str = "0.33.0") -> dict[str, Any]:
+    """The transcript whose file name starts with `name` + '_' (0.33.0 at the top, others in v<version>/)."""
+    folder = TRANSCRIPTS if version == "0.33.0" else TRANSCRIPTS / f"v{version}"
+    (path,) = sorted(folder.glob(f"{name}_*.json"))
     data: dict[str, Any] = json.loads(path.read_text())
     return data
 

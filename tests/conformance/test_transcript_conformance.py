@@ -1,7 +1,9 @@
-"""Transcript conformance: replay the recorded ComfyUI 0.33.0 sessions against the simulator.
+"""Transcript conformance: replay the recorded ComfyUI sessions against the simulator claiming that release.
 
-Each test starts a fresh simulator, replays one transcript from `transcripts/` (copied verbatim from
-reference/comfyui/transcripts, 0.33.0) with `replay.Replay`, and fails with the list of differences. What is
+Each test starts a fresh simulator, replays one transcript with `replay.Replay`, and fails with the list of
+differences: `transcripts/*.json` (copied verbatim from reference/comfyui/transcripts, 0.33.0) against
+`comfyui_version="0.33.0"` (test_transcript), `transcripts/v0.3.64/*.json` (reference .../v0.3.64) against
+`comfyui_version="0.3.64"` (test_transcript_0364). What is
 compared is described in replay.py; every scenario-specific allowance below names the reason and the
 PROTOCOL.md section (or simulator README entry) behind it. Allowances that apply everywhere:
 
@@ -26,6 +28,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -59,9 +62,19 @@ LOADER_ERROR = NodeFault(
 )
 
 
+def fast_blurs() -> Faults:
+    """Model-free nodes take their modelled CPU time (simulator README, "Node cost model"), here at 15 %: a
+    1536x1536 radius-31 blur takes ~0.24 s instead of ~1.6 s, long enough for the recorded interrupts and
+    reconnects to land while the recorded node runs, short enough for the suite."""
+    return Faults(step_time=0.001, node_cost_scale=0.15)
+
+
 @dataclass
 class Scenario:
     name: str
+    version: str = "0.33.0"
+    # The 0.33.0 recording server had the files of `models` (placeholders for 09/21/21b); the 0.3.64 one none.
+    models_present: bool = True
     faults: Faults = field(default_factory=lambda: Faults(step_time=0.001))
     models: dict[str, list[str]] | None = field(default_factory=lambda: RECORDING_MODELS)
     prerequisites: list[str] = field(default_factory=list)
@@ -123,11 +136,12 @@ SCENARIOS: dict[str, Scenario] = {
     "07": Scenario("07"),
     "08": Scenario("08"),
     "09": Scenario("09", faults=Faults(step_time=0.001, execution_error=LOADER_ERROR)),
-    # Blur nodes take `node_time` so that the interrupt lands while node 11 runs, as recorded.
-    "10": Scenario("10", faults=Faults(step_time=0.001, node_time=0.25)),
+    # The 1536x1536 blurs take their modelled time (costs.py), scaled down to ~0.24 s each (fast_blurs) so the
+    # interrupt still lands while node 11 runs, as recorded.
+    "10": Scenario("10", faults=fast_blurs()),
     "11": Scenario(
         "11",
-        faults=Faults(step_time=0.001, node_time=0.3),
+        faults=fast_blurs(),
         # GET /api/jobs?limit=10 on the recording server also listed the jobs of scenarios 01-10: compare the
         # entries present (this scenario's, newest first) and the pagination types.
         options=Options(rules=[Rule(r"/body/jobs", "prefix"), Rule(r"/body/pagination/(total|has_more)", "type")]),
@@ -145,13 +159,13 @@ SCENARIOS: dict[str, Scenario] = {
     # The recording server's output folder already held golden_colortransfer_00001..8 (scenario 06).
     "14": Scenario(
         "14",
-        faults=Faults(step_time=0.001, node_time=0.2),
+        faults=fast_blurs(),
         output_files=[f"golden_colortransfer_{i:05}_.png" for i in range(1, 9)],
     ),
     # The owner's socket drops while node 10 runs and reconnects at once: node 10 must still be running.
     # The recording server's output folder already held golden_long_00001_.png (saved by scenario 11's F),
     # so 15's file is number 2: the replay starts with that file in place.
-    "15": Scenario("15", faults=Faults(step_time=0.001, node_time=0.25), output_files=["golden_long_00001_.png"]),
+    "15": Scenario("15", faults=fast_blurs(), output_files=["golden_long_00001_.png"]),
     "16": Scenario("16"),
     "17": Scenario("17"),
     "18": Scenario("18"),
@@ -167,11 +181,40 @@ SCENARIOS: dict[str, Scenario] = {
         models=None,
         options=Options(skip_notes=("wan22_t2v_14b_api.json", "wan22_t2v_14b_api_simple.json")),
     ),
-    # Prompt 2 of 22 uses SaveWEBM and SaveAnimatedWEBP, which need VP9 / WebP encoders the simulator does not
-    # have (they are not in its catalogue, so it would answer 400 missing_node_type): only prompt 1
-    # (SaveVideo mp4, /view, HEAD, Range, preview of a video) is replayed.
+    # Prompt 2 of 22 also uses SaveWEBM, which needs a VP9 encoder the simulator does not have (not in its
+    # catalogue: 400 missing_node_type): only prompt 1 (SaveVideo mp4, /view, HEAD, Range, preview of a video)
+    # is replayed. Prompt 2's SaveAnimatedWEBP shape is checked in test_comfyui_sim_protocol.py
+    # (test_save_animated_webp) and against a real 0.3.64 by tests/conformance/live.py.
     "22": Scenario("22", options=Options(stop_at_note="prompt 2"), models=None),
 }
+
+
+def scenario_0364(name: str, **kwargs: Any) -> Scenario:
+    return Scenario(name, version="0.3.64", models_present=False, **kwargs)
+
+
+# The same scenarios recorded on ComfyUI 0.3.64 (transcripts/v0.3.64/), replayed against the simulator started
+# with comfyui_version="0.3.64". That server had no model files at all (v0.3.64/07: every model combo empty),
+# so the simulator runs with models_present=False; the general allowances above apply unchanged.
+SCENARIOS_0364: dict[str, Scenario] = {
+    "01": scenario_0364("01"),
+    "02": scenario_0364("02", prerequisites=["01"]),
+    "03": scenario_0364("03"),
+    "04": scenario_0364("04"),
+    "05": scenario_0364("05"),
+    # 07 here accepts the non-UUID prompt ids and runs scenario 01's graph again; the recording server's output
+    # folder already held golden_basic_00001/00002 (scenarios 01 and 02), so its file is number 3.
+    "07": scenario_0364("07", output_files=["golden_basic_00001_.png", "golden_basic_00002_.png"]),
+    "08": scenario_0364("08"),
+    "10": scenario_0364("10", faults=fast_blurs()),
+    "11": scenario_0364("11", faults=fast_blurs()),
+    # As for 0.33.0's 15: golden_long_00001_.png was already there (scenario 11's F).
+    "15": scenario_0364("15", faults=fast_blurs(), output_files=["golden_long_00001_.png"]),
+    "16": scenario_0364("16"),
+    "17": scenario_0364("17"),
+    "18": scenario_0364("18"),
+}
+BY_VERSION = {"0.33.0": SCENARIOS, "0.3.64": SCENARIOS_0364}
 
 
 @pytest.fixture
@@ -182,7 +225,14 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 async def replay(scenario: Scenario, tmp_path: Path, http: aiohttp.ClientSession) -> Replay:
     models = scenario.models or {k: list(v) for k, v in DEFAULT_MODELS.items()}
-    config = SimConfig(port=0, base_dir=tmp_path, models=models, faults=scenario.faults)
+    config = SimConfig(
+        port=0,
+        base_dir=tmp_path,
+        models=models,
+        models_present=scenario.models_present,
+        comfyui_version=scenario.version,
+        faults=scenario.faults,
+    )
     config.resolve_dirs()
     for name, data in scenario.input_files.items():
         (config.inp / name).write_bytes(data)
@@ -193,8 +243,8 @@ async def replay(scenario: Scenario, tmp_path: Path, http: aiohttp.ClientSession
     try:
         previous: Replay | None = None
         for name in [*scenario.prerequisites, scenario.name]:
-            options = scenario.options if name == scenario.name else SCENARIOS[name].options
-            run = Replay(running.url, http, load(name), options)
+            options = scenario.options if name == scenario.name else BY_VERSION[scenario.version][name].options
+            run = Replay(running.url, http, load(name, scenario.version), options)
             if previous is not None:
                 run.share_state(previous)
             await run.run()
@@ -213,4 +263,14 @@ async def test_transcript(name: str, tmp_path: Path, http: aiohttp.ClientSession
     if run.errors:
         elapsed = time.monotonic() - started
         pytest.fail(f"scenario {name} diverges from the recording ({elapsed:.1f}s):\n" + "\n".join(run.errors))
+    assert run.exchanges, "nothing was replayed"
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS_0364))
+async def test_transcript_0364(name: str, tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    started = time.monotonic()
+    run = await replay(SCENARIOS_0364[name], tmp_path, http)
+    if run.errors:
+        elapsed = time.monotonic() - started
+        pytest.fail(f"0.3.64 scenario {name} diverges from the recording ({elapsed:.1f}s):\n" + "\n".join(run.errors))
     assert run.exchanges, "nothing was replayed"

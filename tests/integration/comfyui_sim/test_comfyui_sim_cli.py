@@ -55,7 +55,12 @@ async def simulator_process(
 
 
 async def test_starts_fast_and_reads_env(tmp_path: Path) -> None:
-    env = {"VIBEWAVE_SIM_STEP_TIME": "0.02", "VIBEWAVE_SIM_OOM_NODE": "VAEDecode"}
+    env = {
+        "VIBEWAVE_SIM_STEP_TIME": "0.02",
+        "VIBEWAVE_SIM_OOM_NODE": "VAEDecode",
+        "VIBEWAVE_SIM_MODELS_PRESENT": "1",
+        "VIBEWAVE_SIM_NODE_COST_SCALE": "0.5",
+    }
     async with simulator_process(tmp_path, env=env) as (_, url, startup), aiohttp.ClientSession() as http:
         async with http.get(f"{url}/system_stats") as resp:
             assert resp.status == 200
@@ -64,10 +69,22 @@ async def test_starts_fast_and_reads_env(tmp_path: Path) -> None:
         async with http.get(f"{url}/vibewave-sim/faults") as resp:
             faults = await resp.json()
         assert faults["step_time"] == 0.02 and faults["oom"]["node"] == "VAEDecode"
+        assert faults["models_present"] is True and faults["node_cost_scale"] == 0.5
+
+
+async def test_version_from_env_and_flags_win(tmp_path: Path) -> None:
+    env = {"VIBEWAVE_SIM_COMFYUI_VERSION": "0.3.64", "VIBEWAVE_SIM_MODELS_PRESENT": "1"}
+    args = ("--no-models-present",)
+    async with simulator_process(tmp_path, *args, env=env) as (_, url, _), aiohttp.ClientSession() as http:
+        async with http.get(f"{url}/system_stats") as resp:
+            assert (await resp.json())["system"]["comfyui_version"] == "0.3.64"
+        async with http.get(f"{url}/vibewave-sim/faults") as resp:
+            assert (await resp.json())["models_present"] is False
 
 
 async def test_crash_fault_kills_the_process(tmp_path: Path) -> None:
     args = ("--crash-node", "KSampler", "--crash-step", "2", "--step-time", "0.01", "--crash-exit-code", "137")
+    args += ("--models-present",)
     async with simulator_process(tmp_path, *args) as (proc, url, _), aiohttp.ClientSession() as http:
         prompt = json.loads((GRAPHS / "qwen_image_lightning4_api.json").read_text())
         prompt["58"]["inputs"].update(width=64, height=64)

@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from vibewave.comfyui_sim import render
+from vibewave.comfyui_sim import render, webp
 from vibewave.comfyui_sim.app import RunningSimulator, serve
 from vibewave.comfyui_sim.config import Faults, SimConfig
 
@@ -48,7 +48,9 @@ def qwen(steps: int = 4, seed: int = 1, prefix: str = "Qwen-Image", size: int = 
 
 @pytest.fixture
 async def sim(tmp_path: Path) -> AsyncIterator[RunningSimulator]:
-    config = SimConfig(port=0, base_dir=tmp_path, faults=Faults(step_time=0.01, progress_throttle=0.0))
+    config = SimConfig(
+        port=0, base_dir=tmp_path, models_present=True, faults=Faults(step_time=0.01, progress_throttle=0.0)
+    )
     running = await serve(config)
     yield running
     await running.close()
@@ -690,3 +692,56 @@ async def test_slow_start_and_http_delay(tmp_path: Path, http: aiohttp.ClientSes
         assert loop.time() - before >= 0.2
     finally:
         await running.close()
+
+
+async def test_save_animated_webp(sim: RunningSimulator, http: aiohttp.ClientSession) -> None:
+    """Shape of transcript 22 (prompt 2): history under `images` with `animated`, /view as image/webp."""
+    ws = await connect(http, sim, "webp")
+    prompt = {
+        "0": {"class_type": "EmptyImage", "inputs": {"width": 256, "height": 192, "batch_size": 12, "color": 1}},
+        "1": {"class_type": "ImageAddNoise", "inputs": {"image": ["0", 0], "seed": 42, "strength": 0.5}},
+        "5": {
+            "class_type": "SaveAnimatedWEBP",
+            "inputs": {
+                "images": ["1", 0],
+                "filename_prefix": "golden_anim",
+                "fps": 12.0,
+                "lossless": False,
+                "quality": 80,
+                "method": "default",
+            },
+        },
+        "6": {
+            "class_type": "SaveAnimatedWEBP",
+            "inputs": {
+                "images": ["0", 0],
+                "filename_prefix": "flat",
+                "fps": 6.0,
+                "lossless": True,
+                "quality": 80,
+                "method": "fastest",
+            },
+        },
+    }
+    _, body = await post(http, sim, {"prompt": prompt, "client_id": "webp"})
+    frames = await ws.until_done(body["prompt_id"])
+    anim = {"images": [{"filename": "golden_anim_00001_.webp", "subfolder": "", "type": "output"}], "animated": [True]}
+    executed = {f["data"]["node"]: f["data"]["output"] for f in frames if f["type"] == "executed"}
+    assert executed["5"] == anim
+    entry = (await get_json(http, sim, f"/history/{body['prompt_id']}"))[body["prompt_id"]]
+    assert entry["outputs"]["5"] == anim
+    assert entry["outputs"]["6"]["animated"] == [True]  # 12 identical frames: still image, still "animated"
+
+    async with http.get(f"{sim.url}/view?filename=golden_anim_00001_.webp&subfolder=&type=output") as resp:
+        assert resp.status == 200 and resp.headers["Content-Type"] == "image/webp"
+        assert resp.headers["Content-Disposition"] == 'filename="golden_anim_00001_.webp"'
+        assert resp.headers["X-Content-Type-Options"] == "nosniff"
+        data = await resp.read()
+    chunks = webp.read_chunks_webp(data)
+    kinds = [kind for kind, _ in chunks]
+    assert kinds == [b"VP8X", b"ANIM", *[b"ANMF"] * 12, b"EXIF"]
+    assert all(payload[16:20] == b"VP8L" for kind, payload in chunks if kind == b"ANMF")
+    assert all(int.from_bytes(payload[12:15], "little") == 83 for kind, payload in chunks if kind == b"ANMF")
+    assert b"prompt:" in chunks[-1][1] and b"vibewave-comfyui-simulator" in chunks[-1][1]
+    flat = webp.read_chunks_webp((sim.simulator.config.out / "flat_00001_.webp").read_bytes())
+    assert [kind for kind, _ in flat] == [b"VP8X", b"VP8L", b"EXIF"]

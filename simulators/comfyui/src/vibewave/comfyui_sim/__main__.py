@@ -16,7 +16,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from vibewave.comfyui_sim.app import run
-from vibewave.comfyui_sim.config import DEFAULT_MODELS, ENV_PREFIX, Faults, NodeFault, SimConfig
+from vibewave.comfyui_sim.config import DEFAULT_MODELS, ENV_PREFIX, Faults, NodeFault, SimConfig, parse_bool
+from vibewave.comfyui_sim.versions import DEFAULT_VERSION, VERSIONS
 
 
 def _env_default(flag: str, default: str | None = None) -> str | None:
@@ -26,7 +27,7 @@ def _env_default(flag: str, default: str | None = None) -> str | None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m vibewave.comfyui_sim",
-        description="vibewave-comfyui-simulator: a GPU-free stand-in for a ComfyUI 0.33 server.",
+        description="vibewave-comfyui-simulator: a GPU-free stand-in for a ComfyUI 0.33.0 (or 0.3.64) server.",
     )
 
     def add(flag: str, help: str, default: str | None = None, type: Callable[[str], object] = str) -> None:
@@ -39,12 +40,31 @@ def build_parser() -> argparse.ArgumentParser:
     add("--output-dir", "output directory (default BASE/output)")
     add("--input-dir", "input directory (default BASE/input)")
     add("--temp-dir", "temp directory (default BASE/temp)")
-    add("--models", "JSON file {folder: [file names]} of model files to pretend are installed")
+    add(
+        "--comfyui-version",
+        f"ComfyUI release to behave as: {' or '.join(VERSIONS)} (wording, routes, catalogue, cache)",
+        DEFAULT_VERSION,
+    )
+    add("--models", "JSON file {folder: [file names]} of the model files the simulator knows")
+    present_env = ENV_PREFIX + "MODELS_PRESENT"
+    p.add_argument(
+        "--models-present",
+        action=argparse.BooleanOptionalAction,
+        default=parse_bool(os.environ.get(present_env, "0")),
+        help="the --models files are on disk (default: absent, like a ComfyUI with empty model folders, "
+        f"so model graphs fail validation) (env {present_env}=1)",
+    )
     add("--cache-size", "node results kept for cached re-runs", "1000", type=int)
     add("--history-size", "history entries kept", "10000", type=int)
     add("--max-upload-size", "request size limit in MB", "100", type=float)
     add("--startup-delay", "seconds to wait before listening (slow start)", "0", type=float)
     add("--step-time", "seconds per sampler step", "0.1", type=float)
+    add(
+        "--node-cost-scale",
+        "time model-free image nodes take, relative to ComfyUI on the calibration CPU (1 = as measured, 0 = instant)",
+        "1",
+        type=float,
+    )
     add("--node-time", "extra seconds spent in every executed node", "0", type=float)
     add(
         "--load-time",
@@ -85,7 +105,10 @@ def config_from_args(argv: Sequence[str] | None = None) -> tuple[SimConfig, str]
         load_time=float(args.load_time),
         http_delay=float(args.http_delay),
         progress_throttle=float(args.progress_throttle),
+        node_cost_scale=float(args.node_cost_scale),
     )
+    if str(args.comfyui_version) not in VERSIONS:
+        raise SystemExit(f"--comfyui-version must be one of {', '.join(VERSIONS)}, not {args.comfyui_version!r}")
     times = int(args.fault_times) if args.fault_times is not None else None
     if args.fail_node:
         faults.execution_error = NodeFault(
@@ -111,6 +134,8 @@ def config_from_args(argv: Sequence[str] | None = None) -> tuple[SimConfig, str]
         history_size=int(args.history_size),
         max_upload_size=int(float(args.max_upload_size) * 1024 * 1024),
         models=models,
+        models_present=bool(args.models_present),
+        comfyui_version=str(args.comfyui_version),
         faults=faults,
     )
     return config, str(args.log_level)

@@ -2,8 +2,10 @@
 
 Handlers follow ComfyUI 0.33's server.py closely, including the awkward parts clients depend on: empty
 200 bodies on POST /queue, /interrupt, /history and /free; 500 text/plain on a non-JSON body; the prompt
-counter that also advances on rejected prompts; /view's 400/403/404 cases. Simulator-only control lives
-under `/vibewave-sim/...` and is never part of ComfyUI's API.
+counter that also advances on rejected prompts; /view's 400/403/404 cases; the frontend's static route that
+answers every other GET with an empty 404 and every other method with 405. Where the claimed release
+differs (`--comfyui-version`), handlers ask its `Dialect`. Simulator-only control lives under
+`/vibewave-sim/...` and is never part of ComfyUI's API.
 """
 
 from __future__ import annotations
@@ -27,25 +29,17 @@ from typing import Any
 from aiohttp import web
 
 from vibewave.comfyui_sim import jobs, render, webp
-from vibewave.comfyui_sim.catalogue import MODEL_FOLDERS, Catalogue
+from vibewave.comfyui_sim.catalogue import Catalogue
 from vibewave.comfyui_sim.config import Faults, SimConfig
 from vibewave.comfyui_sim.hub import Hub
 from vibewave.comfyui_sim.state import PromptQueue, QueueItem
 from vibewave.comfyui_sim.validation import validate_prompt
+from vibewave.comfyui_sim.versions import Dialect, dialect
 from vibewave.comfyui_sim.worker import Worker, now_ms
 
 log = logging.getLogger("vibewave.comfyui_sim")
 
 SIM_NAME = "vibewave-comfyui-simulator"
-COMFYUI_VERSION = "0.33.0"
-# What the recording server reported in system_stats.comfy_package_versions (all at the required version).
-PACKAGE_VERSIONS = (
-    ("comfyui-frontend-package", "1.49.6"),
-    ("comfyui-workflow-templates", "0.11.44"),
-    ("comfyui-embedded-docs", "0.5.10"),
-    ("comfy-kitchen", "0.2.31"),
-    ("comfy-aimdo", "0.4.13"),
-)
 SENSITIVE_EXTRA_DATA_KEYS = ("auth_token_comfy_org", "api_key_comfy_org")
 FORCE_DOWNLOAD = {"text/html", "text/html-sandboxed", "application/xhtml+xml", "text/javascript", "text/css"}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -61,6 +55,7 @@ class Simulator:
     queue: PromptQueue
     worker: Worker
     initial_faults: Faults
+    initial_models_present: bool
     number: int = 0
     last_create_time: int = 0
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -74,6 +69,14 @@ class Simulator:
     @property
     def faults(self) -> Faults:
         return self.config.faults
+
+    @property
+    def dialect(self) -> Dialect:
+        return self.worker.dialect
+
+    def control_state(self) -> dict[str, Any]:
+        """What GET/POST/DELETE /vibewave-sim/faults answer: the fault switches plus models_present."""
+        return {**self.faults.to_json(), "models_present": self.config.models_present}
 
     def features(self) -> dict[str, Any]:
         return features(self.config)
@@ -89,6 +92,8 @@ SIM_KEY = web.AppKey("vibewave_comfyui_sim", Simulator)
 
 
 def features(config: SimConfig) -> dict[str, Any]:
+    if not dialect(config.comfyui_version).full_features:
+        return {"supports_preview_metadata": True, "max_upload_size": config.max_upload_size}
     return {
         "supports_preview_metadata": True,
         "supports_model_type_tags": True,
@@ -174,7 +179,10 @@ async def post_prompt(request: web.Request) -> web.Response:
 
     prompt = data["prompt"]
     prompt_id = data.get("prompt_id")
-    if prompt_id is None:
+    if not s.dialect.strict_prompt_id:
+        # 0.3.64: str(json_data.get("prompt_id", uuid.uuid4())), so null becomes "None".
+        prompt_id = str(prompt_id) if "prompt_id" in data else str(uuid.uuid4())
+    elif prompt_id is None:
         prompt_id = str(uuid.uuid4())
     elif not _canonical_uuid(prompt_id):
         error = {
@@ -186,20 +194,21 @@ async def post_prompt(request: web.Request) -> web.Response:
         }
         return web.json_response({"error": error, "node_errors": {}}, status=400)
 
-    result = validate_prompt(s.catalogue, prompt, data.get("partial_execution_targets"))
+    result = validate_prompt(s.catalogue, prompt, data.get("partial_execution_targets"), s.dialect)
     extra_data = data.get("extra_data", {})
     if not isinstance(extra_data, dict):
         extra_data = {}
     if "client_id" in data:
         extra_data["client_id"] = data["client_id"]
-    usage = request.headers.get("Comfy-Usage-Source")
+    usage = request.headers.get("Comfy-Usage-Source") if s.dialect.usage_source_header else None
     if usage:
         extra_data["comfy_usage_source"] = usage
     if not result.ok:
         log.warning("invalid prompt: %s", result.error)
         return web.json_response({"error": result.error, "node_errors": result.node_errors}, status=400)
     sensitive = {k: extra_data.pop(k) for k in SENSITIVE_EXTRA_DATA_KEYS if k in extra_data}
-    extra_data["create_time"] = s.create_time()
+    if s.dialect.create_time:
+        extra_data["create_time"] = s.create_time()
     s.queue.put(QueueItem(number, prompt_id, prompt, extra_data, result.outputs, sensitive))
     return web.json_response({"prompt_id": prompt_id, "number": number, "node_errors": result.node_errors})
 
@@ -210,10 +219,11 @@ async def get_prompt(request: web.Request) -> web.Response:
 
 async def get_queue(request: web.Request) -> web.Response:
     s = sim(request)
+    shown = not s.dialect.queue_hides_sensitive
     return web.json_response(
         {
-            "queue_running": [item.as_list() for item in s.queue.running.values()],
-            "queue_pending": [item.as_list() for item in s.queue.pending()],
+            "queue_running": [item.as_list(shown) for item in s.queue.running.values()],
+            "queue_pending": [item.as_list(shown) for item in s.queue.pending()],
         }
     )
 
@@ -224,7 +234,7 @@ async def post_queue(request: web.Request) -> web.Response:
     if data.get("clear"):
         s.queue.wipe()
     for prompt_id in data.get("delete", []):
-        s.queue.delete(prompt_id)
+        s.queue.delete(prompt_id, s.dialect.double_status_on_last_delete)
     return web.Response(status=200)
 
 
@@ -317,7 +327,8 @@ def _reencoded(path: Path, preview: str | None, channel: str | None) -> tuple[by
 
 async def view(request: web.Request) -> web.StreamResponse:
     query = request.rel_url.query
-    located = _locate(sim(request).config, query)
+    s = sim(request)
+    located = _locate(s.config, query)
     if isinstance(located, int):
         return web.Response(status=located)
     name = located.name
@@ -329,14 +340,10 @@ async def view(request: web.Request) -> web.StreamResponse:
     if content_type in FORCE_DOWNLOAD:
         content_type = "application/octet-stream"
         disposition = f'attachment; filename="{name}"'
-    return web.FileResponse(
-        located,
-        headers={
-            "Content-Disposition": disposition,
-            "Content-Type": content_type,
-            "X-Content-Type-Options": "nosniff",
-        },
-    )
+    headers = {"Content-Disposition": disposition, "Content-Type": content_type}
+    if s.dialect.nosniff:
+        headers["X-Content-Type-Options"] = "nosniff"
+    return web.FileResponse(located, headers=headers)
 
 
 def _store_upload(upload_dir: Path, subfolder: str, filename: str, content: bytes, overwrite: bool) -> str | None:
@@ -393,38 +400,34 @@ def _memory() -> tuple[int, int]:
 async def system_stats(request: web.Request) -> web.Response:
     ram_total, ram_free = _memory()
     vram_total = 24 * 1024**3
-    return web.json_response(
-        {
-            "system": {
-                "os": sys.platform,
-                "ram_total": ram_total,
-                "ram_free": ram_free,
-                "comfyui_version": COMFYUI_VERSION,
-                "required_frontend_version": "1.49.6",
-                "installed_templates_version": "0.11.44",
-                "required_templates_version": "0.11.44",
-                "comfy_package_versions": [
-                    {"name": name, "installed": version, "required": version} for name, version in PACKAGE_VERSIONS
-                ],
-                "python_version": sys.version,
-                "pytorch_version": f"none ({SIM_NAME})",
-                "embedded_python": False,
-                "deploy_environment": SIM_NAME,
-                "argv": sys.argv,
-            },
-            "devices": [
-                {
-                    "name": f"cuda:0 Simulated GPU ({SIM_NAME}) : native",
-                    "type": "cuda",
-                    "index": 0,
-                    "vram_total": vram_total,
-                    "vram_free": vram_total,
-                    "torch_vram_total": vram_total,
-                    "torch_vram_free": vram_total,
-                }
-            ],
-        }
-    )
+    d = sim(request).dialect
+    system: dict[str, Any] = {
+        "os": sys.platform if d.os_from_platform else os.name,
+        "ram_total": ram_total,
+        "ram_free": ram_free,
+        "comfyui_version": d.version,
+        "required_frontend_version": d.frontend_version,
+        "installed_templates_version": d.templates_version,
+        "required_templates_version": d.templates_version,
+    }
+    if d.package_versions is not None:
+        system["comfy_package_versions"] = [
+            {"name": name, "installed": version, "required": version} for name, version in d.package_versions
+        ]
+    system.update({"python_version": sys.version, "pytorch_version": f"none ({SIM_NAME})", "embedded_python": False})
+    if d.package_versions is not None:
+        system["deploy_environment"] = SIM_NAME
+    system["argv"] = sys.argv
+    device = {
+        "name": f"cuda:0 Simulated GPU ({SIM_NAME}) : native",
+        "type": "cuda",
+        "index": 0,
+        "vram_total": vram_total,
+        "vram_free": vram_total,
+        "torch_vram_total": vram_total,
+        "torch_vram_free": vram_total,
+    }
+    return web.json_response({"system": system, "devices": [device]})
 
 
 async def get_features(request: web.Request) -> web.Response:
@@ -450,14 +453,35 @@ async def extensions(request: web.Request) -> web.Response:
 
 
 async def models(request: web.Request) -> web.Response:
-    return web.json_response(MODEL_FOLDERS)
+    return web.json_response(list(sim(request).dialect.model_folders))
 
 
 async def models_folder(request: web.Request) -> web.Response:
+    s = sim(request)
     folder = request.match_info["folder"]
-    if folder not in MODEL_FOLDERS:
+    if folder not in s.dialect.model_folders:
         return web.Response(status=404)
-    return web.json_response(sorted(sim(request).config.models.get(folder, [])))
+    present = s.config.models_present
+    return web.json_response(sorted(s.config.models.get(folder, [])) if present else [])
+
+
+async def index(request: web.Request) -> web.Response:
+    """GET /: ComfyUI serves its frontend here (200 text/html, what some readiness checks probe); the
+    simulator serves a page that says what it is."""
+    s = sim(request)
+    title = f"{SIM_NAME}: a simulator of ComfyUI {s.dialect.version}"
+    body = f"<!doctype html><html><head><title>{title}</title></head><body><p>{title}; no frontend.</p></body></html>"
+    return web.Response(text=body, content_type="text/html")
+
+
+async def static_fallback(request: web.Request) -> web.StreamResponse:
+    """The frontend's `web.static('/')` route: any other GET/HEAD is an empty 404 (application/octet-stream,
+    chunked), and since that route matches every path, any other method is a 405 with `Allow: GET,HEAD`."""
+    response = web.StreamResponse(status=404)
+    response.content_type = "application/octet-stream"
+    await response.prepare(request)
+    await response.write_eof()
+    return response
 
 
 async def websocket(request: web.Request) -> web.StreamResponse:
@@ -502,7 +526,7 @@ async def cancel_jobs(request: web.Request) -> web.Response:
 
 
 async def get_faults(request: web.Request) -> web.Response:
-    return web.json_response(sim(request).faults.to_json())
+    return web.json_response(sim(request).control_state())
 
 
 async def post_faults(request: web.Request) -> web.Response:
@@ -511,11 +535,17 @@ async def post_faults(request: web.Request) -> web.Response:
         data = await request.json()
         if not isinstance(data, dict):
             raise ValueError("body must be a JSON object")
+        data = dict(data)
+        present = data.pop("models_present", None)
+        if present is not None and not isinstance(present, bool):
+            raise ValueError("models_present must be true or false")
         s.faults.update(data)
     except ValueError as ex:
         return web.json_response({"error": str(ex)}, status=400)
-    log.info("fault switches now %s", s.faults.to_json())
-    return web.json_response(s.faults.to_json())
+    if present is not None:
+        s.config.models_present = present
+    log.info("fault switches now %s", s.control_state())
+    return web.json_response(s.control_state())
 
 
 async def delete_faults(request: web.Request) -> web.Response:
@@ -523,7 +553,8 @@ async def delete_faults(request: web.Request) -> web.Response:
     initial = s.initial_faults.copy()
     for name in (*Faults.NUMBER_FIELDS, *Faults.FAULT_FIELDS):
         setattr(s.faults, name, getattr(initial, name))
-    return web.json_response(s.faults.to_json())
+    s.config.models_present = s.initial_models_present
+    return web.json_response(s.control_state())
 
 
 async def sim_info(request: web.Request) -> web.Response:
@@ -531,11 +562,12 @@ async def sim_info(request: web.Request) -> web.Response:
     return web.json_response(
         {
             "simulator": SIM_NAME,
-            "emulates": f"ComfyUI {COMFYUI_VERSION}",
+            "emulates": f"ComfyUI {s.dialect.version}",
             "output_dir": str(s.config.out),
             "input_dir": str(s.config.inp),
             "temp_dir": str(s.config.tmp),
             "models": s.config.models,
+            "models_present": s.config.models_present,
             "faults": s.faults.to_json(),
             "pid": os.getpid(),
         }
@@ -568,37 +600,44 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "/models", models),
     ("GET", "/models/{folder}", models_folder),
     ("GET", "/ws", websocket),
-    ("GET", "/api/jobs", list_jobs),
-    ("GET", "/api/jobs/{job_id}", get_job),
-    ("POST", "/api/jobs/cancel", cancel_jobs),
-    ("POST", "/api/jobs/{job_id}/cancel", cancel_job),
     ("GET", "/vibewave-sim/info", sim_info),
     ("GET", "/vibewave-sim/faults", get_faults),
     ("POST", "/vibewave-sim/faults", post_faults),
     ("DELETE", "/vibewave-sim/faults", delete_faults),
     ("POST", "/vibewave-sim/clear-cache", clear_cache),
 ]
+# Declared as /api/jobs... upstream (so also served as /api/api/jobs...); only from 0.33 on.
+JOBS_ROUTES: list[tuple[str, str, Handler]] = [
+    ("GET", "/jobs", list_jobs),
+    ("GET", "/jobs/{job_id}", get_job),
+    ("POST", "/jobs/cancel", cancel_jobs),
+    ("POST", "/jobs/{job_id}/cancel", cancel_job),
+]
 
 
 def create_app(config: SimConfig) -> web.Application:
     """Build the aiohttp application; the worker starts with the app and stops on cleanup."""
     config.resolve_dirs()
-    catalogue = Catalogue(config.models, config.inp)
+    version = dialect(config.comfyui_version)
+    catalogue = Catalogue(config.models, config.inp, version.version, lambda: config.models_present)
     hub = Hub(features(config))
     holder: list[Simulator] = []
     queue = PromptQueue(lambda: holder[0].broadcast_status(), config.history_size)
     worker = Worker(config, catalogue, queue, hub)
-    simulator = Simulator(config, catalogue, hub, queue, worker, config.faults.copy())
+    simulator = Simulator(config, catalogue, hub, queue, worker, config.faults.copy(), config.models_present)
     holder.append(simulator)
 
     app = web.Application(client_max_size=config.max_upload_size, middlewares=[origin_middleware, delay_middleware])
     app[SIM_KEY] = simulator
-    for method, path, handler in ROUTES:
+    routes = [*ROUTES, *((m, "/api" + p, h) for m, p, h in JOBS_ROUTES if version.jobs_api)]
+    for method, path, handler in routes:
         for prefix in ("", "/api"):
             if method == "GET":
                 app.router.add_get(prefix + path, handler)
             else:
                 app.router.add_route(method, prefix + path, handler)
+    app.router.add_get("/", index)
+    app.router.add_get("/{tail:.*}", static_fallback)
 
     async def start_worker(app: web.Application) -> None:
         simulator.tasks.append(asyncio.create_task(worker.run_forever(), name="comfyui-sim-worker"))
@@ -637,10 +676,11 @@ class RunningSimulator:
 
 def log_banner(config: SimConfig, port: int) -> None:
     log.warning(
-        "%s: a SIMULATOR of the ComfyUI %s HTTP/WebSocket API (no GPU, no models, generated pictures) "
-        "listening on http://%s:%s (python %s on %s, output %s)",
+        "%s: a SIMULATOR of the ComfyUI %s HTTP/WebSocket API (no GPU, no models, generated pictures; "
+        "model files %s) listening on http://%s:%s (python %s on %s, output %s)",
         SIM_NAME,
-        COMFYUI_VERSION,
+        config.comfyui_version,
+        "present" if config.models_present else "absent",
         config.host,
         port,
         platform.python_version(),

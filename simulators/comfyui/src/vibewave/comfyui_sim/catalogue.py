@@ -1,9 +1,11 @@
 """Node catalogue: the object_info entries of the node classes the simulator can run.
 
-`data/object_info.json.gz` holds the entries copied verbatim from the recording server's
-`GET /object_info` (reference/comfyui/transcripts/object_info_full.json.gz, ComfyUI 0.33.0); only the
-model-file combos are rewritten at runtime from the simulator's "installed" model lists, and LoadImage's
-list from the input directory, just as ComfyUI rebuilds them from disk on every request.
+`data/object_info.json.gz` holds the entries copied verbatim from the 0.33.0 recording server's
+`GET /object_info` (reference/comfyui/transcripts/object_info_full.json.gz);
+`data/object_info_0.3.64.json.gz` the same classes as a real ComfyUI 0.3.64 answered them (ColorTransfer does
+not exist there). Only the model-file combos are rewritten at runtime from the simulator's model lists
+(empty while the models are not present), and LoadImage's list from the input directory, just as ComfyUI
+rebuilds them from disk on every request.
 """
 
 from __future__ import annotations
@@ -11,11 +13,14 @@ from __future__ import annotations
 import copy
 import gzip
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-DATA_FILE = Path(__file__).parent / "data" / "object_info.json.gz"
+from vibewave.comfyui_sim.versions import DEFAULT_VERSION, dialect
+
+DATA_DIR = Path(__file__).parent / "data"
 
 # (class_type, input name) -> model folder whose file list is the combo's option list.
 MODEL_COMBOS: dict[tuple[str, str], str] = {
@@ -24,37 +29,6 @@ MODEL_COMBOS: dict[tuple[str, str], str] = {
     ("VAELoader", "vae_name"): "vae",
     ("LoraLoaderModelOnly", "lora_name"): "loras",
 }
-
-# Folders listed by GET /models on the recording server (order preserved).
-MODEL_FOLDERS = [
-    "checkpoints",
-    "configs",
-    "loras",
-    "vae",
-    "text_encoders",
-    "diffusion_models",
-    "clip_vision",
-    "style_models",
-    "embeddings",
-    "diffusers",
-    "vae_approx",
-    "controlnet",
-    "gligen",
-    "upscale_models",
-    "latent_upscale_models",
-    "custom_nodes",
-    "datasets",
-    "hypernetworks",
-    "photomaker",
-    "classifiers",
-    "model_patches",
-    "audio_encoders",
-    "background_removal",
-    "frame_interpolation",
-    "geometry_estimation",
-    "optical_flow",
-    "detection",
-]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
@@ -77,11 +51,18 @@ class InputSpec:
 class Catalogue:
     """Node definitions plus the dynamic combo lists; one instance per simulator."""
 
-    def __init__(self, models: dict[str, list[str]], input_dir: Path) -> None:
-        with gzip.open(DATA_FILE, "rt", encoding="utf-8") as f:
+    def __init__(
+        self,
+        models: dict[str, list[str]],
+        input_dir: Path,
+        version: str = DEFAULT_VERSION,
+        present: Callable[[], bool] | None = None,
+    ) -> None:
+        with gzip.open(DATA_DIR / dialect(version).catalogue_file, "rt", encoding="utf-8") as f:
             self._base: dict[str, dict[str, Any]] = json.load(f)
         self.models = models
         self.input_dir = input_dir
+        self.present = present or (lambda: True)
 
     def __contains__(self, class_type: object) -> bool:
         return class_type in self._base
@@ -91,7 +72,8 @@ class Catalogue:
         return list(self._base)
 
     def model_files(self, folder: str) -> list[str]:
-        files = sorted(self.models.get(folder, []))
+        """What folder_paths.get_filename_list(folder) would find: nothing while the models are absent."""
+        files = sorted(self.models.get(folder, [])) if self.present() else []
         if folder == "vae":
             files.append("pixel_space")
         return files
@@ -115,6 +97,11 @@ class Catalogue:
 
     def object_info(self) -> dict[str, Any]:
         return {name: self.info(name) for name in self._base}
+
+    def takes_unique_id(self, class_type: str) -> bool:
+        """Whether the class has a hidden UNIQUE_ID input (its cache key then includes the node id)."""
+        hidden = self._base[class_type]["input"].get("hidden", {})
+        return any(v == "UNIQUE_ID" or v == ["UNIQUE_ID"] for v in hidden.values())
 
     def is_output(self, class_type: str) -> bool:
         return bool(self._base[class_type]["output_node"])

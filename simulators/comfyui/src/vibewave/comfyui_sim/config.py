@@ -108,12 +108,13 @@ class Faults:
     load_time: float = 0.0
     http_delay: float = 0.0
     progress_throttle: float = 0.0
+    node_cost_scale: float = 1.0
     execution_error: NodeFault | None = None
     oom: NodeFault | None = None
     crash: NodeFault | None = None
 
     FAULT_FIELDS = ("execution_error", "oom", "crash")
-    NUMBER_FIELDS = ("step_time", "node_time", "load_time", "http_delay", "progress_throttle")
+    NUMBER_FIELDS = ("step_time", "node_time", "load_time", "http_delay", "progress_throttle", "node_cost_scale")
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {name: getattr(self, name) for name in self.NUMBER_FIELDS}
@@ -147,6 +148,7 @@ class Faults:
             load_time=self.load_time,
             http_delay=self.http_delay,
             progress_throttle=self.progress_throttle,
+            node_cost_scale=self.node_cost_scale,
             execution_error=clone(self.execution_error),
             oom=clone(self.oom),
             crash=clone(self.crash),
@@ -155,7 +157,13 @@ class Faults:
 
 @dataclass
 class SimConfig:
-    """Static settings fixed at start-up (paths, network, catalogue) plus the initial fault switches."""
+    """Static settings fixed at start-up (paths, network, catalogue) plus the initial fault switches.
+
+    `comfyui_version` picks the dialect (wording, routes, catalogue) of one recorded ComfyUI release.
+    `models_present` says whether the files in `models` are on disk: False (the default) behaves like a
+    ComfyUI whose model folders are empty, so model combos list nothing and model graphs fail validation.
+    It is the start-up value; the control route can switch it at runtime.
+    """
 
     host: str = "127.0.0.1"
     port: int = 8188
@@ -168,6 +176,8 @@ class SimConfig:
     history_size: int = 10000
     max_upload_size: int = 100 * 1024 * 1024
     models: dict[str, list[str]] = field(default_factory=lambda: {k: list(v) for k, v in DEFAULT_MODELS.items()})
+    models_present: bool = False
+    comfyui_version: str = "0.33.0"
     faults: Faults = field(default_factory=Faults)
 
     def resolve_dirs(self) -> None:
@@ -199,3 +209,13 @@ class SimConfig:
 
 def env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(ENV_PREFIX + name, default)
+
+
+def parse_bool(value: str) -> bool:
+    """An environment-style switch: 1/true/yes/on or 0/false/no/off (any case)."""
+    text = value.strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a boolean: {value!r}")

@@ -82,8 +82,16 @@ class ExecutionList:
         del self.blocking[node_id]
 
 
-def signatures(prompt: dict[str, Any], changed: Callable[[str], str | None]) -> dict[str, str]:
-    """Cache key per node: class, IS_CHANGED token and inputs, with links replaced by the source's key."""
+def signatures(
+    prompt: dict[str, Any],
+    changed: Callable[[str], str | None],
+    with_id: Callable[[str], bool] = lambda class_type: False,
+) -> dict[str, str]:
+    """Cache key per node: class, IS_CHANGED token and inputs, with links replaced by the source's key.
+
+    Classes that take their own node id (a hidden UNIQUE_ID input, e.g. GetImageSize) also key on it, as
+    caching.include_unique_id_in_input does: the same graph under other ids runs them again (seen on 0.3.64).
+    """
     out: dict[str, str] = {}
 
     def sig(node_id: str, trail: frozenset[str]) -> str:
@@ -93,6 +101,8 @@ def signatures(prompt: dict[str, Any], changed: Callable[[str], str | None]) -> 
             raise RuntimeError("dependency cycle in prompt")
         node = prompt[node_id]
         items: list[Any] = [node["class_type"], changed(node_id)]
+        if with_id(node["class_type"]):
+            items.append(["NODE_ID", node_id])
         for name in sorted(node["inputs"]):
             value = node["inputs"][name]
             if is_link(value) and value[0] in prompt:
@@ -137,3 +147,8 @@ class OutputCache:
 
     def clear(self) -> None:
         self.entries.clear()
+
+    def retain(self, keys: set[str]) -> None:
+        """Drop every entry the coming prompt cannot use: 0.3.64's classic cache (clean_unused)."""
+        for key in [k for k in self.entries if k not in keys]:
+            del self.entries[key]

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from vibewave.comfyui_sim import render
+from vibewave.comfyui_sim import costs, render, webp
 from vibewave.comfyui_sim.render import Frame
 from vibewave.comfyui_sim.values import Clip, Conditioning, Images, Latent, Mask, Model, Vae, Video
 from vibewave.comfyui_sim.video import encode_mp4
@@ -38,6 +38,10 @@ class NodeContext(Protocol):
     input_dir: Path
 
     async def progress(self, value: int, total: int, preview: bytes | None = None) -> None: ...
+
+    def add_cost(self, seconds: float) -> None: ...
+
+    async def pace(self, fraction: float = 1.0) -> None: ...
 
     async def sampler_step(self, step: int, total: int) -> None: ...
 
@@ -273,12 +277,21 @@ async def image_scale(
 
 
 async def image_add_noise(ctx: NodeContext, image: Images, seed: int, strength: float) -> NodeOutput:
-    return (image.map(f"noise:{seed}:{strength}"),), None
+    if strength <= 0:
+        return (image,), None
+    # Noise makes even a flat picture detailed (which is what the savers' costs depend on).
+    label = f"noise:{seed}:{strength}"
+    frames = tuple(
+        Frame.mosaic(hashlib.sha256(f"{frame}:{i}:{label}".encode()).digest(), frame.shift)
+        for i, frame in enumerate(image.frames)
+    )
+    return (Images(image.width, image.height, frames),), None
 
 
 async def color_transfer(ctx: NodeContext, image_target: Images, image_ref: Images, **options: Any) -> NodeOutput:
     total = len(image_target.frames)
     for i in range(1, total + 1):
+        await ctx.pace(i / total)
         await ctx.progress(i, total)
     return (image_target.map(f"colortransfer:{image_ref.frames[:1]}"),), None
 
@@ -287,6 +300,7 @@ async def load_image(ctx: NodeContext, image: str) -> NodeOutput:
     name = image[: image.rindex(" [")] if image.endswith("]") and " [" in image else image
     data = (ctx.input_dir / name).read_bytes()
     width, height = render.png_size(data) or (512, 512)
+    ctx.add_cost(costs.load_image_seconds(width, height))
     frame = Frame.mosaic(hashlib.sha256(data).digest())
     return (Images(width, height, (frame,)), Mask(width, height, 1)), None
 
@@ -330,6 +344,7 @@ async def save_image_websocket(ctx: NodeContext, images: Images) -> NodeOutput:
     total = len(images.frames)
     for step, frame in enumerate(images.frames):
         data = await ctx.run_blocking(_encoder(images, frame, None, 1))
+        await ctx.pace((step + 1) / total)
         await ctx.progress(step, total, data)
     return (), None
 
@@ -364,6 +379,45 @@ async def save_animated_png(
     (folder / name).write_bytes(data)
     animated = len(images.frames) > 1
     return (), {"images": [{"filename": name, "subfolder": subfolder, "type": "output"}], "animated": [animated]}
+
+
+async def save_animated_webp(
+    ctx: NodeContext,
+    images: Images,
+    filename_prefix: str,
+    fps: float,
+    lossless: bool = True,
+    quality: int = 80,
+    method: str = "default",
+) -> NodeOutput:
+    """comfy_extras.nodes_images.SaveAnimatedWEBP: one RIFF/WEBP file with every frame of the batch.
+
+    Always lossless VP8L frames (no VP8 encoder here; `quality` and `method` only change the time it takes,
+    `lossless` also the container flags and key-frame spacing). Identical consecutive frames are merged as
+    libwebp does, down to a still image; `animated` is still true for any batch of more than one image, as
+    upstream reports it."""
+    folder, stem, counter, subfolder = save_image_path(filename_prefix, ctx.output_dir, images.width, images.height)
+    name = f"{stem}_{counter:05}_.webp"
+    exif = webp.exif_ascii({0x0110: f"prompt:{json.dumps(ctx.prompt)}", 0x0131: SIM_LABEL, **_exif_pnginfo(ctx)})
+    duration = int(1000.0 / fps)
+    width, height = images.width, images.height
+
+    def encode() -> bytes:
+        frames = [(render.rgb_rows(width, height, frame), frame) for frame in images.frames]
+        return webp.encode_animated(width, height, frames, duration, exif, lossless)
+
+    data = await ctx.run_blocking(encode)
+    (folder / name).write_bytes(data)
+    result = {"filename": name, "subfolder": subfolder, "type": "output"}
+    return (), {"images": [result], "animated": [len(images.frames) != 1]}
+
+
+def _exif_pnginfo(ctx: NodeContext) -> dict[int, str]:
+    """extra_pnginfo entries as EXIF tags counting down from 0x010F (Make), as SaveAnimatedWEBP writes them."""
+    extra = ctx.extra_data.get("extra_pnginfo")
+    if not isinstance(extra, dict):
+        return {}
+    return {0x010F - i: f"{key}:{json.dumps(value)}" for i, (key, value) in enumerate(extra.items())}
 
 
 NodeFunction = Callable[..., Awaitable[NodeOutput]]
@@ -404,6 +458,7 @@ NODE_FUNCTIONS: dict[str, NodeFunction] = {
     "CreateVideo": create_video,
     "SaveVideo": save_video,
     "SaveAnimatedPNG": save_animated_png,
+    "SaveAnimatedWEBP": save_animated_webp,
 }
 
 # Nodes whose IS_CHANGED makes them re-run every time (never served from cache).

@@ -62,11 +62,10 @@ def cell_bounds(total: int) -> list[int]:
     return [total * i // GRID for i in range(GRID + 1)]
 
 
-def scanlines(width: int, height: int, frame: Frame) -> bytes:
-    """Raw PNG image data (filter byte 0 + RGB row, for every row) of one frame."""
+def rgb_rows(width: int, height: int, frame: Frame) -> list[bytes]:
+    """The RGB rows of one frame, top to bottom; equal rows are the same object (encoders reuse that)."""
     if frame.kind == "solid":
-        row = b"\x00" + _rgb(frame.color) * width
-        return row * height
+        return [_rgb(frame.color) * width] * height
     palette = hashlib.shake_256(frame.key).digest(GRID * GRID * 3)
     xs = cell_bounds(width)
     ys = cell_bounds(height)
@@ -90,10 +89,22 @@ def scanlines(width: int, height: int, frame: Frame) -> bytes:
                 pixels = b"".join(parts)
                 if shift:
                     pixels = pixels[-shift * 3 :] + pixels[: -shift * 3]
-                cached = b"\x00" + pixels
+                cached = pixels
                 cache[key] = cached
             rows.append(cached)
-    return b"".join(rows)
+    return rows
+
+
+def scanlines(width: int, height: int, frame: Frame) -> bytes:
+    """Raw PNG image data (filter byte 0 + RGB row, for every row) of one frame."""
+    filtered: dict[int, bytes] = {}
+    out = []
+    for row in rgb_rows(width, height, frame):
+        line = filtered.get(id(row))
+        if line is None:
+            line = filtered[id(row)] = b"\x00" + row
+        out.append(line)
+    return b"".join(out)
 
 
 def _ihdr(width: int, height: int) -> bytes:

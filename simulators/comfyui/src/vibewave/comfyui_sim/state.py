@@ -25,9 +25,10 @@ class QueueItem:
     outputs: list[str]
     sensitive: dict[str, Any]
 
-    def as_list(self) -> list[Any]:
-        """The 5-element tuple of /queue and history (sensitive keys already removed)."""
-        return [self.number, self.prompt_id, self.prompt, self.extra_data, self.outputs]
+    def as_list(self, with_sensitive: bool = False) -> list[Any]:
+        """The 5-element tuple of /queue and history; the sensitive keys only if asked (0.3.64's /queue)."""
+        extra_data = {**self.extra_data, **self.sensitive} if with_sensitive and self.sensitive else self.extra_data
+        return [self.number, self.prompt_id, self.prompt, extra_data, self.outputs]
 
 
 class PromptQueue:
@@ -60,11 +61,16 @@ class PromptQueue:
     def pending(self) -> list[QueueItem]:
         return [entry[3] for entry in self._heap]
 
-    def delete(self, prompt_id: str) -> bool:
+    def delete(self, prompt_id: str, double_status_on_last: bool = False) -> bool:
+        """Remove a pending prompt. `double_status_on_last`: 0.3.64 empties the heap with wipe_queue() when it
+        removes the last item, which reports the change once more (two status frames)."""
         for index, entry in enumerate(self._heap):
             if entry[1] == prompt_id:
-                self._heap.pop(index)
-                heapq.heapify(self._heap)
+                if double_status_on_last and len(self._heap) == 1:
+                    self.wipe()
+                else:
+                    self._heap.pop(index)
+                    heapq.heapify(self._heap)
                 self.on_change()
                 return True
         return False

@@ -1,5 +1,8 @@
 """Prompt validation, ported from ComfyUI 0.33 `execution.validate_prompt` / `validate_inputs`.
 
+0.3.64 differs only in the graph-level wording for unknown or missing class types (`_missing_node`); its
+looser per-input checks follow from its own catalogue (legacy list combos, no dynamic combos).
+
 The error dicts, their order, the coercion of widget values (which mutates the prompt, as upstream does,
 so /queue and /history show the coerced values) and the quirks (e.g. `dependent_outputs` accumulating over
 every failing output) follow the upstream code and the recorded 400 bodies in transcript 07.
@@ -14,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vibewave.comfyui_sim.catalogue import Catalogue, InputSpec
+from vibewave.comfyui_sim.versions import DEFAULT_VERSION, DIALECTS, Dialect
 
 log = logging.getLogger("vibewave.comfyui_sim")
 
@@ -275,40 +279,50 @@ def _range_or_combo_error(spec: InputSpec, val: Any) -> dict[str, Any] | None:
     return None
 
 
+def _missing_node(x: str, node: Any, catalogue: Catalogue, dialect: Dialect) -> dict[str, Any] | None:
+    """The graph-level error for a node without a known class_type, worded as the claimed release does."""
+    has_type = isinstance(node, dict) and "class_type" in node
+    if has_type and isinstance(node["class_type"], str) and node["class_type"] in catalogue:
+        return None
+    if not dialect.missing_node_type:
+        message = (
+            f"Cannot execute because node {node['class_type']} does not exist."
+            if has_type
+            else "Cannot execute because a node is missing the class_type property."
+        )
+        return {"type": "invalid_prompt", "message": message, "details": f"Node ID '#{x}'", "extra_info": {}}
+    meta = node.get("_meta", {}) if isinstance(node, dict) else {}
+    if not has_type:
+        title = meta.get("title") if isinstance(meta, dict) else None
+        return {
+            "type": "missing_node_type",
+            "message": f"Node '{title or f'ID #{x}'}' has no class_type. "
+            "The workflow may be corrupted or a custom node is missing.",
+            "details": f"Node ID '#{x}'",
+            "extra_info": {"node_id": x, "class_type": None, "node_title": title},
+        }
+    class_type = node["class_type"]
+    title = meta.get("title", class_type) if isinstance(meta, dict) else class_type
+    return {
+        "type": "missing_node_type",
+        "message": f"Node '{title}' not found. The custom node may not be installed.",
+        "details": f"Node ID '#{x}'",
+        "extra_info": {"node_id": x, "class_type": class_type, "node_title": title},
+    }
+
+
 def validate_prompt(
-    catalogue: Catalogue, prompt: dict[str, Any], partial_targets: list[str] | None = None
+    catalogue: Catalogue,
+    prompt: dict[str, Any],
+    partial_targets: list[str] | None = None,
+    dialect: Dialect = DIALECTS[DEFAULT_VERSION],
 ) -> ValidationResult:
     outputs: list[str] = []
     for x in prompt:
-        node = prompt[x]
-        if not isinstance(node, dict) or "class_type" not in node:
-            meta = node.get("_meta", {}) if isinstance(node, dict) else {}
-            title = meta.get("title") if isinstance(meta, dict) else None
-            return ValidationResult(
-                False,
-                {
-                    "type": "missing_node_type",
-                    "message": f"Node '{title or f'ID #{x}'}' has no class_type. "
-                    "The workflow may be corrupted or a custom node is missing.",
-                    "details": f"Node ID '#{x}'",
-                    "extra_info": {"node_id": x, "class_type": None, "node_title": title},
-                },
-                [],
-            )
-        class_type = node["class_type"]
-        if not isinstance(class_type, str) or class_type not in catalogue:
-            meta = node.get("_meta", {})
-            title = meta.get("title", class_type) if isinstance(meta, dict) else class_type
-            return ValidationResult(
-                False,
-                {
-                    "type": "missing_node_type",
-                    "message": f"Node '{title}' not found. The custom node may not be installed.",
-                    "details": f"Node ID '#{x}'",
-                    "extra_info": {"node_id": x, "class_type": class_type, "node_title": title},
-                },
-                [],
-            )
+        error = _missing_node(x, prompt[x], catalogue, dialect)
+        if error is not None:
+            return ValidationResult(False, error, [])
+        class_type = prompt[x]["class_type"]
         if catalogue.is_output(class_type) and (partial_targets is None or x in partial_targets):
             outputs.append(x)
 

@@ -4,7 +4,8 @@ Mirrors ComfyUI's PromptExecutor.execute: execution_start, execution_cached, the
 progress_state(running) + executing, the node body (progress per sampler step), executed for nodes with
 UI output, progress_state(finished); a cached output node only replays its old `executed`. The interrupt
 flag is reset when a prompt starts and checked before each node and at every sampler step; faults from
-the control route are injected at the same points.
+the control route are injected at the same points. Model-free nodes take the time the real node would
+(costs.py, scaled by `node_cost_scale`) and cannot be interrupted while they run, as on the real server.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vibewave.comfyui_sim import nodes
+from vibewave.comfyui_sim import costs, nodes
 from vibewave.comfyui_sim.catalogue import Catalogue
 from vibewave.comfyui_sim.config import DEFAULT_OOM_MESSAGE, OOM_TIPS, Faults, NodeFault, SimConfig
 from vibewave.comfyui_sim.graph import CacheEntry, ExecutionList, OutputCache, signatures
@@ -28,6 +29,7 @@ from vibewave.comfyui_sim.hub import Hub
 from vibewave.comfyui_sim.state import PromptQueue, QueueItem
 from vibewave.comfyui_sim.validation import DYNAMIC_COMBO, full_type_name, is_link
 from vibewave.comfyui_sim.values import format_value
+from vibewave.comfyui_sim.versions import dialect
 
 log = logging.getLogger("vibewave.comfyui_sim")
 
@@ -120,7 +122,7 @@ class PromptRun:
 class NodeRun:
     """The NodeContext handed to node functions: progress, faults, interrupt checks, file locations."""
 
-    def __init__(self, worker: Worker, run: PromptRun, node_id: str, class_type: str) -> None:
+    def __init__(self, worker: Worker, run: PromptRun, node_id: str, class_type: str, cost: float) -> None:
         self.worker = worker
         self.run = run
         self.node_id = node_id
@@ -133,6 +135,22 @@ class NodeRun:
         self.input_dir: Path = worker.config.inp
         self._last_sent: float | None = None
         self._last_value = 0
+        self.cost = cost
+        self.started = time.monotonic()
+
+    def add_cost(self, seconds: float) -> None:
+        """More real-node time, known only once the node has looked at its input (e.g. a file's size)."""
+        self.cost += seconds
+
+    async def pace(self, fraction: float = 1.0) -> None:
+        """Wait until `fraction` of the node's cost (times node_cost_scale) has passed since it started.
+
+        A plain sleep: like a torch or Pillow call on the real server, it does not notice an interrupt; nodes
+        with a progress bar are interruptible at their progress updates instead."""
+        target = self.started + self.cost * self.worker.faults.node_cost_scale * fraction
+        delay = target - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
 
     async def progress(self, value: int, total: int, preview: bytes | None = None) -> None:
         """comfy.utils.ProgressBar.update_absolute + the server hook, with 0.33's throttling."""
@@ -194,6 +212,7 @@ class Worker:
         self.queue = queue
         self.hub = hub
         self.cache = OutputCache(config.cache_size)
+        self.dialect = dialect(config.comfyui_version)
         self.exit_process = exit_process
         self.client_id: str | None = None
         self.last_node_id: str | None = None
@@ -270,7 +289,9 @@ class Worker:
             node = prompt[node_id]
             return nodes.is_changed_token(node["class_type"], node["inputs"], self.config.inp)
 
-        sigs = signatures(prompt, changed)
+        sigs = signatures(prompt, changed, self.catalogue.takes_unique_id)
+        if self.dialect.classic_cache:
+            self.cache.retain(set(sigs.values()))
         cached: dict[str, CacheEntry] = {}
         for nid in prompt:
             entry = self.cache.get(sigs[nid])
@@ -359,8 +380,9 @@ class Worker:
             elif delay > 0:
                 # Anything else runs to the end; the interrupt then hits before the next node (scenario 10).
                 await asyncio.sleep(delay)
-            ctx = NodeRun(self, run, node_id, class_type)
+            ctx = NodeRun(self, run, node_id, class_type, costs.node_cost(class_type, kwargs))
             outputs, ui = await nodes.NODE_FUNCTIONS[class_type](ctx, **kwargs)
+            await ctx.pace()
         except Interrupted:
             run.add_message(
                 "execution_interrupted",
