@@ -61,7 +61,7 @@ class Recorder:
 
 @pytest.fixture
 async def sim(tmp_path: Path) -> AsyncIterator[RunningSimulator]:
-    running = await serve(SimConfig(port=0, base_dir=tmp_path, faults=Faults(step_time=0.01)))
+    running = await serve(SimConfig(port=0, base_dir=tmp_path, models_present=True, faults=Faults(step_time=0.01)))
     yield running
     await running.close()
 
@@ -177,13 +177,17 @@ async def test_a_dropped_socket_is_reopened_and_the_result_kept(sim, session):
 
 
 async def test_comfyui_restart_mid_run_is_a_pod_fault(tmp_path, session):
-    running = await serve(SimConfig(port=0, base_dir=tmp_path / "a", faults=Faults(step_time=0.05)))
+    running = await serve(
+        SimConfig(port=0, base_dir=tmp_path / "a", models_present=True, faults=Faults(step_time=0.05))
+    )
     port, recorder = running.port, Recorder()
     client = ComfyUIClient(running.url, session)
     task = asyncio.create_task(run(client, qwen_graph(steps=40), recorder))
     await asyncio.wait_for(recorder.first_progress.wait(), 10)
     await running.close()
-    restarted = await serve(SimConfig(port=port, base_dir=tmp_path / "b", faults=Faults(step_time=0.05)))
+    restarted = await serve(
+        SimConfig(port=port, base_dir=tmp_path / "b", models_present=True, faults=Faults(step_time=0.05))
+    )
     try:
         with pytest.raises(PodFault) as info:
             await task
