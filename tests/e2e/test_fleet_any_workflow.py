@@ -1,5 +1,9 @@
 """Pods serve any workflow: one static ComfyUI runs two workflows back to back, and on a full fleet a
-burst of one workflow delays another by one run at most."""
+burst of one workflow delays another by one run at most.
+
+The static server is a ComfyUI simulator process the test starts — or, with `VIBEWAVE_STATIC_COMFYUI_URL`
+set, any ComfyUI the caller runs (a real one, e.g. 0.3.64 on this CPU): the model-free test's two
+workflows (`tests/fixtures/workflows`) run on a real server without model files."""
 
 from __future__ import annotations
 
@@ -20,12 +24,16 @@ from tests.support.stack import Stack, free_port, wait_for
 
 pytestmark = pytest.mark.e2e
 
+FIXTURE_WORKFLOWS = Path(__file__).resolve().parents[1] / "fixtures" / "workflows"
 WAN_SMALL = {"prompt": "a drummer on a rooftop", "width": 256, "height": 256, "length": 9, "steps": 4, "seed": 7}
 
 
 @pytest.fixture(scope="module")
 def static_comfyui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One ComfyUI simulator process with its models, standing in for a ComfyUI server of the operator's."""
+    if os.environ.get("VIBEWAVE_STATIC_COMFYUI_URL"):
+        yield os.environ["VIBEWAVE_STATIC_COMFYUI_URL"].rstrip("/")
+        return
     work: Path = tmp_path_factory.mktemp("static-comfyui")
     port = free_port()
     log = (work / "comfyui.out").open("ab")
@@ -75,6 +83,27 @@ def test_one_static_comfyui_serves_two_workflows_back_to_back(start_own_stack: S
     events = request_events(stack.env["NATS_URL"])
     first, second = sorted((image, video), key=lambda r: events[r]["started"][0])
     gap = events[second]["started"][0] - events[first]["completed"][0]
+    assert gap < timedelta(seconds=1), f"the second workflow waited {gap} beyond the first one's run"
+
+
+def test_one_static_comfyui_runs_two_model_free_workflows_back_to_back(
+    start_own_stack: StackFactory, static_comfyui: str
+):
+    stack = start_own_stack(POD_PROVIDER="static", STATIC_COMFYUI_URLS=static_comfyui, POD_IDLE_TIMEOUT="600",
+                            WORKFLOWS_DIR=str(FIXTURE_WORKFLOWS))  # fmt: skip
+    ids = []
+    for workflow, inputs in (("still_blur", {"color": 0x3366FF}), ("still_invert", {"color": 0x00FF00})):
+        response = stack.client.post("/api/runpod/workflows/queue", json={"workflow_name": workflow, "inputs": inputs})
+        assert response.status_code == 202, response.text
+        ids.append(response.json()["id"])
+    done = [stack.record(request_id, {"completed", "failed"}, timeout=120) for request_id in ids]
+    assert [r.status for r in done] == ["completed", "completed"], [r.error for r in done]
+    assert {r.pod_id for r in done} == {"static-0"}
+    for record in done:
+        (name,) = record.result.files if record.result else ()
+        assert stack.client.get(f"/api/files/{name}").content[:8] == b"\x89PNG\r\n\x1a\n"
+    events = request_events(stack.env["NATS_URL"])
+    gap = events[ids[1]]["started"][0] - events[ids[0]]["completed"][0]
     assert gap < timedelta(seconds=1), f"the second workflow waited {gap} beyond the first one's run"
 
 
