@@ -7,7 +7,9 @@ is retried on a pod not known to be down."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -25,6 +27,7 @@ from tests.support.stack import Stack, wait_for
 pytestmark = pytest.mark.e2e
 
 KEY = f"rpa_FAULTS_{uuid4().hex}"
+FIXTURE_WORKFLOWS = Path(__file__).resolve().parents[1] / "fixtures" / "workflows"
 FAST = {"POD_SYNC_INTERVAL": "1", "POD_TERMINATE_TIMEOUT": "600", "SCHEDULER_QUEUE_TTL": "120"}
 
 FleetFactory = Callable[..., tuple[Stack, Emulator]]
@@ -171,3 +174,30 @@ def test_when_every_attempt_faults_the_error_lists_each_attempt(fleet: FleetFact
     assert [n.attempt for n in failed.attempt_log] == [1, 2, 3]
     assert {n.kind for n in failed.attempt_log} == {"pod_fault"}
     assert emulator.state()["podsCreated"] == 1, "the fault was the run's, not a reason for more pods"
+
+
+def test_a_workflow_that_needs_a_bigger_gpu_runs_only_on_a_pod_that_has_it(fleet: FleetFactory, tmp_path: Path):
+    workflows = tmp_path / "workflows"
+    for name, needs in (("still_48gb", 48), ("still_200gb", 200)):
+        shutil.copytree(FIXTURE_WORKFLOWS / "still_blur", workflows / name)
+        definition = json.loads((workflows / name / "workflow.json").read_text())
+        (workflows / name / "workflow.json").write_text(json.dumps({**definition, "name": name,
+                                                                     "min_gpu_memory_gb": needs}))  # fmt: skip
+    stack, emulator = fleet(MAX_PODS="3", WORKFLOWS_DIR=str(workflows))
+
+    def queue(workflow: str) -> str:
+        response = stack.client.post("/api/runpod/workflows/queue", json={"workflow_name": workflow, "inputs": {}})
+        assert response.status_code == 202, response.text
+        request_id: str = response.json()["id"]
+        return request_id
+
+    big, small = queue("still_48gb"), submit(stack)
+    done = {request_id: stack.record(request_id, {"completed", "failed"}) for request_id in (big, small)}
+    assert [r.status for r in done.values()] == ["completed", "completed"], [r.error for r in done.values()]
+    pods = {p["id"]: p for p in stack.client.get("/api/runpod/pods").json()}
+    assert pods[done[big].pod_id or ""]["gpu_type"] == "RTX A6000", "the first preferred GPU type with 48 GB"
+    creates = emulator.state()["calls"]["podFindAndDeployOnDemand"]
+    impossible = stack.record(queue("still_200gb"), {"completed", "failed"}, timeout=30)
+    assert impossible.status == "failed" and impossible.error is not None
+    assert "no GPU type of RUNPOD_GPU_TYPES has 200 GB or more" in impossible.error, impossible.error
+    assert emulator.state()["calls"]["podFindAndDeployOnDemand"] == creates, "no pod is created for it"

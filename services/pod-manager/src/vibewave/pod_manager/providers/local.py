@@ -30,6 +30,8 @@ from vibewave.pod_manager.providers.base import (
 
 log = logging.getLogger("vibewave.pod_manager.local")
 
+SECRETS = ("RUNPOD_API_KEY",)
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -92,7 +94,9 @@ class LocalProvider:
                 "--host", "127.0.0.1", "--port", str(port),
                 "--output-dir", str(output_dir), "--step-time", str(self.step_time_s),
             ]  # fmt: skip
-        env = None if self.command else {**os.environ, "VIBEWAVE_SIM_MODELS_PRESENT": "1"}
+        env = {k: v for k, v in os.environ.items() if k not in SECRETS}  # a pod's ComfyUI needs no key of ours
+        if not self.command:
+            env["VIBEWAVE_SIM_MODELS_PRESENT"] = "1"
         log_path = self.home / "logs" / f"pod-{pod_id}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as log_file:
