@@ -23,7 +23,7 @@ from uuid import NAMESPACE_URL, uuid4, uuid5
 
 import pytest
 
-from tests.chaos.harness import REPO, MakeRun, kill_all
+from tests.chaos.harness import REPO, MakeRun, kill_all, processes_of
 from tests.support.emulator import Emulator
 from tests.support.stack import free_port
 
@@ -202,6 +202,11 @@ def test_the_runpod_key_reaches_pod_manager_only(make_run: Factory):
     for name, pid in children.items():
         holds_key = f"RUNPOD_API_KEY={KEY}".encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         assert holds_key == (name == "pod-manager"), name
+    run.wait_completed(run.submit({"prompt": "a pod of its own"}), 60)
+    pods = [pid for pid, command in processes_of(run.home).items() if "vibewave.comfyui_sim" in command]
+    assert pods, "a local pod runs"
+    for pid in pods:
+        assert f"RUNPOD_API_KEY={KEY}".encode() not in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
 
 
 def _with_pods(run: MakeRun, emulator: Emulator, count: int) -> list[str]:
