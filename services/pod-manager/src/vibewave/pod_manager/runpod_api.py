@@ -1,5 +1,5 @@
-"""An async client of RunPod's APIs — GraphQL (`reference/runpod.md` §2) and, for what only it can
-do (restart in place), REST v2 (`reference/runpod-rest-v2.md`) — over one swappable transport.
+"""An async client of RunPod's APIs — GraphQL and, for what only it can do (restart in place), REST v2 —
+over one swappable transport.
 
 Values always travel as GraphQL variables, never pasted into query text. The key goes in an
 `Authorization: Bearer` header and nowhere else: not in URLs, reprs, log lines or error messages.
@@ -150,7 +150,7 @@ def _detail(text: str) -> str:
 
 
 def problem_error(status: int, text: str, call: str) -> ProviderError:
-    """A REST v2 error (RFC 9457 problem body) → the precise error (reference §2.2)."""
+    """A REST v2 error (an RFC 9457 problem body; RunPod documents what each status means) → the precise error."""
     detail = _detail(text)
     lowered = detail.lower()
     if status == 401:
