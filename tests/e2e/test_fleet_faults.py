@@ -38,8 +38,10 @@ def fleet(start_own_stack: StackFactory, tmp_path: Path) -> Iterator[FleetFactor
     """A stack whose pod-manager uses an emulator of the test's own, with faults set before it starts."""
     emulators: list[Emulator] = []
 
-    def start(faults: dict[str, Any] | None = None, **settings: str) -> tuple[Stack, Emulator]:
-        emulator = Emulator(tmp_path, KEY)
+    def start(
+        faults: dict[str, Any] | None = None, emulator_args: tuple[str, ...] = (), **settings: str
+    ) -> tuple[Stack, Emulator]:
+        emulator = Emulator(tmp_path, KEY, *emulator_args)
         emulators.append(emulator)
         if faults:
             emulator.faults(faults)
@@ -163,6 +165,20 @@ def test_an_idle_pod_whose_comfyui_was_killed_costs_at_most_one_attempt(fleet: F
     assert done.attempts <= 2 and done.pod_id == pod_id
     for note in done.attempt_log:
         assert note.kind == "pod_fault" and note.pod_id == pod_id
+
+
+def test_a_ready_pod_that_stays_silent_is_terminated_after_the_unhealthy_timeout(fleet: FleetFactory):
+    stack, emulator = fleet(emulator_args=("--comfyui-no-restart",), MAX_PODS="1", MIN_WARM_PODS="1",
+                            POD_UNHEALTHY_TIMEOUT="2", POD_IDLE_TIMEOUT="600")  # fmt: skip
+    warm = wait_for(lambda: [p for p in stack.client.get("/api/runpod/pods").json() if p["status"] == "ready"],
+                    60, "the warm pod")  # fmt: skip
+    dead = warm[0]["id"]
+    emulator.kill_comfyui(dead)  # and it never comes back: the pod bills for nothing
+    wait_for(lambda: dead in emulator.state()["terminatedPodIds"], 30, "the silent pod to be terminated")
+    done = stack.record(submit(stack), {"completed", "failed"}, timeout=60)
+    assert done.status == "completed" and done.pod_id != dead, "a new pod serves"
+    state = emulator.state()
+    assert state["calls"]["podTerminate"] == 1 and state["podsCreated"] == 2
 
 
 def test_when_every_attempt_faults_the_error_lists_each_attempt(fleet: FleetFactory):

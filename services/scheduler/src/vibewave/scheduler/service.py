@@ -10,6 +10,10 @@ stored (writes sent together, not one round trip after another), and only once t
 assignments dispatched, failures announced and the batch's events acked. So nothing is announced or
 acked before the state behind it is stored, and a dispatch never exists for a request the store still
 calls pending. If storing fails, memory may differ from the store: the next step reloads it first.
+
+It follows pod-manager's heartbeat (KV `fleet`): work goes only to pods the live pod-manager verified,
+and while a GPU class's circuit breaker is open its waiting requests fail with the breaker's diagnosis.
+A pod fault makes the pod suspect here at once (see `placement`) and the retry waits out a backoff.
 """
 
 from __future__ import annotations
