@@ -379,16 +379,17 @@ class Bus:
         self._consumers.append(consumer)
         return consumer
 
-    async def close(self) -> None:
-        """Stop consumers (their pull subscriptions first, see stack notes), then drain the connection."""
+    async def close(self, step_timeout: float = 5.0) -> None:
+        """Stop consumers (their pull subscriptions first, see stack notes), then drain the connection;
+        each step given up after `step_timeout`, so a process's whole stop stays within its bound."""
         self._connection_log.closing = True
         for consumer in self._consumers:
-            await bounded(consumer.stop())
+            await bounded(consumer.stop(), step_timeout)
         self._consumers.clear()
         if not self.nc.is_closed:
-            await bounded(self.nc.drain())
+            await bounded(self.nc.drain(), step_timeout)
             if not self.nc.is_closed:
-                await bounded(self.nc.close())
+                await bounded(self.nc.close(), step_timeout)
 
 
 class Consumer:
@@ -598,9 +599,22 @@ def _current(context: Context | None) -> Iterator[None]:
 
 async def bounded(awaitable: Awaitable[Any], timeout: float = 5.0) -> None:
     """A shutdown step that may not hang the shutdown: given up after `timeout`, its errors ignored
-    (a connection being closed or a server gone can leave such a step waiting for ever)."""
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(awaitable, timeout)
+    (a connection being closed or a server gone can leave such a step waiting for ever).
+
+    Not `asyncio.wait_for`: on its timeout it waits for the step to finish cancelling, and a step that
+    swallows or outlasts its cancellation (nats-py's drain waits out its own 30 s) then hangs the caller.
+    A step given up is cancelled and left, not awaited."""
+    step = asyncio.ensure_future(awaitable)
+    step.add_done_callback(_forget_outcome)
+    await asyncio.wait({step}, timeout=timeout)
+    if not step.done():
+        step.cancel()
+
+
+def _forget_outcome(step: asyncio.Future[Any]) -> None:
+    """A bounded step's error is ignored on purpose: retrieve it so it is not reported as never retrieved."""
+    if not step.cancelled():
+        step.exception()
 
 
 async def _quietly(awaitable: Awaitable[Any]) -> None:

@@ -146,11 +146,12 @@ class Gateway:
             self.index.note_progress(progress.request_id, progress.percent)
 
     async def stop(self) -> None:
+        """Bounded as a whole (~7 s): the supervisor kills an api still stopping after 10 s."""
         if self._progress_sub is not None:
-            await bounded(self._progress_sub.unsubscribe())
-        await self.index.stop()
+            await bounded(self._progress_sub.unsubscribe(), 1.0)
+        await self.index.stop(timeout=2.0)
         if self._bus is not None:
-            await self._bus.close()
+            await self._bus.close(step_timeout=2.0)
 
     # ------------------------------------------------------------------------------------------ requests
 

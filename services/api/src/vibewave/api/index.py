@@ -150,8 +150,8 @@ class RequestIndex:
             asyncio.create_task(bus.follow_kv(FLEET_BUCKET, self.apply_fleet), name="api:fleet"),
         ]
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float = 10.0) -> None:
         for task in self._tasks:
             task.cancel()
         if self._tasks:
-            await asyncio.wait(self._tasks, timeout=10)
+            await asyncio.wait(self._tasks, timeout=timeout)
