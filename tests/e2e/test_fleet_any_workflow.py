@@ -13,7 +13,6 @@ import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -58,13 +57,6 @@ def static_comfyui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log.close()
 
 
-def submit_image(stack: Stack, **body: Any) -> str:
-    response = stack.client.post("/api/qwen/generate-async", json={"prompt": "a harbour at dawn", **body})
-    assert response.status_code == 202, response.text
-    request_id: str = response.json()["request_id"]
-    return request_id
-
-
 def submit_video(stack: Stack) -> str:
     response = stack.client.post(
         "/api/runpod/workflows/queue", json={"workflow_name": "comfyui_video_wan22", "inputs": WAN_SMALL}
@@ -76,7 +68,7 @@ def submit_video(stack: Stack) -> str:
 
 def test_one_static_comfyui_serves_two_workflows_back_to_back(start_own_stack: StackFactory, static_comfyui: str):
     stack = start_own_stack(POD_PROVIDER="static", STATIC_COMFYUI_URLS=static_comfyui, POD_IDLE_TIMEOUT="600")
-    image, video = submit_image(stack, steps=8), submit_video(stack)
+    image, video = stack.generate("a harbour at dawn", steps=8), submit_video(stack)
     done = {request_id: stack.record(request_id, {"completed", "failed"}) for request_id in (image, video)}
     assert [r.status for r in done.values()] == ["completed", "completed"], [r.error for r in done.values()]
     assert {r.pod_id for r in done.values()} == {"static-0"}, "the one server ran both workflows"
@@ -109,10 +101,10 @@ def test_one_static_comfyui_runs_two_model_free_workflows_back_to_back(
 
 def test_a_burst_of_one_workflow_delays_another_by_one_run_at_most(start_own_stack: StackFactory):
     stack = start_own_stack(MAX_PODS="2", MIN_WARM_PODS="2", POD_IDLE_TIMEOUT="600")
-    warm = [submit_image(stack, steps=4, width=256, height=256) for _ in range(2)]
+    warm = [stack.generate("a harbour at dawn", steps=4, width=256, height=256) for _ in range(2)]
     for request_id in warm:
         assert stack.record(request_id, {"completed", "failed"}).status == "completed"
-    burst = [submit_image(stack, steps=25, width=256, height=256, seed=n) for n in range(12)]
+    burst = [stack.generate("a harbour at dawn", steps=25, width=256, height=256, seed=n) for n in range(12)]
     wait_for(lambda: sum(stack.client.get(f"/api/qwen/status/{r}").json()["status"] == "running" for r in burst) == 2,
              30, "both pods busy with the burst")  # fmt: skip
     video = submit_video(stack)

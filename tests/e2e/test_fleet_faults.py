@@ -53,20 +53,13 @@ def fleet(start_own_stack: StackFactory, tmp_path: Path) -> Iterator[FleetFactor
         emulator.close()
 
 
-def submit(stack: Stack, **body: Any) -> str:
-    response = stack.client.post("/api/qwen/generate-async", json={"prompt": "a rooftop at night", **body})
-    assert response.status_code == 202, response.text
-    request_id: str = response.json()["request_id"]
-    return request_id
-
-
 def emulator_pod(emulator: Emulator, pod_id: str) -> dict[str, Any] | None:
     return next((p for p in emulator.pods() if p["id"] == pod_id), None)
 
 
 def test_a_stopped_pod_whose_host_is_busy_is_terminated_and_a_new_pod_serves(fleet: FleetFactory):
     stack, emulator = fleet(MAX_PODS="1", POD_IDLE_TIMEOUT="1")
-    first = stack.record(submit(stack), {"completed", "failed"})
+    first = stack.record(stack.generate(), {"completed", "failed"})
     assert first.status == "completed" and first.pod_id
     old = first.pod_id
     wait_for(lambda: (emulator_pod(emulator, old) or {}).get("desiredStatus") == "EXITED", 30, "the idle stop")
@@ -76,7 +69,7 @@ def test_a_stopped_pod_whose_host_is_busy_is_terminated_and_a_new_pod_serves(fle
     assert refused.status_code == 500 and "not enough free GPUs" in refused.json()["detail"]
     assert stack.client.get(f"/api/runpod/pods/{old}").json()["status"] == "stopped", "never ready while stopped"
 
-    second = stack.record(submit(stack), {"completed", "failed"})
+    second = stack.record(stack.generate(), {"completed", "failed"})
     assert second.status == "completed" and second.pod_id != old, "a new pod served it"
     state = emulator.state()
     assert state["calls"]["podResume"] == 2, "the admin's try and one by the fleet: no resume loop"
@@ -87,7 +80,7 @@ def test_a_stopped_pod_whose_host_is_busy_is_terminated_and_a_new_pod_serves(fle
 def test_pods_that_never_become_ready_stop_after_the_attempts_with_a_diagnosis(fleet: FleetFactory):
     stack, emulator = fleet({"never_ready": {"mode": "no_comfyui"}}, MAX_PODS="3", POD_READY_TIMEOUT="2",
                             POD_READY_ATTEMPTS="2")  # fmt: skip
-    failed = stack.record(submit(stack), {"completed", "failed"}, timeout=60)
+    failed = stack.record(stack.generate(), {"completed", "failed"}, timeout=60)
     assert failed.status == "failed"
     assert failed.error is not None and failed.error.startswith(
         "no pod can be started for it: no ComfyUI answered /system_stats within 2s on 2 pods in a row"
@@ -104,7 +97,7 @@ def test_pods_that_never_become_ready_stop_after_the_attempts_with_a_diagnosis(f
     assert "no ComfyUI answered" in overall.json()["fleet"]["detail"]
 
     started = time.monotonic()
-    again = stack.record(submit(stack), {"completed", "failed"}, timeout=30)
+    again = stack.record(stack.generate(), {"completed", "failed"}, timeout=30)
     assert again.status == "failed" and again.error == failed.error and time.monotonic() - started < 10
     assert emulator.state()["podsCreated"] == 2, "no pod is created while the breaker is open"
 
@@ -128,7 +121,7 @@ def test_rate_limits_are_waited_out_then_the_call_succeeds(fleet: FleetFactory):
     stack, emulator = fleet({"rate_limit": {"operations": ["podFindAndDeployOnDemand"], "times": 2,
                                             "retry_after": 1}})  # fmt: skip
     started = time.monotonic()
-    done = stack.record(submit(stack), {"completed", "failed"}, timeout=60)
+    done = stack.record(stack.generate(), {"completed", "failed"}, timeout=60)
     assert done.status == "completed", done.error
     assert time.monotonic() - started >= 2, "Retry-After (1 s, twice) was honoured"
     state = emulator.state()
@@ -160,7 +153,7 @@ def test_an_idle_pod_whose_comfyui_was_killed_costs_at_most_one_attempt(fleet: F
                     60, "the warm pod")  # fmt: skip
     pod_id = warm[0]["id"]
     emulator.kill_comfyui(pod_id)  # SIGKILL; the container brings it back shortly
-    done = stack.record(submit(stack), {"completed", "failed"}, timeout=60)
+    done = stack.record(stack.generate(), {"completed", "failed"}, timeout=60)
     assert done.status == "completed", done.error
     assert done.attempts <= 2 and done.pod_id == pod_id
     for note in done.attempt_log:
@@ -175,7 +168,7 @@ def test_a_ready_pod_that_stays_silent_is_terminated_after_the_unhealthy_timeout
     dead = warm[0]["id"]
     emulator.kill_comfyui(dead)  # and it never comes back: the pod bills for nothing
     wait_for(lambda: dead in emulator.state()["terminatedPodIds"], 30, "the silent pod to be terminated")
-    done = stack.record(submit(stack), {"completed", "failed"}, timeout=60)
+    done = stack.record(stack.generate(), {"completed", "failed"}, timeout=60)
     assert done.status == "completed" and done.pod_id != dead, "a new pod serves"
     state = emulator.state()
     assert state["calls"]["podTerminate"] == 1 and state["podsCreated"] == 2
@@ -183,7 +176,7 @@ def test_a_ready_pod_that_stays_silent_is_terminated_after_the_unhealthy_timeout
 
 def test_when_every_attempt_faults_the_error_lists_each_attempt(fleet: FleetFactory):
     stack, emulator = fleet({"sim_env": {"VIBEWAVE_SIM_CRASH_NODE": "KSampler"}}, MAX_PODS="2")
-    failed = stack.record(submit(stack), {"completed", "failed"}, timeout=90)
+    failed = stack.record(stack.generate(), {"completed", "failed"}, timeout=90)
     assert failed.status == "failed" and failed.attempts == 3
     assert failed.error is not None and failed.error.startswith("failed after 3 attempts: #1 on pod ")
     assert "; #2 on pod " in failed.error and "; #3 on pod " in failed.error
@@ -207,7 +200,7 @@ def test_a_workflow_that_needs_a_bigger_gpu_runs_only_on_a_pod_that_has_it(fleet
         request_id: str = response.json()["id"]
         return request_id
 
-    big, small = queue("still_48gb"), submit(stack)
+    big, small = queue("still_48gb"), stack.generate()
     done = {request_id: stack.record(request_id, {"completed", "failed"}) for request_id in (big, small)}
     assert [r.status for r in done.values()] == ["completed", "completed"], [r.error for r in done.values()]
     pods = {p["id"]: p for p in stack.client.get("/api/runpod/pods").json()}

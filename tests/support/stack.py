@@ -90,6 +90,13 @@ class Stack:
         process.kill()
         process.wait()
 
+    def generate(self, prompt: str = "a rooftop at night", **body: Any) -> str:
+        """`POST /api/qwen/generate-async`; the accepted request's id."""
+        response = self.client.post("/api/qwen/generate-async", json={"prompt": prompt, **body})
+        assert response.status_code == 202, response.text
+        request_id: str = response.json()["request_id"]
+        return request_id
+
     def health(self) -> httpx.Response | None:
         try:
             return self.client.get("/health")
