@@ -11,7 +11,7 @@ export UV_PYTHON := $(shell command -v $(PYTHON))
 export UV_PYTHON_DOWNLOADS := never
 export UV_LINK_MODE := copy
 
-PYPROJECTS := pyproject.toml $(wildcard contracts/pyproject.toml services/*/pyproject.toml simulators/*/pyproject.toml deploy/*/pyproject.toml)
+PYPROJECTS := pyproject.toml $(wildcard contracts/pyproject.toml runtime/pyproject.toml services/*/pyproject.toml simulators/*/pyproject.toml deploy/*/pyproject.toml)
 
 .PHONY: install run test test-unit test-integration test-e2e coverage lint format bench clean
 
@@ -46,7 +46,7 @@ coverage: install ## the whole suite with a coverage report (terminal + htmlcov/
 lint: install ## ruff (lint + format check) and mypy (strict)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy contracts/src services simulators deploy
+	$(VENV)/bin/mypy contracts/src runtime/src services simulators deploy
 
 format: install
 	$(VENV)/bin/ruff check --fix .

@@ -24,8 +24,8 @@ from vibewave.contracts.events import (
     request_subject,
 )
 from vibewave.contracts.models import DEFAULT_WORKFLOW, Priority, RequestStatus, WorkflowResult
-from vibewave.contracts.runtime.bus import encode
 from vibewave.contracts.workflows import WorkflowCatalog
+from vibewave.runtime.bus import encode
 
 PROMPT = "A futuristic cyberpunk cityscape at night with neon lights, rain on the streets, wide angle"
 BODY = json.dumps({"prompt": PROMPT, "width": 1024, "height": 1024, "seed": 12345})

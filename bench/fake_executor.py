@@ -22,8 +22,8 @@ from vibewave.contracts.events import (
     request_subject,
 )
 from vibewave.contracts.models import WorkflowResult
-from vibewave.contracts.runtime.bus import Bus, decode
 from vibewave.executor.service import prompt_id_for
+from vibewave.runtime.bus import Bus, decode
 
 
 async def main() -> None:

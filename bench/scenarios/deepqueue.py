@@ -37,7 +37,7 @@ from vibewave.contracts.events import (
     PodRecord,
     PodStatus,
 )
-from vibewave.contracts.runtime.bus import encode
+from vibewave.runtime.bus import encode
 
 BENCH_MANAGER = "bench"
 

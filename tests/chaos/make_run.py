@@ -41,7 +41,7 @@ import httpx
 
 from tests.chaos.harness import MakeRun, Ports, kill_all, processes_of
 from vibewave.contracts.events import PODS_BUCKET, REQUESTS_BUCKET, BucketSpec, PodRecord, RequestRecord
-from vibewave.contracts.runtime.bus import Bus, decode
+from vibewave.runtime.bus import Bus, decode
 
 SCENARIOS = ("pod-manager", "process-group", "nats")
 CLIENTS = 8

@@ -18,8 +18,8 @@ import pytest
 from tests.e2e.conftest import StackFactory
 from tests.support.stack import Stack, wait_for
 from vibewave.contracts.events import PODS_BUCKET, REQUESTS_BUCKET, BucketSpec, PodRecord, RequestRecord
-from vibewave.contracts.runtime.bus import Bus, decode
 from vibewave.devstack.nats_server import EmbeddedNats
+from vibewave.runtime.bus import Bus, decode
 
 pytestmark = pytest.mark.e2e
 

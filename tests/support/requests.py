@@ -7,7 +7,7 @@ import asyncio
 import nats
 
 from vibewave.contracts.events import REQUESTS_BUCKET, RequestRecord
-from vibewave.contracts.runtime.bus import decode
+from vibewave.runtime.bus import decode
 
 
 async def wait_for_record(nats_url: str, request_id: str, statuses: set[str], timeout: float) -> RequestRecord:

@@ -15,8 +15,8 @@ from vibewave.api.app import create_app
 from vibewave.api.settings import ApiSettings
 from vibewave.contracts.events import REQUESTS_BUCKET, RequestRecord
 from vibewave.contracts.models import RequestStatus, WorkflowResult
-from vibewave.contracts.runtime.bus import Bus, encode
-from vibewave.contracts.runtime.settings import CommonSettings
+from vibewave.runtime.bus import Bus, encode
+from vibewave.runtime.settings import CommonSettings
 
 pytestmark = pytest.mark.integration
 

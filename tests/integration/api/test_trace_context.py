@@ -10,7 +10,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from vibewave.api.app import create_app
 from vibewave.api.settings import ApiSettings
 from vibewave.contracts.events import REQUESTS_STREAM, RequestEvent, request_subject
-from vibewave.contracts.runtime.settings import CommonSettings
+from vibewave.runtime.settings import CommonSettings
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ from vibewave.contracts.events import (
     RequestProgress,
     request_subject,
 )
-from vibewave.contracts.runtime.bus import Bus, decode
+from vibewave.runtime.bus import Bus, decode
 
 pytestmark = pytest.mark.integration
 

@@ -32,9 +32,9 @@ from vibewave.contracts.events import (
     request_subject,
 )
 from vibewave.contracts.models import RequestStatus
-from vibewave.contracts.runtime.bus import Bus, decode, encode
-from vibewave.contracts.runtime.settings import CommonSettings
 from vibewave.devstack.nats_server import EmbeddedNats
+from vibewave.runtime.bus import Bus, decode, encode
+from vibewave.runtime.settings import CommonSettings
 from vibewave.scheduler.service import SchedulerService
 from vibewave.scheduler.settings import SchedulerSettings
 

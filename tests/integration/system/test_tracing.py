@@ -12,11 +12,11 @@ from opentelemetry.trace import SpanKind
 from tests.support.requests import wait_for_record
 from vibewave.api.app import create_app
 from vibewave.api.settings import ApiSettings
-from vibewave.contracts.runtime.settings import CommonSettings
 from vibewave.executor.service import ExecutorService
 from vibewave.executor.settings import ExecutorSettings
 from vibewave.pod_manager.service import PodManagerService
 from vibewave.pod_manager.settings import PodManagerSettings
+from vibewave.runtime.settings import CommonSettings
 from vibewave.scheduler.service import SchedulerService
 from vibewave.scheduler.settings import SchedulerSettings
 

@@ -4,7 +4,7 @@ import logging
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-from vibewave.contracts.runtime.logs import JsonFormatter, request_id_var
+from vibewave.runtime.logs import JsonFormatter, request_id_var
 
 pytestmark = pytest.mark.unit
 

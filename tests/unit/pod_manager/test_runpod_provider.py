@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from vibewave.contracts.runtime.process import ConfigurationError
 from vibewave.pod_manager.providers.base import (
     BadRequest,
     CapacityError,
@@ -24,6 +23,7 @@ from vibewave.pod_manager.providers.base import (
 from vibewave.pod_manager.providers.runpod import RunPodPodDefaults, RunPodProvider
 from vibewave.pod_manager.runpod_api import RunPodClient, RunPodHttp, _parse, problem_error, rate_limited
 from vibewave.pod_manager.settings import PodManagerSettings, Secret
+from vibewave.runtime.process import ConfigurationError
 
 pytestmark = pytest.mark.unit
 

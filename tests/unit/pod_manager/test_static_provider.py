@@ -1,8 +1,8 @@
 import pytest
 
-from vibewave.contracts.runtime.process import ConfigurationError
 from vibewave.pod_manager.providers.base import CapacityError, Conflict, NoFittingGpu, PodNotFound, ProviderState
 from vibewave.pod_manager.providers.static import StaticProvider
+from vibewave.runtime.process import ConfigurationError
 
 pytestmark = pytest.mark.unit
 

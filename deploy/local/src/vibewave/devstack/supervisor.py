@@ -31,9 +31,9 @@ from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
-from vibewave.contracts.runtime.process import EX_CONFIG
 from vibewave.devstack.nats_server import EmbeddedNats
 from vibewave.devstack.processes import HomeBusy, HomeLock, PidsFile, die_with_parent, find_leftovers, stop_leftovers
+from vibewave.runtime.process import EX_CONFIG
 
 SERVICES = ("scheduler", "pod-manager", "executor", "api")
 STOP_ORDER = ("api", "executor", "scheduler", "pod-manager", "runpod-emu")  # then NATS

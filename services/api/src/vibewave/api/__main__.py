@@ -13,8 +13,8 @@ except ImportError:  # uvicorn[standard] brings it everywhere but Windows
 
 from vibewave.api.app import create_app
 from vibewave.api.settings import ApiSettings
-from vibewave.contracts.runtime.logs import configure_logging
-from vibewave.contracts.runtime.telemetry import setup_tracing
+from vibewave.runtime.logs import configure_logging
+from vibewave.runtime.telemetry import setup_tracing
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ from vibewave.api.routes import (
 from vibewave.api.runpod_routes import RunPodController
 from vibewave.api.settings import ApiSettings
 from vibewave.api.tracing import TraceContextMiddleware
-from vibewave.contracts.runtime.telemetry import records_spans
+from vibewave.runtime.telemetry import records_spans
 
 DESCRIPTION = (
     "Generate images (and, next, video) from prompts with ComfyUI workflows on a self-managed GPU fleet. "

@@ -57,9 +57,9 @@ from vibewave.contracts.models import (
     RequestStatus,
     RequestSummary,
 )
-from vibewave.contracts.runtime.bus import Bus, bounded, decode
-from vibewave.contracts.runtime.health import SERVICE_NAMES, ping
 from vibewave.contracts.workflows import Workflow, WorkflowCatalog
+from vibewave.runtime.bus import Bus, bounded, decode
+from vibewave.runtime.health import SERVICE_NAMES, ping
 
 log = logging.getLogger("vibewave.api")
 

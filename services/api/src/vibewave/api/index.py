@@ -24,7 +24,7 @@ from vibewave.contracts.events import (
     RequestRecord,
 )
 from vibewave.contracts.models import RequestStatus
-from vibewave.contracts.runtime.bus import Bus, decode
+from vibewave.runtime.bus import Bus, decode
 
 log = logging.getLogger("vibewave.api.index")
 

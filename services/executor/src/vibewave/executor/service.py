@@ -39,13 +39,13 @@ from vibewave.contracts.events import (
     split_request_subject,
 )
 from vibewave.contracts.models import WorkflowResult
-from vibewave.contracts.runtime.bus import Bus, decode
-from vibewave.contracts.runtime.health import serve_liveness
-from vibewave.contracts.runtime.logs import request_id_var
 from vibewave.contracts.workflows import InvalidInput, Workflow, WorkflowCatalog
 from vibewave.executor.comfyui import ComfyUIClient, ComfyUIError, OutputRef, Progress
 from vibewave.executor.outputs import OutputStore, file_stem, suffix_of
 from vibewave.executor.settings import ExecutorSettings
+from vibewave.runtime.bus import Bus, decode
+from vibewave.runtime.health import serve_liveness
+from vibewave.runtime.logs import request_id_var
 
 log = logging.getLogger("vibewave.executor")
 

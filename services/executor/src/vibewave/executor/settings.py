@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from vibewave.contracts.runtime.settings import CommonSettings, env_float, env_int
+from vibewave.runtime.settings import CommonSettings, env_float, env_int
 
 
 @dataclass(frozen=True, kw_only=True)

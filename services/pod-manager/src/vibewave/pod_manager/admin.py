@@ -18,8 +18,8 @@ from nats.micro.service import EndpointConfig, Service
 
 from vibewave.contracts.events import PodAdminReply, PodAdminRequest, PodOperation, PodRecord, pod_rpc_subject
 from vibewave.contracts.models import PodView
-from vibewave.contracts.runtime.bus import encode
 from vibewave.pod_manager.providers import ProviderError, ProviderPod
+from vibewave.runtime.bus import encode
 
 if TYPE_CHECKING:
     from vibewave.pod_manager.service import PodManagerService

@@ -56,8 +56,6 @@ from vibewave.contracts.events import (
     pod_subject,
     utcnow,
 )
-from vibewave.contracts.runtime.bus import Bus, bounded, decode, encode
-from vibewave.contracts.runtime.health import serve_liveness
 from vibewave.pod_manager.admin import register_admin
 from vibewave.pod_manager.breakers import Breakers
 from vibewave.pod_manager.fleet import LIVE, FleetLimits, plan_fleet
@@ -74,6 +72,8 @@ from vibewave.pod_manager.providers import (
     create_provider,
 )
 from vibewave.pod_manager.settings import PodManagerSettings
+from vibewave.runtime.bus import Bus, bounded, decode, encode
+from vibewave.runtime.health import serve_liveness
 
 log = logging.getLogger("vibewave.pod_manager")
 

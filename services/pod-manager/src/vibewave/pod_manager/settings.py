@@ -6,8 +6,8 @@ import os
 import shlex
 from dataclasses import dataclass
 
-from vibewave.contracts.runtime.process import ConfigurationError
-from vibewave.contracts.runtime.settings import CommonSettings, env_float, env_int, env_str
+from vibewave.runtime.process import ConfigurationError
+from vibewave.runtime.settings import CommonSettings, env_float, env_int, env_str
 
 DEFAULT_GPU_TYPES = "NVIDIA GeForce RTX 4090,NVIDIA RTX A6000,NVIDIA L40S,NVIDIA GeForce RTX 3090"
 DEFAULT_IMAGE = "runpod/pytorch:2.1.0-py3.10-cuda11.8.0-devel-ubuntu22.04"

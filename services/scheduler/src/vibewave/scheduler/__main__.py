@@ -1,6 +1,6 @@
 """`python -m vibewave.scheduler`."""
 
-from vibewave.contracts.runtime.process import run_service
+from vibewave.runtime.process import run_service
 from vibewave.scheduler.service import SchedulerService
 from vibewave.scheduler.settings import SchedulerSettings
 

@@ -66,9 +66,9 @@ from vibewave.contracts.events import (
     utcnow,
 )
 from vibewave.contracts.models import RequestStatus
-from vibewave.contracts.runtime.bus import Bus, decode, encode, trace_headers
-from vibewave.contracts.runtime.health import serve_liveness
-from vibewave.contracts.runtime.logs import request_id_var
+from vibewave.runtime.bus import Bus, decode, encode, trace_headers
+from vibewave.runtime.health import serve_liveness
+from vibewave.runtime.logs import request_id_var
 from vibewave.scheduler.placement import Placer
 from vibewave.scheduler.settings import SchedulerSettings
 

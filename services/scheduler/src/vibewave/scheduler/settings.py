@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vibewave.contracts.runtime.settings import CommonSettings, env_float, env_int
+from vibewave.runtime.settings import CommonSettings, env_float, env_int
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from vibewave.contracts.runtime.process import ConfigurationError
 from vibewave.pod_manager.providers.base import (
     CapacityError,
     Conflict,
@@ -22,6 +21,7 @@ from vibewave.pod_manager.providers.runpod import RunPodPodDefaults, RunPodProvi
 from vibewave.pod_manager.providers.static import StaticProvider
 from vibewave.pod_manager.runpod_api import RunPodClient, RunPodHttp
 from vibewave.pod_manager.settings import PodManagerSettings
+from vibewave.runtime.process import ConfigurationError
 
 __all__ = [
     "CapacityError",

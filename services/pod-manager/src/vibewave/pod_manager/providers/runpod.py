@@ -15,7 +15,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from vibewave.contracts.runtime.process import ConfigurationError
 from vibewave.pod_manager.providers.base import (
     BadRequest,
     CapacityError,
@@ -29,6 +28,7 @@ from vibewave.pod_manager.providers.base import (
     Unavailable,
 )
 from vibewave.pod_manager.runpod_api import RunPodClient
+from vibewave.runtime.process import ConfigurationError
 
 log = logging.getLogger("vibewave.pod_manager.runpod")
 

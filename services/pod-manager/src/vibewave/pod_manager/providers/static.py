@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from vibewave.contracts.runtime.process import ConfigurationError
 from vibewave.pod_manager.providers.base import (
     CapacityError,
     Conflict,
@@ -19,6 +18,7 @@ from vibewave.pod_manager.providers.base import (
     ProviderState,
     no_cloud_catalogue,
 )
+from vibewave.runtime.process import ConfigurationError
 
 
 class StaticProvider:

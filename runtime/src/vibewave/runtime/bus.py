@@ -49,7 +49,7 @@ from vibewave.contracts.events import (
     ObjectStoreSpec,
     StreamSpec,
 )
-from vibewave.contracts.runtime.telemetry import records_spans
+from vibewave.runtime.telemetry import records_spans
 
 log = logging.getLogger("vibewave.contracts.bus")
 

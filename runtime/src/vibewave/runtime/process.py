@@ -20,9 +20,9 @@ from typing import Protocol
 
 from opentelemetry.sdk.trace import TracerProvider
 
-from vibewave.contracts.runtime.logs import configure_logging
-from vibewave.contracts.runtime.settings import CommonSettings
-from vibewave.contracts.runtime.telemetry import setup_tracing
+from vibewave.runtime.logs import configure_logging
+from vibewave.runtime.settings import CommonSettings
+from vibewave.runtime.telemetry import setup_tracing
 
 EX_CONFIG = 78  # sysexits.h: a configuration error; restarting cannot help
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
