@@ -16,7 +16,7 @@ from nats.aio.msg import Msg
 from vibewave.contracts.events import (
     EXECUTOR_CONSUMER,
     Assignment,
-    RequestCompleted,
+    AttemptSucceeded,
     RequestEvent,
     RequestStarted,
     request_subject,
@@ -41,9 +41,9 @@ async def main() -> None:
         result = WorkflowResult(success=True, files=[f"bench_{a.request_id}.png"], request_id=a.request_id,
                                 pod_id=a.pod_id, pod_ip=a.pod_ip)  # fmt: skip
         await bus.publish(
-            request_subject(a.request_id, RequestEvent.COMPLETED),
-            RequestCompleted(request_id=a.request_id, attempt=a.attempt, result=result),
-            msg_id=f"{a.request_id}.completed.{a.attempt}",
+            request_subject(a.request_id, RequestEvent.ATTEMPT_SUCCEEDED),
+            AttemptSucceeded(request_id=a.request_id, pod_id=a.pod_id, attempt=a.attempt, result=result),
+            msg_id=f"{a.request_id}.attempt_succeeded.{a.attempt}",
         )
 
     bus.consume(EXECUTOR_CONSUMER, handle, concurrency=64)

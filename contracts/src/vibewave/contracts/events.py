@@ -9,7 +9,8 @@ Read top to bottom: who publishes what, on which subject, into which stream, and
 | vw.req.<id>.started                    | RequestStarted    | executor     | scheduler                 |
 | vw.req.<id>.progress                   | RequestProgress   | executor     | api (sync waits), clients |
 | vw.req.<id>.attempt_failed             | AttemptFailed     | executor     | scheduler                 |
-| vw.req.<id>.completed   (public)       | RequestCompleted  | executor     | scheduler, api, anyone    |
+| vw.req.<id>.attempt_succeeded          | AttemptSucceeded  | executor     | scheduler                 |
+| vw.req.<id>.completed   (public)       | RequestCompleted  | scheduler    | api, anyone               |
 | vw.req.<id>.failed      (public)       | RequestFailed     | scheduler    | api, anyone               |
 | vw.req.<id>.cancel_requested           | CancelRequested   | api          | scheduler, executors      |
 | vw.req.<id>.cancelled   (public)       | RequestCancelled  | scheduler    | api, anyone               |
@@ -18,6 +19,10 @@ Read top to bottom: who publishes what, on which subject, into which stream, and
 | vw.fleet.demand         (core NATS)    | Demand            | scheduler    | pod-manager               |
 | vw.req.*.attempt_failed (pod faults)   | AttemptFailed     | executor     | pod-manager (suspects)    |
 | vw.rpc.pods.<op>        (req/reply)    | PodAdminRequest   | api          | pod-manager → PodAdminReply |
+| vw.dlq.<consumer>       (dead letters) | DeadLetter        | any consumer | operators                 |
+
+The executor reports each attempt's outcome to the scheduler; only the scheduler announces the public
+terminal events (`completed`, `failed`, `cancelled`), once the record behind them is stored.
 
 State lives in KV: `requests` (RequestRecord; single writer: scheduler), `pods` (PodRecord; single
 writer: pod-manager) and `fleet` (FleetStatus: the fleet's heartbeat and open circuit breakers; writer:
@@ -43,6 +48,7 @@ DISPATCH_PREFIX = "vw.dispatch"
 POD_PREFIX = "vw.pod"
 DEMAND_SUBJECT = "vw.fleet.demand"
 POD_RPC_PREFIX = "vw.rpc.pods"
+DEAD_LETTER_PREFIX = "vw.dlq"
 
 
 class PodOperation(StrEnum):
@@ -69,6 +75,7 @@ class RequestEvent(StrEnum):
     STARTED = "started"
     PROGRESS = "progress"
     ATTEMPT_FAILED = "attempt_failed"
+    ATTEMPT_SUCCEEDED = "attempt_succeeded"
     COMPLETED = "completed"
     FAILED = "failed"
     CANCEL_REQUESTED = "cancel_requested"
@@ -86,6 +93,10 @@ def request_all_subject(request_id: str) -> str:
 
 def dispatch_subject(pod_id: str) -> str:
     return f"{DISPATCH_PREFIX}.{pod_id}"
+
+
+def dead_letter_subject(consumer: str) -> str:
+    return f"{DEAD_LETTER_PREFIX}.{consumer}"
 
 
 def pod_subject(pod_id: str, event: str) -> str:
@@ -162,10 +173,36 @@ class AttemptFailed(msgspec.Struct, kw_only=True):
     error: str
 
 
+class AttemptSucceeded(msgspec.Struct, kw_only=True):
+    """An attempt ran and its files are stored: the executor's report, which the scheduler announces as
+    `completed` once the record says so."""
+
+    request_id: str
+    pod_id: str
+    attempt: int
+    result: WorkflowResult
+
+
 class RequestCompleted(msgspec.Struct, kw_only=True):
+    """Terminal (public): the request's files are ready."""
+
     request_id: str
     attempt: int
     result: WorkflowResult
+
+
+class DeadLetter(msgspec.Struct, kw_only=True):
+    """A message its consumer gave up on after `max_deliver` deliveries (stream DEADLETTER)."""
+
+    subject: str
+    stream: str
+    consumer: str
+    stream_sequence: int
+    deliveries: int
+    error: str
+    data: bytes
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+    at: datetime
 
 
 class AttemptNote(msgspec.Struct, kw_only=True):
@@ -366,53 +403,78 @@ class RequestRecord(msgspec.Struct, kw_only=True):
 # ------------------------------------------------------------------------------ streams, buckets, consumers
 
 
+DEFAULT_RETENTION_S = 7 * 24 * 3600  # VIBEWAVE_RETENTION: how long finished work is kept
+
+
 @dataclass(frozen=True)
 class StreamSpec:
+    """A stream; `retained` ones keep messages for the deployment's retention (VIBEWAVE_RETENTION)."""
+
     name: str
     subjects: tuple[str, ...]
     work_queue: bool = False
-    max_age_s: float = 7 * 24 * 3600
+    retained: bool = True
+    max_age_s: float | None = None  # a fixed age instead of the retention
     duplicate_window_s: float = 120
 
 
 @dataclass(frozen=True)
 class ConsumerSpec:
+    """A durable pull consumer. A message is delivered at most `max_deliver` times (each failure is
+    retried after `retry_delays_s`, the last one repeating); then it goes to the dead letters. A handler
+    that takes longer than a third of `ack_wait_s` tells the server it is still at work, so a crashed
+    process's messages come back after `ack_wait_s`, however long a healthy one takes."""
+
     stream: str
     durable: str
     filter_subjects: tuple[str, ...]
     ack_wait_s: float = 30
     max_ack_pending: int = 10_000
-    handler_timeout_s: float | None = None  # a handler still running then is abandoned and its message redelivered
+    max_deliver: int = 10
+    retry_delays_s: tuple[float, ...] = (0.25, 0.5, 1, 2, 5)
     deliver_new: bool = False  # created on an existing stream: start at new messages, not the whole history
 
 
 @dataclass(frozen=True)
 class BucketSpec:
+    """A KV bucket. `retained`: its keys expire after the retention (bucket-wide, from their last write).
+    `finished_ttl`: only keys written with the retention as their own TTL expire (the scheduler does so
+    for finished requests; open ones stay until they finish). Neither: kept until deleted."""
+
     name: str
     history: int = 1
     description: str = ""
-    ttl_s: float | None = None
+    retained: bool = False
+    finished_ttl: bool = False
 
 
 @dataclass(frozen=True)
 class ObjectStoreSpec:
+    """An object store; `retained`: each object expires after the retention."""
+
     name: str
     description: str = ""
+    retained: bool = True
 
 
 REQUESTS_STREAM = StreamSpec("REQUESTS", (f"{REQ_PREFIX}.>",))
 DISPATCH_STREAM = StreamSpec("DISPATCH", (f"{DISPATCH_PREFIX}.>",), work_queue=True)
-PODS_STREAM = StreamSpec("PODS", (f"{POD_PREFIX}.>",), max_age_s=24 * 3600)
-STREAMS = (REQUESTS_STREAM, DISPATCH_STREAM, PODS_STREAM)
+PODS_STREAM = StreamSpec("PODS", (f"{POD_PREFIX}.>",), retained=False, max_age_s=24 * 3600)
+DEAD_LETTER_STREAM = StreamSpec("DEADLETTER", (f"{DEAD_LETTER_PREFIX}.>",))
+STREAMS = (REQUESTS_STREAM, DISPATCH_STREAM, PODS_STREAM, DEAD_LETTER_STREAM)
 
-REQUESTS_BUCKET = BucketSpec("requests", description="RequestRecord by request id; writer: scheduler")
+REQUESTS_BUCKET = BucketSpec(
+    "requests", description="RequestRecord by request id; writer: scheduler", finished_ttl=True
+)
 PODS_BUCKET = BucketSpec("pods", description="PodRecord by pod id; writer: pod-manager")
-OUTPUT_NAMES_BUCKET = BucketSpec("output_names", description="claims on output file names; writer: executor")
+OUTPUT_NAMES_BUCKET = BucketSpec(
+    "output_names", description="claims on output file names; writer: executor", retained=True
+)
 IDEMPOTENCY_BUCKET = BucketSpec(
-    "idempotency", description="Idempotency-Key → the request it created; writer: api", ttl_s=24 * 3600
+    "idempotency", description="Idempotency-Key → the request it created; writer: api", retained=True
 )
 BATCHES_BUCKET = BucketSpec(
-    "batches", description="batch id → its request ids (BatchMembers); writer: api", ttl_s=7 * 24 * 3600
+    "batches", description="batch id → its request ids (BatchMembers); writer: api", retained=True
 )
 FLEET_BUCKET = BucketSpec("fleet", description="FleetStatus (heartbeat, circuit breakers); writer: pod-manager")
 BUCKETS = (REQUESTS_BUCKET, PODS_BUCKET, OUTPUT_NAMES_BUCKET, IDEMPOTENCY_BUCKET, BATCHES_BUCKET, FLEET_BUCKET)
@@ -429,25 +491,27 @@ SCHEDULER_CONSUMER = ConsumerSpec(
             RequestEvent.SUBMITTED,
             RequestEvent.STARTED,
             RequestEvent.ATTEMPT_FAILED,
-            RequestEvent.COMPLETED,
+            RequestEvent.ATTEMPT_SUCCEEDED,
             RequestEvent.CANCEL_REQUESTED,
         )
     ),
-    handler_timeout_s=20,
 )
 POD_FAULTS_CONSUMER = ConsumerSpec(
     stream=REQUESTS_STREAM.name,
     durable="pod-manager-faults",
     filter_subjects=(f"{REQ_PREFIX}.*.{RequestEvent.ATTEMPT_FAILED}",),
-    handler_timeout_s=20,
     deliver_new=True,
 )
+# A short ack wait, kept alive while the run lasts: a crashed executor's assignment is redelivered
+# within ~3 s instead of after a long run's worth of ack wait.
 EXECUTOR_CONSUMER = ConsumerSpec(
     stream=DISPATCH_STREAM.name,
     durable="executor",
     filter_subjects=(f"{DISPATCH_PREFIX}.>",),
-    ack_wait_s=60,
+    ack_wait_s=3,
+    max_deliver=20,
 )
+CONSUMERS = (SCHEDULER_CONSUMER, POD_FAULTS_CONSUMER, EXECUTOR_CONSUMER)
 
 
 # ------------------------------------------------------------------------------------------ channel table
@@ -479,8 +543,15 @@ CHANNELS: tuple[Channel, ...] = (
     Channel(
         "vw.req.{request_id}.completed",
         RequestCompleted,
-        "executor",
+        "scheduler",
         "Terminal: files ready.",
+        ("request_id",),
+    ),
+    Channel(
+        "vw.req.{request_id}.attempt_succeeded",
+        AttemptSucceeded,
+        "executor",
+        "One attempt ran; its files are stored.",
         ("request_id",),
     ),
     Channel("vw.req.{request_id}.failed", RequestFailed, "scheduler", "Terminal: gave up.", ("request_id",)),
@@ -491,4 +562,5 @@ CHANNELS: tuple[Channel, ...] = (
     Channel(DEMAND_SUBJECT, Demand, "scheduler", "Pods needed per GPU class (core NATS, periodic)."),
     Channel("vw.rpc.pods.{op}", PodAdminRequest, "api", "Admin call; pod-manager replies PodAdminReply.", ("op",)),
     Channel("(reply inbox)", PodAdminReply, "pod-manager", "Answer to an admin call."),
+    Channel("vw.dlq.{consumer}", DeadLetter, "any consumer", "A message given up on.", ("consumer",)),
 )

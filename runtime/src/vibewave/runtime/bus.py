@@ -26,12 +26,7 @@ from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
     DeliverPolicy,
-    KeyValueConfig,
-    ObjectStoreConfig,
     PubAck,
-    RetentionPolicy,
-    StorageType,
-    StreamConfig,
 )
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
@@ -47,7 +42,6 @@ from vibewave.contracts.events import (
     BucketSpec,
     ConsumerSpec,
     ObjectStoreSpec,
-    StreamSpec,
 )
 from vibewave.runtime.telemetry import records_spans
 
@@ -170,57 +164,24 @@ class Bus:
 
     async def provision(self, replicas: int = 1) -> None:
         """Create or update every stream, bucket and object store of the contract (idempotent)."""
-        for stream in STREAMS:
-            await self.ensure_stream(stream, replicas)
-        for bucket in BUCKETS:
-            await self.kv(bucket, replicas)
-        for store in OBJECT_STORES:
-            await self.object_store(store, replicas)
+        from vibewave.contracts.events import DEFAULT_RETENTION_S
+        from vibewave.runtime.broker import ensure_kv, ensure_object_store, ensure_stream
 
-    async def ensure_stream(self, spec: StreamSpec, replicas: int = 1) -> None:
-        config = StreamConfig(
-            name=spec.name,
-            subjects=list(spec.subjects),
-            retention=RetentionPolicy.WORK_QUEUE if spec.work_queue else RetentionPolicy.LIMITS,
-            storage=StorageType.FILE,
-            max_age=spec.max_age_s,
-            duplicate_window=spec.duplicate_window_s,
-            num_replicas=replicas,
-        )
-        try:
-            await self.js.add_stream(config)
-        except nats.js.errors.BadRequestError:
-            await self.js.update_stream(config)
+        for stream in STREAMS:
+            await ensure_stream(self.js, stream, replicas, DEFAULT_RETENTION_S)
+        for bucket in BUCKETS:
+            self._kv[bucket.name] = await ensure_kv(self.js, bucket, replicas, DEFAULT_RETENTION_S)
+        for store in OBJECT_STORES:
+            self._stores[store.name] = await ensure_object_store(self.js, store, replicas, DEFAULT_RETENTION_S)
 
     async def kv(self, spec: BucketSpec, replicas: int = 1) -> KeyValue:
         if spec.name not in self._kv:
-            try:
-                self._kv[spec.name] = await self.js.key_value(spec.name)
-            except nats.js.errors.BucketNotFoundError:
-                self._kv[spec.name] = await self.js.create_key_value(
-                    KeyValueConfig(
-                        bucket=spec.name,
-                        history=spec.history,
-                        storage=StorageType.FILE,
-                        replicas=replicas,
-                        description=spec.description,
-                        ttl=spec.ttl_s,
-                    )
-                )
+            self._kv[spec.name] = await self.js.key_value(spec.name)
         return self._kv[spec.name]
 
     async def object_store(self, spec: ObjectStoreSpec, replicas: int = 1) -> ObjectStore:
         if spec.name not in self._stores:
-            try:
-                self._stores[spec.name] = await self.js.object_store(spec.name)
-            except nats.js.errors.BucketNotFoundError:
-                config = ObjectStoreConfig(
-                    bucket=spec.name,
-                    storage=StorageType.FILE,
-                    replicas=replicas,
-                    description=spec.description,
-                )
-                self._stores[spec.name] = await self.js.create_object_store(bucket=spec.name, config=config)
+            self._stores[spec.name] = await self.js.object_store(spec.name)
         return self._stores[spec.name]
 
     # -------------------------------------------------------------------------------------- publishing
@@ -430,6 +391,7 @@ class Consumer:
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=self.spec.ack_wait_s,
             max_ack_pending=self.spec.max_ack_pending,
+            max_deliver=self.spec.max_deliver,
             filter_subjects=list(self.spec.filter_subjects),
             num_replicas=self.replicas,
         )
@@ -535,7 +497,7 @@ class Consumer:
                 # a batch's handlers only change memory; its step is bounded by the handler timeout
                 keepalive = None if self.step is not None else asyncio.create_task(self._keep_alive(msg))
                 try:
-                    async with asyncio.timeout(self.spec.handler_timeout_s):
+                    async with asyncio.timeout(None):
                         await self.handler(msg)
                 except msgspec.DecodeError as exc:
                     log.error("dropping malformed message on %s: %s", msg.subject, exc)

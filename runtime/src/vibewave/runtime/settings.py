@@ -6,7 +6,21 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from vibewave.contracts.events import DEFAULT_RETENTION_S
+
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(raw: str) -> float:
+    """`90`, `90s`, `15m`, `12h`, `7d`, `2w` → seconds (ValueError otherwise)."""
+    text = raw.strip().lower()
+    unit = _DURATION_UNITS.get(text[-1:]) if text else None
+    number = float(text[:-1] if unit else text)
+    seconds = number * (unit or 1)
+    if seconds <= 0:
+        raise ValueError(f"a duration must be positive, not {raw!r}")
+    return seconds
 
 
 def env_bool(name: str, default: bool = False) -> bool:
@@ -38,6 +52,12 @@ class CommonSettings:
     log_level: str  # LOG_LEVEL (INFO; DEBUG when DEBUG=true)
     debug: bool  # DEBUG
     replicas: int  # NATS_REPLICAS: stream/bucket replicas (1 locally, 3 in a cluster)
+    retention_s: float = DEFAULT_RETENTION_S  # VIBEWAVE_RETENTION: finished requests, keys and files kept (7d)
+
+    @property
+    def nats_servers(self) -> list[str]:
+        """NATS_URL may name several servers, comma-separated, as NATS tools accept."""
+        return [url.strip() for url in self.nats_url.split(",") if url.strip()]
 
     @property
     def log_dir(self) -> Path:
@@ -52,4 +72,5 @@ class CommonSettings:
             log_level=env_str("LOG_LEVEL", "DEBUG" if debug else "INFO").upper(),
             debug=debug,
             replicas=env_int("NATS_REPLICAS", 1),
+            retention_s=parse_duration(env_str("VIBEWAVE_RETENTION", str(DEFAULT_RETENTION_S))),
         )

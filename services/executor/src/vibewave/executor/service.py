@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
 from collections import OrderedDict
@@ -29,8 +28,8 @@ from vibewave.contracts.events import (
     REQUESTS_BUCKET,
     Assignment,
     AttemptFailed,
+    AttemptSucceeded,
     FailureKind,
-    RequestCompleted,
     RequestEvent,
     RequestProgress,
     RequestRecord,
@@ -86,7 +85,7 @@ class ExecutorService:
         self._cancel_sub = await self.bus.nc.subscribe(
             f"{REQ_PREFIX}.*.{RequestEvent.CANCEL_REQUESTED}", cb=self._on_cancel_requested
         )
-        consumer = dataclasses.replace(EXECUTOR_CONSUMER, ack_wait_s=self.settings.ack_wait_s)
+        consumer = EXECUTOR_CONSUMER
         self.bus.consume(consumer, self.handle, concurrency=self.settings.concurrency, replicas=common.replicas)
         await serve_liveness(self.bus.nc, "executor", "runs workflows on ComfyUI")
 
@@ -189,9 +188,9 @@ class ExecutorService:
             return
         result = WorkflowResult(success=True, files=files, request_id=a.request_id, pod_id=a.pod_id, pod_ip=a.pod_ip)
         await self.bus.publish(
-            request_subject(a.request_id, RequestEvent.COMPLETED),
-            RequestCompleted(request_id=a.request_id, attempt=a.attempt, result=result),
-            msg_id=f"{a.request_id}.completed.{a.attempt}",
+            request_subject(a.request_id, RequestEvent.ATTEMPT_SUCCEEDED),
+            AttemptSucceeded(request_id=a.request_id, pod_id=a.pod_id, attempt=a.attempt, result=result),
+            msg_id=f"{a.request_id}.attempt_succeeded.{a.attempt}",
         )
         log.info("completed", extra={"files": files, "pod_id": a.pod_id})
 

@@ -44,6 +44,7 @@ from vibewave.contracts.events import (
     Assignment,
     AttemptFailed,
     AttemptNote,
+    AttemptSucceeded,
     Breaker,
     CancelRequested,
     Demand,
@@ -275,8 +276,8 @@ class SchedulerService:
                 self._on_submitted(decode(msg.data, RequestSubmitted))
             elif event == RequestEvent.STARTED:
                 self._on_started(decode(msg.data, RequestStarted))
-            elif event == RequestEvent.COMPLETED:
-                self._on_completed(decode(msg.data, RequestCompleted))
+            elif event == RequestEvent.ATTEMPT_SUCCEEDED:
+                self._on_succeeded(decode(msg.data, AttemptSucceeded))
             elif event == RequestEvent.ATTEMPT_FAILED:
                 self._on_attempt_failed(decode(msg.data, AttemptFailed), _stream_seq(msg))
             elif event == RequestEvent.CANCEL_REQUESTED:
@@ -317,12 +318,16 @@ class SchedulerService:
         if record is not None:
             self._record(msgspec.structs.replace(record, status=RequestStatus.RUNNING, prompt_id=event.prompt_id))
 
-    def _on_completed(self, event: RequestCompleted) -> None:
+    def _on_succeeded(self, event: AttemptSucceeded) -> None:
         record = self._current(event.request_id, event.attempt)
         if record is None:
             return
         self.placer.release(record.id)
         self._record(msgspec.structs.replace(record, status=RequestStatus.COMPLETED, result=event.result))
+        completed = RequestCompleted(request_id=record.id, attempt=event.attempt, result=event.result)
+        self._notices.append(
+            Notice(record.id, request_subject(record.id, RequestEvent.COMPLETED), completed, f"{record.id}.completed")
+        )
         self._demand_changed.set()
         log.info("request completed", extra={"files": event.result.files, "pod_id": record.pod_id})
 

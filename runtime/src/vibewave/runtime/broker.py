@@ -1,0 +1,446 @@
+"""Vibewave on FastStream: every service is a `NatsBroker` set up the same way.
+
+FastStream does the bus work — connecting and reconnecting, subscribers and publishers, pull loops, ack
+policies, W3C trace context (`NatsTelemetryMiddleware`), msgspec payloads (`MsgSpecSerializer`). What
+remains here is what it has no notion of, each part small:
+
+- `provision`: the streams, buckets and stores the contract declares, with the deployment's replicas and
+  retention (FastStream declares a stream from a subscriber, not with our ages, TTLs and limits);
+- `Deliveries`: a middleware giving every durable consumer the contract's delivery rules — in-progress
+  acks while a handler works, a failure retried after the consumer's delays, and the last failure of
+  `max_deliver` sent to the dead letters with its error instead of vanishing;
+- `publish`: a JetStream publish with `Nats-Msg-Id`, retried over a NATS outage (the id dedupes, so a
+  retry is harmless);
+- `kv_snapshot` / `kv_write_many`: a whole bucket read in one pass, many keys written with one wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+import msgspec
+import nats.errors
+import nats.js.errors
+from fast_depends.msgspec import MsgSpecSerializer
+from faststream import BaseMiddleware
+from faststream.exceptions import HandlerException
+from faststream.message import StreamMessage
+from faststream.nats import NatsBroker
+from faststream.nats.message import NatsMessage
+from faststream.nats.opentelemetry import NatsTelemetryMiddleware
+from faststream.nats.publisher.usecase import LogicPublisher
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    KeyValueConfig,
+    ObjectStoreConfig,
+    PubAck,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
+from opentelemetry.trace import TracerProvider
+
+from vibewave.contracts.events import (
+    BUCKETS,
+    CONSUMERS,
+    OBJECT_STORES,
+    STREAMS,
+    BucketSpec,
+    ConsumerSpec,
+    DeadLetter,
+    ObjectStoreSpec,
+    StreamSpec,
+    dead_letter_subject,
+    utcnow,
+)
+from vibewave.runtime.settings import CommonSettings
+
+log = logging.getLogger("vibewave.runtime.broker")
+
+MARKER_TTL_S = 60.0  # how long the delete marker of an expired key stays visible to watchers
+TRANSIENT = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.OutboundBufferLimitError,
+    nats.js.errors.ServiceUnavailableError,
+)
+
+T = TypeVar("T")
+_encoder = msgspec.json.Encoder()
+
+
+def encode(message: msgspec.Struct) -> bytes:
+    return _encoder.encode(message)
+
+
+def decode(data: bytes, type_: type[T]) -> T:
+    return msgspec.json.decode(data, type=type_)
+
+
+def new_broker(
+    service: str,
+    common: CommonSettings,
+    tracer_provider: TracerProvider | None = None,
+    *,
+    on_reconnect: Callable[[], Awaitable[None]] | None = None,
+) -> NatsBroker:
+    """The service's broker: every server of NATS_URL, reconnecting for ever (NATS may restart), msgspec
+    payloads, trace context in and out, and the contract's delivery rules on every durable consumer.
+    Per-message logs are DEBUG: at thousands of messages a second they would be most of the log."""
+    return NatsBroker(
+        servers=common.nats_servers,
+        name=f"vibewave-{service}",
+        connect_timeout=2,
+        reconnect_time_wait=0.5,  # type: ignore[arg-type]  # nats-py takes seconds as a float
+        max_reconnect_attempts=-1,
+        reconnected_cb=on_reconnect,
+        serializer=MsgSpecSerializer(),
+        middlewares=(NatsTelemetryMiddleware(tracer_provider=tracer_provider), Deliveries),
+        logger=logging.getLogger(f"vibewave.{service}.faststream"),
+        log_level=logging.DEBUG,
+        graceful_timeout=5.0,
+    )
+
+
+async def connect(broker: NatsBroker, timeout: float = 10.0) -> None:
+    """Start the broker, retrying a NATS that is not up yet until `timeout` (then ConnectionError)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            await broker.connect()
+            return
+        except (OSError, nats.errors.Error) as exc:
+            if loop.time() >= deadline:
+                raise ConnectionError(f"cannot reach NATS at {broker.config.connection_kwargs!r}: {exc}") from exc
+            await asyncio.sleep(0.2)
+
+
+def jetstream(broker: NatsBroker) -> JetStreamContext:
+    return broker.connection.jetstream()
+
+
+# ------------------------------------------------------------------------------------------ provisioning
+
+
+async def provision(broker: NatsBroker, common: CommonSettings) -> None:
+    """Create or update every stream, bucket and object store of the contract (idempotent)."""
+    js = jetstream(broker)
+    for stream in STREAMS:
+        await ensure_stream(js, stream, common.replicas, common.retention_s)
+    for bucket in BUCKETS:
+        await ensure_kv(js, bucket, common.replicas, common.retention_s)
+    for store in OBJECT_STORES:
+        await ensure_object_store(js, store, common.replicas, common.retention_s)
+
+
+async def ensure_stream(js: JetStreamContext, spec: StreamSpec, replicas: int, retention_s: float) -> None:
+    max_age = spec.max_age_s if spec.max_age_s is not None else (retention_s if spec.retained else 0)
+    config = StreamConfig(
+        name=spec.name,
+        subjects=list(spec.subjects),
+        retention=RetentionPolicy.WORK_QUEUE if spec.work_queue else RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=max_age,
+        duplicate_window=min(spec.duplicate_window_s, max_age) if max_age else spec.duplicate_window_s,
+        num_replicas=replicas,
+    )
+    try:
+        await js.add_stream(config)
+    except nats.js.errors.BadRequestError:
+        await js.update_stream(config)
+
+
+async def ensure_kv(js: JetStreamContext, spec: BucketSpec, replicas: int, retention_s: float) -> KeyValue:
+    """A bucket as the spec says; an existing one is brought to the current retention."""
+    ttl = retention_s if spec.retained else None
+    config = KeyValueConfig(
+        bucket=spec.name,
+        history=spec.history,
+        storage=StorageType.FILE,
+        replicas=replicas,
+        description=spec.description,
+        ttl=ttl,
+        limit_marker_ttl=MARKER_TTL_S if spec.finished_ttl else None,
+    )
+    try:
+        return await js.create_key_value(config)
+    except nats.js.errors.BadRequestError:
+        stream = (await js.stream_info(f"KV_{spec.name}")).config
+        stream.max_age = ttl or 0
+        if spec.finished_ttl:
+            stream.allow_msg_ttl = True
+            stream.subject_delete_marker_ttl = MARKER_TTL_S
+        await js.update_stream(stream)
+        return await js.key_value(spec.name)
+
+
+async def ensure_object_store(
+    js: JetStreamContext, spec: ObjectStoreSpec, replicas: int, retention_s: float
+) -> ObjectStore:
+    ttl = retention_s if spec.retained else None
+    config = ObjectStoreConfig(
+        bucket=spec.name, storage=StorageType.FILE, replicas=replicas, description=spec.description, ttl=ttl
+    )
+    try:
+        return await js.create_object_store(bucket=spec.name, config=config)
+    except nats.js.errors.BadRequestError:
+        stream = (await js.stream_info(f"OBJ_{spec.name}")).config
+        stream.max_age = ttl or 0
+        await js.update_stream(stream)
+        return await js.object_store(spec.name)
+
+
+def consumer_config(spec: ConsumerSpec, replicas: int = 1) -> ConsumerConfig:
+    """The JetStream consumer a `ConsumerSpec` describes (explicit acks, bounded deliveries)."""
+    return ConsumerConfig(
+        durable_name=spec.durable,
+        deliver_policy=DeliverPolicy.NEW if spec.deliver_new else DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=spec.ack_wait_s,
+        max_deliver=spec.max_deliver,
+        max_ack_pending=spec.max_ack_pending,
+        filter_subjects=list(spec.filter_subjects),
+        num_replicas=replicas,
+    )
+
+
+# --------------------------------------------------------------------------------------------- delivery
+
+_CONSUMERS: dict[str, ConsumerSpec] = {spec.durable: spec for spec in CONSUMERS}
+
+
+def register_consumer(spec: ConsumerSpec) -> None:
+    """Give the delivery rules of `spec` to its durable (the contract's consumers are known already;
+    a service that tunes one, e.g. its ack wait, registers the tuned spec)."""
+    _CONSUMERS[spec.durable] = spec
+
+
+class Deliveries(BaseMiddleware):
+    """The contract's delivery rules around each handler of a durable JetStream consumer.
+
+    - While the handler runs, the message is reported in progress every third of the ack wait, so the
+      ack wait can be short: a crashed process's messages come back within it.
+    - A failure (any exception) is logged and the message redelivered after the consumer's retry delay.
+    - The failure of its last allowed delivery (`max_deliver`) sends it to the dead letters — stream
+      DEADLETTER, subject `vw.dlq.<consumer>`, with its subject, delivery count and the error — and
+      terminates it, so the consumer goes on with the next one.
+    Messages of other subscriptions (core NATS, KV watches) pass through untouched."""
+
+    async def consume_scope(self, call_next: Callable[[Any], Awaitable[Any]], msg: StreamMessage[Any]) -> Any:
+        if not isinstance(msg, NatsMessage):
+            return await call_next(msg)
+        raw = msg.raw_message
+        meta = _metadata(raw)
+        spec = _CONSUMERS.get(meta.consumer or "") if meta is not None else None
+        if meta is None or spec is None:
+            return await call_next(msg)
+        keepalive = asyncio.create_task(_keep_alive(msg, spec.ack_wait_s / 3))
+        try:
+            return await call_next(msg)
+        except HandlerException:
+            raise
+        except Exception as exc:
+            delivered = meta.num_delivered or 1
+            if delivered >= spec.max_deliver:
+                await _dead_letter(raw, spec, delivered, exc)
+                await msg.reject()
+            else:
+                delay = spec.retry_delays_s[min(delivered, len(spec.retry_delays_s)) - 1]
+                log.warning(
+                    "%s failed on %s (delivery %d of %d): %s; retrying in %.2fs",
+                    spec.durable, raw.subject, delivered, spec.max_deliver, _describe(exc), delay,
+                    exc_info=not isinstance(exc, TRANSIENT),
+                )  # fmt: skip
+                with contextlib.suppress(Exception):
+                    await msg.nack(delay=delay)
+            return None
+        finally:
+            keepalive.cancel()
+
+
+def _metadata(raw: object) -> Msg.Metadata | None:
+    if not isinstance(raw, Msg) or not raw.reply:
+        return None
+    try:
+        return raw.metadata
+    except Exception:
+        return None
+
+
+async def _keep_alive(msg: NatsMessage, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        with contextlib.suppress(Exception):
+            await msg.in_progress()
+
+
+async def _dead_letter(raw: Msg, spec: ConsumerSpec, deliveries: int, exc: BaseException) -> None:
+    meta = raw.metadata
+    letter = DeadLetter(
+        subject=raw.subject,
+        stream=meta.stream,
+        consumer=spec.durable,
+        stream_sequence=meta.sequence.stream,
+        deliveries=deliveries,
+        error=_describe(exc),
+        data=raw.data,
+        headers={k: v for k, v in (raw.headers or {}).items() if k != "Nats-Msg-Id"},
+        at=utcnow(),
+    )
+    log.error(
+        "%s gave up on %s after %d deliveries (%s); it is in the dead letters (%s)",
+        spec.durable, raw.subject, deliveries, letter.error, dead_letter_subject(spec.durable),
+    )  # fmt: skip
+    js = raw._client.jetstream()
+    try:
+        await js.publish(
+            dead_letter_subject(spec.durable),
+            encode(letter),
+            headers={"Nats-Msg-Id": f"{meta.stream}.{meta.sequence.stream}.{spec.durable}"},
+            timeout=5,
+        )
+    except Exception:
+        log.exception("could not store the dead letter of %s; it stays unacknowledged", raw.subject)
+        raise
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+# ------------------------------------------------------------------------------------------- publishing
+
+
+async def publish(
+    publisher: LogicPublisher,
+    message: msgspec.Struct,
+    *,
+    subject: str,
+    msg_id: str,
+    retry_for: float | None = 10.0,
+    headers: Mapping[str, str] | None = None,
+) -> PubAck | None:
+    """Publish into a stream through a declared publisher, retrying transient failures (safe: `msg_id`
+    dedupes) for `retry_for` seconds — or until cancelled when None, for what must not be lost."""
+    loop = asyncio.get_running_loop()
+    deadline = None if retry_for is None else loop.time() + retry_for
+    delay = 0.1
+    while True:
+        try:
+            ack: PubAck | None = await publisher.publish(  # type: ignore[func-returns-value]
+                message, subject=subject, headers={"Nats-Msg-Id": msg_id, **(headers or {})}, timeout=2
+            )
+            return ack
+        except TRANSIENT:
+            if deadline is not None and loop.time() >= deadline:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+
+# ------------------------------------------------------------------------------------------------- KV
+
+
+async def kv_write_many(
+    js: JetStreamContext,
+    kv: KeyValue,
+    bucket: str,
+    values: dict[str, bytes],
+    *,
+    new: set[str] | frozenset[str] = frozenset(),
+    ttls: Mapping[str, float] | None = None,
+    timeout: float = 10.0,
+) -> dict[str, BaseException | None]:
+    """Write several keys with one wait for all their acks, instead of one awaited round trip each.
+    Keys in `new` are created (refused with `KeyWrongLastSequenceError` if they exist); the others are
+    put as JetStream async publishes. A key in `ttls` expires that many seconds after this write (the
+    bucket must allow per-key TTLs: `BucketSpec.finished_ttl`). Returns each key's failure or None;
+    raises TimeoutError when the acks do not all come within `timeout` (which landed is unknown).
+
+    Creates are not async publishes: nats-py's async-publish reply handler raises a refusal instead of
+    setting it on the future, which then never completes."""
+    ttls = ttls or {}
+    writes: list[Awaitable[object]] = []
+    for key, value in values.items():
+        if key in new:
+            writes.append(kv.create(key, value, msg_ttl=ttls.get(key)))
+        else:
+            writes.append(await js.publish_async(f"$KV.{bucket}.{key}", value, msg_ttl=ttls.get(key)))
+    async with asyncio.timeout(timeout):
+        results = await asyncio.gather(*writes, return_exceptions=True)
+    return {
+        key: result if isinstance(result, BaseException) else None for key, result in zip(values, results, strict=True)
+    }
+
+
+async def kv_snapshot(js: JetStreamContext, kv: KeyValue, bucket: str, timeout: float = 30.0) -> dict[str, bytes]:
+    """Every current value of a bucket, read in one pass (a watch of each key's last value) instead of
+    `keys()` and then one `get` round trip per key.
+
+    It ends at the entry the server says nothing follows (its `delta` is 0), not at nats-py's end
+    marker: that marker can come first when the server has already pushed every entry and the client
+    has not yet read them — `keys()` then misses keys (seen here: a restarted scheduler loading none
+    of 40 pending requests)."""
+    if not (await js.stream_info(f"KV_{bucket}")).state.messages:
+        return {}
+    values: dict[str, bytes] = {}
+    watcher = await kv.watchall()
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                entry = await watcher.updates(timeout=timeout)  # type: ignore[no-untyped-call]
+                if entry is None:
+                    continue
+                if entry.operation in ("DEL", "PURGE"):
+                    values.pop(entry.key, None)
+                else:
+                    values[entry.key] = entry.value or b""
+                if entry.delta == 0:
+                    return values
+    finally:
+        await bounded(watcher.stop())  # type: ignore[no-untyped-call]
+
+
+def kv_deleted(entry_operation: str | None) -> bool:
+    return entry_operation in ("DEL", "PURGE")
+
+
+# ---------------------------------------------------------------------------------------------- stopping
+
+
+async def bounded(awaitable: Awaitable[Any], timeout: float = 5.0) -> None:
+    """A shutdown step that may not hang the shutdown: given up after `timeout`, its errors ignored
+    (a connection being closed or a server gone can leave such a step waiting for ever).
+
+    Not `asyncio.wait_for`: on its timeout it waits for the step to finish cancelling, and a step that
+    swallows or outlasts its cancellation (nats-py's drain waits out its own 30 s) then hangs the caller.
+    A step given up is cancelled and left, not awaited."""
+    step = asyncio.ensure_future(awaitable)
+    step.add_done_callback(_forget_outcome)
+    await asyncio.wait({step}, timeout=timeout)
+    if not step.done():
+        step.cancel()
+
+
+def _forget_outcome(step: asyncio.Future[Any]) -> None:
+    """A bounded step's error is ignored on purpose: retrieve it so it is not reported as never retrieved."""
+    if not step.cancelled():
+        step.exception()
+
+
+async def stop_broker(broker: NatsBroker, timeout: float = 5.0) -> None:
+    """Stop subscribers and drain the connection, within `timeout` whatever NATS does meanwhile."""
+    await bounded(broker.stop(), timeout)

@@ -1,0 +1,201 @@
+"""The runtime's FastStream broker against a real NATS: provisioning, dedupe, the delivery rules
+(retry, in-progress, dead letters) and trace context across a JetStream hop."""
+
+import asyncio
+import dataclasses
+from pathlib import Path
+
+import msgspec
+import pytest
+from faststream import AckPolicy
+from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from vibewave.contracts.events import (
+    BUCKETS,
+    DEAD_LETTER_STREAM,
+    REQUESTS_STREAM,
+    STREAMS,
+    ConsumerSpec,
+    DeadLetter,
+    RequestEvent,
+    RequestProgress,
+    request_subject,
+)
+from vibewave.runtime import broker as runtime
+from vibewave.runtime.settings import CommonSettings
+
+pytestmark = pytest.mark.integration
+
+
+def common(url: str, home: Path, **overrides: object) -> CommonSettings:
+    base = CommonSettings(nats_url=url, home=home, log_level="INFO", debug=False, replicas=1)
+    return dataclasses.replace(base, **overrides)  # type: ignore[arg-type]
+
+
+def progress(n: int) -> RequestProgress:
+    return RequestProgress(request_id="req-1", node="3", value=n, max=4, percent=25.0 * n)
+
+
+async def started(broker: NatsBroker, settings: CommonSettings) -> NatsBroker:
+    await runtime.connect(broker)
+    await runtime.provision(broker, settings)
+    await broker.start()
+    return broker
+
+
+async def test_provisioning_is_idempotent_and_applies_the_retention(nats_url, vibewave_home):
+    settings = common(nats_url, vibewave_home, retention_s=3600.0)
+    first, second = runtime.new_broker("one", settings), runtime.new_broker("two", settings)
+    try:
+        await asyncio.gather(runtime.connect(first), runtime.connect(second))
+        await asyncio.gather(runtime.provision(first, settings), runtime.provision(second, settings))
+        await runtime.provision(first, common(nats_url, vibewave_home, retention_s=7200.0))
+        js = runtime.jetstream(first)
+        names = {info.config.name for info in await js.streams_info()}
+        assert {s.name for s in STREAMS} <= names
+        assert {f"KV_{b.name}" for b in BUCKETS} <= names
+        assert (await js.stream_info(REQUESTS_STREAM.name)).config.max_age == 7200
+        assert (await js.stream_info("OBJ_outputs")).config.max_age == 7200
+        requests = (await js.stream_info("KV_requests")).config
+        assert requests.allow_msg_ttl and not requests.max_age  # open requests never expire; finished ones do
+    finally:
+        await runtime.stop_broker(first)
+        await runtime.stop_broker(second)
+
+
+async def test_same_message_id_is_stored_once(nats_url, vibewave_home):
+    settings = common(nats_url, vibewave_home)
+    broker = await started(runtime.new_broker("test", settings), settings)
+    try:
+        publisher = broker.publisher("vw.req.*.progress", stream=REQUESTS_STREAM.name)
+        subject = request_subject("req-1", RequestEvent.PROGRESS)
+        first = await runtime.publish(publisher, progress(1), subject=subject, msg_id="dup-1")
+        again = await runtime.publish(publisher, progress(1), subject=subject, msg_id="dup-1")
+        assert first is not None and again is not None
+        assert not first.duplicate and again.duplicate
+        assert (await runtime.jetstream(broker).stream_info(REQUESTS_STREAM.name)).state.messages == 1
+    finally:
+        await runtime.stop_broker(broker)
+
+
+async def test_a_poison_message_lands_in_the_dead_letters_and_the_consumer_goes_on(nats_url, vibewave_home):
+    """Bad payloads and handler failures are retried up to max_deliver, then dead-lettered with their
+    subject, consumer, delivery count and error; the next message is handled normally."""
+    spec = ConsumerSpec(
+        stream=REQUESTS_STREAM.name,
+        durable="poison-test",
+        filter_subjects=("vw.req.*.progress",),
+        max_deliver=3,
+        retry_delays_s=(0.05,),
+    )
+    runtime.register_consumer(spec)
+    settings = common(nats_url, vibewave_home)
+    broker = runtime.new_broker("test", settings)
+    handled: list[int] = []
+    good = asyncio.Event()
+
+    @broker.subscriber(
+        "vw.req.*.progress",
+        stream=JStream(REQUESTS_STREAM.name, declare=False),
+        durable=spec.durable,
+        config=runtime.consumer_config(spec),
+        pull_sub=PullSub(batch_size=8, timeout=1),
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+    )
+    async def on_progress(event: RequestProgress) -> None:
+        if event.value == 2:
+            raise RuntimeError("the handler cannot take value 2")
+        handled.append(event.value)
+        if event.value == 3:
+            good.set()
+
+    await started(broker, settings)
+    try:
+        js = runtime.jetstream(broker)
+        await js.publish("vw.req.req-1.progress", b"{not json", headers={"Nats-Msg-Id": "bad"})
+        await js.publish("vw.req.req-1.progress", runtime.encode(progress(2)), headers={"Nats-Msg-Id": "two"})
+        await js.publish("vw.req.req-1.progress", runtime.encode(progress(3)), headers={"Nats-Msg-Id": "three"})
+        await asyncio.wait_for(good.wait(), 10)
+        letters: list[DeadLetter] = []
+        sub = await js.subscribe("vw.dlq.poison-test", stream=DEAD_LETTER_STREAM.name, ordered_consumer=True)
+        while len(letters) < 2:
+            msg = await sub.next_msg(timeout=10)
+            letters.append(msgspec.json.decode(msg.data, type=DeadLetter))
+        await sub.unsubscribe()
+        assert [letter.data for letter in letters] == [b"{not json", runtime.encode(progress(2))]
+        assert all(letter.deliveries == 3 and letter.consumer == "poison-test" for letter in letters)
+        assert all(letter.subject == "vw.req.req-1.progress" for letter in letters)
+        assert "cannot take value 2" in letters[1].error
+        assert handled == [3]
+        info = await js.consumer_info(REQUESTS_STREAM.name, spec.durable)
+        assert info.num_ack_pending == 0 and info.num_pending == 0
+    finally:
+        await runtime.stop_broker(broker)
+
+
+async def test_a_long_handler_is_kept_alive_past_its_ack_wait(nats_url, vibewave_home):
+    spec = ConsumerSpec(
+        stream=REQUESTS_STREAM.name, durable="slow-test", filter_subjects=("vw.req.*.progress",), ack_wait_s=1
+    )
+    runtime.register_consumer(spec)
+    settings = common(nats_url, vibewave_home)
+    broker = runtime.new_broker("test", settings)
+    deliveries: list[int] = []
+    done = asyncio.Event()
+
+    @broker.subscriber(
+        "vw.req.*.progress",
+        stream=JStream(REQUESTS_STREAM.name, declare=False),
+        durable=spec.durable,
+        config=runtime.consumer_config(spec),
+        pull_sub=PullSub(batch_size=1, timeout=1),
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+    )
+    async def on_progress(event: RequestProgress, msg: NatsMessage) -> None:
+        deliveries.append(msg.raw_message.metadata.num_delivered)
+        await asyncio.sleep(3.5)  # the work itself: longer than three ack waits
+        done.set()
+
+    await started(broker, settings)
+    try:
+        await runtime.jetstream(broker).publish("vw.req.req-1.progress", runtime.encode(progress(1)))
+        await asyncio.wait_for(done.wait(), 10)
+        assert deliveries == [1]
+    finally:
+        await runtime.stop_broker(broker)
+
+
+async def test_trace_context_travels_across_a_jetstream_hop(nats_url, vibewave_home):
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    settings = common(nats_url, vibewave_home)
+    spec = ConsumerSpec(stream=REQUESTS_STREAM.name, durable="trace-test", filter_subjects=("vw.req.*.progress",))
+    broker = runtime.new_broker("test", settings, provider)
+    got = asyncio.Event()
+
+    @broker.subscriber(
+        "vw.req.*.progress",
+        stream=JStream(REQUESTS_STREAM.name, declare=False),
+        durable=spec.durable,
+        config=runtime.consumer_config(spec),
+        pull_sub=PullSub(batch_size=1, timeout=1),
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+    )
+    async def on_progress(event: RequestProgress) -> None:
+        got.set()
+
+    await started(broker, settings)
+    try:
+        publisher = broker.publisher("vw.req.*.progress", stream=REQUESTS_STREAM.name)
+        tracer = provider.get_tracer("test")
+        with tracer.start_as_current_span("client") as client:
+            await runtime.publish(publisher, progress(1), subject="vw.req.req-1.progress", msg_id="t-1")
+        await asyncio.wait_for(got.wait(), 10)
+        trace_id = client.get_span_context().trace_id
+        assert len({s.name for s in exporter.get_finished_spans() if s.context.trace_id == trace_id}) >= 3
+    finally:
+        await runtime.stop_broker(broker)
