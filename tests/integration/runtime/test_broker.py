@@ -2,13 +2,14 @@
 (retry, in-progress, dead letters) and trace context across a JetStream hop."""
 
 import asyncio
+import contextlib
 import dataclasses
 from pathlib import Path
 
 import msgspec
 import pytest
 from faststream import AckPolicy
-from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
+from faststream.nats import NatsBroker, NatsMessage, PullSub
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -70,7 +71,7 @@ async def test_same_message_id_is_stored_once(nats_url, vibewave_home):
     settings = common(nats_url, vibewave_home)
     broker = await started(runtime.new_broker("test", settings), settings)
     try:
-        publisher = broker.publisher("vw.req.*.progress", stream=REQUESTS_STREAM.name)
+        publisher = broker.publisher("vw.req.*.progress", stream=runtime.stream(REQUESTS_STREAM))
         subject = request_subject("req-1", RequestEvent.PROGRESS)
         first = await runtime.publish(publisher, progress(1), subject=subject, msg_id="dup-1")
         again = await runtime.publish(publisher, progress(1), subject=subject, msg_id="dup-1")
@@ -99,7 +100,7 @@ async def test_a_poison_message_lands_in_the_dead_letters_and_the_consumer_goes_
 
     @broker.subscriber(
         "vw.req.*.progress",
-        stream=JStream(REQUESTS_STREAM.name, declare=False),
+        stream=runtime.stream(REQUESTS_STREAM),
         durable=spec.durable,
         config=runtime.consumer_config(spec),
         pull_sub=PullSub(batch_size=8, timeout=1),
@@ -148,7 +149,7 @@ async def test_a_long_handler_is_kept_alive_past_its_ack_wait(nats_url, vibewave
 
     @broker.subscriber(
         "vw.req.*.progress",
-        stream=JStream(REQUESTS_STREAM.name, declare=False),
+        stream=runtime.stream(REQUESTS_STREAM),
         durable=spec.durable,
         config=runtime.consumer_config(spec),
         pull_sub=PullSub(batch_size=1, timeout=1),
@@ -179,7 +180,7 @@ async def test_trace_context_travels_across_a_jetstream_hop(nats_url, vibewave_h
 
     @broker.subscriber(
         "vw.req.*.progress",
-        stream=JStream(REQUESTS_STREAM.name, declare=False),
+        stream=runtime.stream(REQUESTS_STREAM),
         durable=spec.durable,
         config=runtime.consumer_config(spec),
         pull_sub=PullSub(batch_size=1, timeout=1),
@@ -190,7 +191,7 @@ async def test_trace_context_travels_across_a_jetstream_hop(nats_url, vibewave_h
 
     await started(broker, settings)
     try:
-        publisher = broker.publisher("vw.req.*.progress", stream=REQUESTS_STREAM.name)
+        publisher = broker.publisher("vw.req.*.progress", stream=runtime.stream(REQUESTS_STREAM))
         tracer = provider.get_tracer("test")
         with tracer.start_as_current_span("client") as client:
             await runtime.publish(publisher, progress(1), subject="vw.req.req-1.progress", msg_id="t-1")
@@ -199,3 +200,49 @@ async def test_trace_context_travels_across_a_jetstream_hop(nats_url, vibewave_h
         assert len({s.name for s in exporter.get_finished_spans() if s.context.trace_id == trace_id}) >= 3
     finally:
         await runtime.stop_broker(broker)
+
+
+async def test_kv_watches_are_reopened_after_a_nats_restart(tmp_path, vibewave_home):
+    """nats-py's KV watcher is silent for ~15 s after a server restart (until its ordered consumer
+    notices); the broker's reconnect reopens it, so a change is heard within seconds."""
+    from faststream.nats import KvWatch
+
+    from vibewave.devstack.nats_server import EmbeddedNats
+
+    server = EmbeddedNats(tmp_path / "nats")
+    server.start()
+    settings = common(server.url, vibewave_home)
+    seen: dict[str, bytes] = {}
+    changed = asyncio.Event()
+    holder: list[NatsBroker] = []
+
+    async def reopen() -> None:
+        await runtime.reopen_kv_watches(holder[0])
+
+    broker = runtime.new_broker("test", settings, on_reconnect=reopen)
+    holder.append(broker)
+
+    @broker.subscriber("*", kv_watch=KvWatch("pods", declare=False))
+    async def on_pod(msg: NatsMessage) -> None:
+        entry = msg.raw_message
+        seen[entry.key] = entry.value
+        changed.set()
+
+    try:
+        await started(broker, settings)
+        kv = await runtime.jetstream(broker).key_value("pods")
+        await kv.put("a", b"1")
+        await asyncio.wait_for(changed.wait(), 10)
+        server.restart()
+        async with asyncio.timeout(8):
+            while True:  # writes fail until the client has reconnected; then the reopened watch hears them
+                changed.clear()
+                with contextlib.suppress(Exception):
+                    await kv.put("b", b"2")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), 1)
+                if seen.get("b") == b"2":
+                    break
+    finally:
+        await runtime.stop_broker(broker)
+        server.stop()

@@ -29,10 +29,11 @@ from fast_depends.msgspec import MsgSpecSerializer
 from faststream import BaseMiddleware
 from faststream.exceptions import HandlerException
 from faststream.message import StreamMessage
-from faststream.nats import NatsBroker
+from faststream.nats import JStream, NatsBroker
 from faststream.nats.message import NatsMessage
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from faststream.nats.publisher.usecase import LogicPublisher
+from faststream.nats.subscriber.usecases.key_value_subscriber import KeyValueWatchSubscriber
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -126,6 +127,13 @@ async def connect(broker: NatsBroker, timeout: float = 10.0) -> None:
             if loop.time() >= deadline:
                 raise ConnectionError(f"cannot reach NATS at {broker.config.connection_kwargs!r}: {exc}") from exc
             await asyncio.sleep(0.2)
+
+
+def stream(spec: StreamSpec) -> JStream:
+    """A stream for a subscriber or publisher to name. Never declared by FastStream (`declare=False`):
+    its declaration would carry FastStream's default settings and, on a conflict, *update* the stream
+    to them (a work queue cannot even be updated); `provision` declares streams as the contract says."""
+    return JStream(spec.name, declare=False)
 
 
 def jetstream(broker: NatsBroker) -> JetStreamContext:
@@ -415,7 +423,22 @@ async def kv_snapshot(js: JetStreamContext, kv: KeyValue, bucket: str, timeout: 
 
 
 def kv_deleted(entry_operation: str | None) -> bool:
+    """A watched entry that says its key is gone: deleted, purged, or expired (its TTL's marker)."""
     return entry_operation in ("DEL", "PURGE")
+
+
+async def reopen_kv_watches(broker: NatsBroker) -> None:
+    """Open every `KvWatch` subscriber's watch again (they replay each key's current value, so handlers
+    must be idempotent). Run after a reconnect: nats-py's KV watcher stays silent after a NATS server
+    restart, and FastStream's KV subscriber does not reopen it."""
+    for subscriber in list(broker.subscribers):
+        if isinstance(subscriber, KeyValueWatchSubscriber) and subscriber.running:
+            with contextlib.suppress(Exception):
+                await subscriber.stop()
+            try:
+                await subscriber.start()
+            except Exception:
+                log.exception("could not reopen the watch of %s", subscriber.kv_watch.name)
 
 
 # ---------------------------------------------------------------------------------------------- stopping

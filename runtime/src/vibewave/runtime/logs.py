@@ -7,6 +7,7 @@ trace id of the current span, so one request can be followed across services by 
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -22,6 +23,8 @@ _STANDARD_ATTRS = frozenset(
     vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime", "taskName"}
 )
 _HANDLER_MARK = "_vibewave_handler"
+LOG_FILE_BYTES = 20 * 1024 * 1024  # a service's log file rotates at this size ...
+LOG_FILE_BACKUPS = 3  # ... keeping this many older ones: at most 80 MB per service
 
 
 class JsonFormatter(logging.Formatter):
@@ -70,11 +73,15 @@ def configure_logging(service: str, level: str, log_dir: Path | None) -> None:
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(log_dir / f"{service}.log", encoding="utf-8"))
+        handlers.append(
+            logging.handlers.RotatingFileHandler(
+                log_dir / f"{service}.log", maxBytes=LOG_FILE_BYTES, backupCount=LOG_FILE_BACKUPS, encoding="utf-8"
+            )
+        )
     for handler in handlers:
         handler.setFormatter(formatter)
         setattr(handler, _HANDLER_MARK, True)
         root.addHandler(handler)
     root.setLevel(level)
-    for noisy in ("nats", "aiohttp.access", "uvicorn.access"):
+    for noisy in ("nats", "aiohttp.access", "uvicorn.access", "faststream"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
@@ -54,3 +54,10 @@ def records_spans(provider: AnyTracerProvider | None) -> bool:
     may skip making them and keep only the trace context (the same trace ids travel either way)."""
     provider = provider or trace.get_tracer_provider()
     return not (isinstance(provider, TracerProvider) and provider.sampler is ALWAYS_OFF)
+
+
+def trace_headers() -> dict[str, str]:
+    """W3C trace context of the current span, as message headers (or to keep on a record)."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier

@@ -1,15 +1,18 @@
 """The scheduler: the only writer of request state, and the one who places requests on pods.
 
-It consumes the request events (submitted by the api; started, attempt_failed and completed by
-executors), keeps each request's record in KV `requests`, dispatches placed requests to their pod's
-work queue, and announces demand for pods. Handling is sequential, so each record has one writer.
+A FastStream app on NATS. It consumes the request events (submitted by the api; started, attempt_failed
+and attempt_succeeded by executors; cancel_requested by the api), decides each with `lifecycle`, keeps
+each request's record in KV `requests`, dispatches placed requests to their pod's work queue, publishes
+the public terminal events and announces demand for pods.
 
-Work happens in steps — a fetched batch of events, a pod change, the once-a-second sweep — each under
-one lock. A step changes records in memory and places what can run; at its end the changed records are
-stored (writes sent together, not one round trip after another), and only once they are stored are the
-assignments dispatched, failures announced and the batch's events acked. So nothing is announced or
-acked before the state behind it is stored, and a dispatch never exists for a request the store still
-calls pending. If storing fails, memory may differ from the store: the next step reloads it first.
+Store, then announce, then ack. Each event is applied to the records in memory and then waits for the
+next commit: one commit stores every record changed since the last one (writes sent together), then
+sends the dispatches and announcements that waited for them, and only then are the events behind it
+acked (manual acks). So nothing is announced or acked before the state behind it is stored, and a
+dispatch never exists for a request the store still calls pending. The events of one fetch share a
+commit, which is what makes a busy scheduler fast. If a commit fails, the events it carried are
+redelivered (their handlers raise: the Deliveries middleware naks them), and memory is reloaded from
+the store before anything else is applied.
 
 It follows pod-manager's heartbeat (KV `fleet`): work goes only to pods the live pod-manager verified,
 and while a GPU class's circuit breaker is open its waiting requests fail with the breaker's diagnosis.
@@ -20,14 +23,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Iterable
-from dataclasses import dataclass
-from datetime import timedelta
+from collections.abc import Awaitable, Callable, Iterable
 
 import msgspec
 import nats.js.errors
-from nats.aio.msg import Msg
+from faststream import AckPolicy
+from faststream.nats import KvWatch, NatsMessage, PullSub
+from faststream.nats.annotations import NatsKvMessage
 from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from opentelemetry import context as otel_context
@@ -36,14 +40,17 @@ from opentelemetry.trace import TracerProvider
 
 from vibewave.contracts.events import (
     DEMAND_SUBJECT,
+    DISPATCH_PREFIX,
+    DISPATCH_STREAM,
     FLEET_BUCKET,
     FLEET_STATUS_KEY,
     PODS_BUCKET,
+    REQ_PREFIX,
     REQUESTS_BUCKET,
+    REQUESTS_STREAM,
     SCHEDULER_CONSUMER,
     Assignment,
     AttemptFailed,
-    AttemptNote,
     AttemptSucceeded,
     Breaker,
     CancelRequested,
@@ -67,59 +74,100 @@ from vibewave.contracts.events import (
     utcnow,
 )
 from vibewave.contracts.models import RequestStatus
-from vibewave.runtime.bus import Bus, decode, encode, trace_headers
+from vibewave.runtime import broker as runtime
 from vibewave.runtime.health import serve_liveness
 from vibewave.runtime.logs import request_id_var
+from vibewave.runtime.telemetry import trace_headers
+from vibewave.scheduler import lifecycle
+from vibewave.scheduler.lifecycle import Announcement, Decision, RetryPolicy
 from vibewave.scheduler.placement import Placer
 from vibewave.scheduler.settings import SchedulerSettings
 
 log = logging.getLogger("vibewave.scheduler")
 
-STEP_TIMEOUT_S = 20.0  # a step stuck on NATS (e.g. across a server restart) gives up and is tried again
+COMMIT_TIMEOUT_S = 20.0  # a commit stuck on NATS (e.g. across a server restart) gives up; its events come back
+FETCH_BATCH = 64  # events fetched at once; they share one commit
 # A change is announced at once, but at most one announcement per gap: a burst of requests (each one a
 # change) becomes a few announcements instead of one per request, each waking pod-manager.
 DEMAND_MIN_GAP_S = 0.02
-MAX_RETRY_BACKOFF_S = 10.0
+
+EVENT_TYPES: dict[str, type[msgspec.Struct]] = {
+    RequestEvent.SUBMITTED: RequestSubmitted,
+    RequestEvent.STARTED: RequestStarted,
+    RequestEvent.ATTEMPT_FAILED: AttemptFailed,
+    RequestEvent.ATTEMPT_SUCCEEDED: AttemptSucceeded,
+    RequestEvent.CANCEL_REQUESTED: CancelRequested,
+}
 
 
-@dataclass(frozen=True)
-class Notice:
-    """An event to publish once the record it announces is stored."""
-
-    request_id: str
-    subject: str
-    message: msgspec.Struct
-    msg_id: str
+class CommitLost(Exception):
+    """The change an event made was dropped by a failed commit; the event must be applied again."""
 
 
 class SchedulerService:
     def __init__(self, settings: SchedulerSettings, tracer_provider: TracerProvider | None = None) -> None:
         self.settings = settings
-        self.tracer_provider = tracer_provider
+        common = settings.common
+        self.retry = RetryPolicy(max_attempts=settings.max_attempts, backoff_s=settings.retry_backoff_s)
         self.placer = Placer(aging_s=settings.aging_s)
-        self._bus: Bus | None = None
+        self.broker = runtime.new_broker("scheduler", common, tracer_provider, on_reconnect=self._on_reconnect)
         self._requests: KeyValue | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._demand_changed = asyncio.Event()
-        self._lock = asyncio.Lock()  # one step at a time
         self._pods_changed = asyncio.Event()
-        self._liveness: object | None = None
+        self._lock = asyncio.Lock()  # applying and committing take turns
         # Every open request's record as last changed. The scheduler is KV `requests`' only writer, so
-        # (between steps) this is what the bucket holds: events are applied without a read round trip.
+        # (between commits) this is what the bucket holds: events are applied without a read round trip.
         self._open: dict[str, RequestRecord] = {}
-        self._in_sync = False  # memory matches the store; false until loaded, and after a failed store
-        # What the current step changed, to store at its end, and what waits for that
+        self._in_sync = False  # memory matches the store; false until loaded, and after a failed commit
+        self._epoch = 0  # counts failed commits: a change applied in an older epoch was dropped
+        self._applied = 0  # counts applied changes ...
+        self._stored = 0  # ... and how many of them are stored
+        # What the next commit stores, and what waits for it
         self._changed: dict[str, RequestRecord] = {}
         self._new: set[str] = set()  # changed records written for the first time (`create`: never twice)
         self._dispatches: list[tuple[RequestRecord, PodRecord]] = []
-        self._notices: list[Notice] = []
-        self._orphans: list[Notice] = []  # a failed step's notices: sent after the reload if their record was stored
+        self._announcements: list[tuple[str, Announcement]] = []
+        self._orphans: list[tuple[str, Announcement]] = []  # a failed commit's: sent after the reload if stored
         self._fleet: FleetStatus | None = None  # pod-manager's heartbeat and circuit breakers (KV `fleet`)
+        self._declare()
 
-    @property
-    def bus(self) -> Bus:
-        assert self._bus is not None, "scheduler not started"
-        return self._bus
+    def _declare(self) -> None:
+        """The FastStream subscribers and publishers: what the scheduler hears and says, on which subjects."""
+        broker, common = self.broker, self.settings.common
+        broker.subscriber(
+            f"{REQ_PREFIX}.*.*",
+            stream=runtime.stream(REQUESTS_STREAM),
+            durable=SCHEDULER_CONSUMER.durable,
+            config=runtime.consumer_config(SCHEDULER_CONSUMER, common.replicas),
+            pull_sub=PullSub(batch_size=FETCH_BATCH, timeout=5.0),
+            ack_policy=AckPolicy.MANUAL,
+            title="scheduler: request events",
+            description="submitted, started, attempt_failed, attempt_succeeded, cancel_requested",
+        )(self.on_event)
+        broker.subscriber("*", kv_watch=KvWatch(PODS_BUCKET.name, declare=False), title="scheduler: pods")(self.on_pod)
+        broker.subscriber(
+            FLEET_STATUS_KEY, kv_watch=KvWatch(FLEET_BUCKET.name, declare=False), title="scheduler: fleet"
+        )(self.on_fleet)
+        published = {
+            RequestEvent.ASSIGNED: RequestAssigned,
+            RequestEvent.COMPLETED: RequestCompleted,
+            RequestEvent.FAILED: RequestFailed,
+            RequestEvent.CANCELLED: RequestCancelled,
+        }
+        self._publishers = {
+            event: broker.publisher(
+                f"{REQ_PREFIX}.*.{event}",
+                stream=runtime.stream(REQUESTS_STREAM),
+                schema=schema,
+                title=f"request {event}",
+            )
+            for event, schema in published.items()
+        }
+        self._dispatch = broker.publisher(
+            f"{DISPATCH_PREFIX}.*", stream=runtime.stream(DISPATCH_STREAM), schema=Assignment, title="dispatch"
+        )
+        self._demand = broker.publisher(DEMAND_SUBJECT, schema=Demand, title="demand")
 
     @property
     def requests(self) -> KeyValue:
@@ -127,21 +175,17 @@ class SchedulerService:
         return self._requests
 
     async def start(self) -> None:
-        common = self.settings.common
-        self._bus = await Bus.connect(common.nats_url, name="scheduler", tracer_provider=self.tracer_provider)
-        await self.bus.provision(common.replicas)
-        self._requests = await self.bus.kv(REQUESTS_BUCKET)
-        async with self._step():  # loads the open requests and sends any dispatch a predecessor left unsent
-            pass
+        await runtime.connect(self.broker)
+        await runtime.provision(self.broker, self.settings.common)
+        self._requests = await runtime.jetstream(self.broker).key_value(REQUESTS_BUCKET.name)
+        await self._commit_now()  # loads the open requests and sends any dispatch a predecessor left unsent
+        await self.broker.start()
         self._tasks = [
-            asyncio.create_task(self.bus.follow_kv(PODS_BUCKET, self._on_pod), name="scheduler:pods"),
-            asyncio.create_task(self.bus.follow_kv(FLEET_BUCKET, self._on_fleet), name="scheduler:fleet"),
             asyncio.create_task(self._place_on_pod_changes(), name="scheduler:placement"),
             asyncio.create_task(self._announce_demand(), name="scheduler:demand"),
             asyncio.create_task(self._watch_time(), name="scheduler:timeouts"),
         ]
-        self.bus.consume(SCHEDULER_CONSUMER, self.handle, replicas=common.replicas, step=self._step)
-        self._liveness = await serve_liveness(self.bus.nc, "scheduler", "request lifecycle and placement")
+        await serve_liveness(self.broker.connection, "scheduler", "request lifecycle and placement")
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -149,37 +193,157 @@ class SchedulerService:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        if self._bus is not None:
-            await self._bus.close()
+        await runtime.stop_broker(self.broker)
 
-    # ---------------------------------------------------------------------------------------- steps
+    async def _on_reconnect(self) -> None:
+        """A NATS restart silences KV watches: open them again (they replay current values)."""
+        await runtime.reopen_kv_watches(self.broker)
 
-    @contextlib.asynccontextmanager
-    async def _step(self) -> AsyncIterator[None]:
-        """One step: (re)load if needed, run the body, then place and store (see the module docstring)."""
-        async with asyncio.timeout(STEP_TIMEOUT_S), self._lock:
-            try:
-                if not self._in_sync:
-                    await self._load()
-                yield
+    # -------------------------------------------------------------------------------------- events
+
+    async def on_event(self, msg: NatsMessage) -> None:
+        """Apply one request event, wait until the change is stored and announced, then ack it."""
+        raw = msg.raw_message
+        request_id, event = split_request_subject(raw.subject)
+        payload = msgspec.json.decode(raw.data, type=EVENT_TYPES[event]) if event in EVENT_TYPES else None
+        if payload is None:
+            await msg.ack()
+            return
+        seq = raw.metadata.sequence.stream
+        token = request_id_var.set(request_id)
+        try:
+            await self._apply_and_commit(lambda: self._decide(payload, seq))
+        finally:
+            request_id_var.reset(token)
+        await msg.ack()
+
+    def _decide(self, event: msgspec.Struct, seq: int) -> None:
+        now = utcnow()
+        if isinstance(event, RequestSubmitted):
+            self._on_submitted(event)
+        elif isinstance(event, RequestStarted):
+            self._apply(lifecycle.started(self._open.get(event.request_id), event, now))
+        elif isinstance(event, AttemptSucceeded):
+            self._on_outcome(event.request_id, lifecycle.succeeded(self._open.get(event.request_id), event, now))
+        elif isinstance(event, AttemptFailed):
+            if event.kind == FailureKind.POD_FAULT and self._is_current(event.request_id, event.attempt):
+                self.placer.suspect(event.pod_id, seq)
+            self._on_outcome(
+                event.request_id, lifecycle.attempt_failed(self._open.get(event.request_id), event, self.retry, now)
+            )
+        elif isinstance(event, CancelRequested):
+            record = self._open.get(event.request_id)
+            decision = lifecycle.cancel_requested(record, now)
+            if record is not None and record.status == RequestStatus.PENDING and decision.changed:
+                self.placer.forget(record.id)
+                self._demand_changed.set()
+            self._apply(decision)
+
+    def _on_submitted(self, event: RequestSubmitted) -> None:
+        existing = self._open.get(event.request_id) or self._changed.get(event.request_id)
+        decision = lifecycle.submitted(existing, event, trace_headers().get("traceparent"))
+        record = self._apply(decision, new=True)
+        if record is None:
+            log.info("duplicate submission ignored")
+            return
+        breaker = self._open_breaker(record.min_gpu_memory_gb)
+        if breaker is not None:
+            self._apply(lifecycle.no_capacity(record, breaker.diagnosis, utcnow()))
+            return
+        self.placer.enqueue(record)
+        self._demand_changed.set()
+        log.info("request queued", extra={"workflow": record.workflow_name, "priority": record.priority})
+
+    def _on_outcome(self, request_id: str, decision: Decision) -> None:
+        """An attempt ended: its pod is free; the request is finished or queued again for a retry."""
+        if not decision.changed:
+            log.info("stale event ignored")
+            return
+        self.placer.release(request_id)
+        self._demand_changed.set()
+        record = self._apply(decision)
+        if record is not None and record.status == RequestStatus.PENDING:
+            log.warning("attempt %d failed; retrying in %.1fs on another pod", record.attempts,
+                        (decision.retry_after.total_seconds() if decision.retry_after else 0))  # fmt: skip
+            self.placer.enqueue(record, front=True)
+        elif record is not None and record.status == RequestStatus.COMPLETED:
+            log.info("request completed", extra={"pod_id": record.pod_id})
+
+    def _is_current(self, request_id: str, attempt: int) -> bool:
+        record = self._open.get(request_id)
+        return record is not None and record.attempts == attempt
+
+    def _apply(self, decision: Decision, *, new: bool = False) -> RequestRecord | None:
+        """Keep a decision's record in memory for the next commit, and its announcement for after it."""
+        record = decision.record
+        if record is None:
+            return None
+        if record.status.terminal:
+            self._open.pop(record.id, None)
+            if decision.note:
+                log.warning("request %s: %s", record.status, decision.note, extra={"request_id": record.id})
+        else:
+            self._open[record.id] = record
+        self._changed[record.id] = record
+        if new:
+            self._new.add(record.id)
+        if decision.announcement is not None:
+            self._announcements.append((record.id, decision.announcement))
+        return record
+
+    # ------------------------------------------------------------------------------------- commits
+
+    async def _apply_and_commit(self, change: Callable[[], None]) -> None:
+        """Apply `change` to memory, then return once it is stored and what it announces is sent.
+
+        Changes applied while a commit is under way wait for the next one, which takes them all: the
+        handlers of one fetched batch share a commit. Raises when the change was lost to a failed commit
+        (the caller's event is then redelivered and applied again on reloaded memory)."""
+        async with self._lock:
+            if not self._in_sync:
+                await self._load()
+            change()
+            self._applied += 1
+            mine, epoch = self._applied, self._epoch
+        async with self._lock:
+            if self._epoch != epoch:
+                raise CommitLost("a commit failed before this change was stored")
+            if self._stored >= mine:
+                return
+            await self._commit_locked()
+
+    async def _commit_now(self) -> None:
+        """A commit with no event behind it (start-up, timers, pod changes): load if needed, place, store."""
+        async with self._lock:
+            if not self._in_sync:
+                await self._load()
+            await self._commit_locked()
+
+    async def _commit_locked(self) -> None:
+        upto = self._applied
+        try:
+            async with asyncio.timeout(COMMIT_TIMEOUT_S):
                 await self._commit()
-            except BaseException:
-                self._in_sync = False
-                self._orphans += self._notices
-                self._changed, self._new, self._dispatches, self._notices = {}, set(), [], []
-                raise
+        except BaseException:
+            self._in_sync = False
+            self._epoch += 1
+            self._orphans += self._announcements
+            self._changed, self._new, self._dispatches, self._announcements = {}, set(), [], []
+            raise
+        self._stored = upto
 
     async def _load(self) -> None:
         """Rebuild memory from the store: the open requests, queued or on their pods.
 
-        A failed step's writes may still have landed (the client sends what it buffered once it has
-        reconnected), so its notices go out if their record is stored as finished; else the state they
-        announced is derived again from the redelivered events."""
+        A failed commit's writes may still have landed (the client sends what it buffered once it has
+        reconnected), so its announcements go out if their record is stored as finished; else the state
+        they announced is derived again from the redelivered events."""
+        js = runtime.jetstream(self.broker)
         open_requests: list[RequestRecord] = []
         finished: set[str] = set()
-        for key, value in (await self.bus.kv_snapshot(REQUESTS_BUCKET)).items():
+        for key, value in (await runtime.kv_snapshot(js, self.requests, REQUESTS_BUCKET.name)).items():
             try:
-                record = decode(value, RequestRecord)
+                record = runtime.decode(value, RequestRecord)
             except msgspec.DecodeError:
                 log.error("unreadable record %s left alone", key)
                 continue
@@ -187,7 +351,7 @@ class SchedulerService:
                 finished.add(record.id)
             else:
                 open_requests.append(record)
-        self._notices += [notice for notice in self._orphans if notice.request_id in finished]
+        self._announcements += [(rid, a) for rid, a in self._orphans if rid in finished]
         self._orphans = []
         self._open = {record.id: record for record in open_requests}
         self.placer.restore(open_requests)
@@ -196,22 +360,22 @@ class SchedulerService:
         log.info("loaded %d open requests", len(open_requests))
 
     async def _redispatch(self, assigned: Iterable[RequestRecord]) -> None:
-        """Send assigned requests' dispatches again: an earlier step may have stored an assignment and
+        """Send assigned requests' dispatches again: an earlier commit may have stored an assignment and
         stopped before sending it. Harmless if it had been sent: the dedupe id drops a repeat within the
         window, and an executor that gets it twice finds the prompt (same id per attempt) already on the pod."""
-        pods = await self.bus.kv(PODS_BUCKET)
+        pods = await runtime.jetstream(self.broker).key_value(PODS_BUCKET.name)
+        now = utcnow()
         for record in assigned:
             try:
                 entry = await pods.get(record.pod_id or "")
-                pod = decode(entry.value or b"", PodRecord)
+                pod = runtime.decode(entry.value or b"", PodRecord)
             except (nats.js.errors.KeyNotFoundError, msgspec.DecodeError):
                 pod = None
             if pod is None or pod.status not in (PodStatus.READY, PodStatus.SUSPECT):
                 self.placer.release(record.id)
-                requeued = self._record(
-                    msgspec.structs.replace(record, status=RequestStatus.PENDING, pod_id=None, pod_ip=None)
-                )
-                self.placer.enqueue(requeued, front=True)
+                requeued = self._apply(lifecycle.pod_lost(record, now))
+                if requeued is not None:
+                    self.placer.enqueue(requeued, front=True)
                 continue
             self._dispatches.append((record, pod))
 
@@ -220,25 +384,32 @@ class SchedulerService:
         waited for them. Repeats while that changes anything (a refused duplicate frees its pod)."""
         while True:
             self._place()
-            if not (self._changed or self._dispatches or self._notices):
+            if not (self._changed or self._dispatches or self._announcements):
                 return
             changed, new, self._changed, self._new = self._changed, self._new, {}, set()
             duplicates = await self._store(changed, new)
             if duplicates:
-                self._dispatches = [(record, pod) for record, pod in self._dispatches if record.id not in duplicates]
-                self._notices = [notice for notice in self._notices if notice.request_id not in duplicates]
+                self._dispatches = [(r, pod) for r, pod in self._dispatches if r.id not in duplicates]
+                self._announcements = [(rid, a) for rid, a in self._announcements if rid not in duplicates]
             sends: list[Awaitable[object]] = [self._send_assignment(record, pod) for record, pod in self._dispatches]
-            sends += [self.bus.publish(n.subject, n.message, msg_id=n.msg_id) for n in self._notices]
+            sends += [self._announce(request_id, a) for request_id, a in self._announcements]
             _raise_first(await asyncio.gather(*sends, return_exceptions=True))
             if self._dispatches:
                 self._demand_changed.set()
-            self._dispatches, self._notices = [], []
+            self._dispatches, self._announcements = [], []
 
     async def _store(self, changed: dict[str, RequestRecord], new: set[str]) -> set[str]:
-        """Write the records; returns the ids refused as duplicates (a redelivered submission of a request
-        that is already stored, and finished: an open one would be in memory)."""
-        failures = await self.bus.kv_write_many(
-            REQUESTS_BUCKET, {key: encode(record) for key, record in changed.items()}, new=new
+        """Write the records — a finished one with the retention as its TTL, so it expires from KV (and
+        from every index that follows it) once the retention has passed; returns the ids refused as
+        duplicates (a redelivered submission of a request that is already stored and finished)."""
+        retention = self.settings.common.retention_s
+        failures = await runtime.kv_write_many(
+            runtime.jetstream(self.broker),
+            self.requests,
+            REQUESTS_BUCKET.name,
+            {key: runtime.encode(record) for key, record in changed.items()},
+            new=new,
+            ttls={key: retention for key, record in changed.items() if record.status.terminal},
         )
         duplicates = {key for key, failure in failures.items() if isinstance(failure, KeyWrongLastSequenceError)}
         _raise_first(failure for failure in failures.values() if not isinstance(failure, KeyWrongLastSequenceError))
@@ -248,183 +419,33 @@ class SchedulerService:
             self.placer.forget(key)
             self.placer.release(key)
             entry = await self.requests.get(key)
-            stored = decode(entry.value or b"", RequestRecord)
-            if not stored.status.terminal:  # memory missed an open request: reload before the next step
+            stored = runtime.decode(entry.value or b"", RequestRecord)
+            if not stored.status.terminal:  # memory missed an open request: reload before the next change
                 self._in_sync = False
         return duplicates
 
-    def _record(self, record: RequestRecord, *, new: bool = False) -> RequestRecord:
-        """Change a request's record in memory; the step stores it at its end."""
-        record = msgspec.structs.replace(record, updated_at=utcnow())
-        if record.status.terminal:
-            self._open.pop(record.id, None)
-        else:
-            self._open[record.id] = record
-        self._changed[record.id] = record
-        if new:
-            self._new.add(record.id)
-        return record
-
-    # --------------------------------------------------------------------------------------- events
-
-    async def handle(self, msg: Msg) -> None:
-        """Apply one event in memory; it runs inside its batch's step, which stores the outcome."""
-        request_id, event = split_request_subject(msg.subject)
-        token = request_id_var.set(request_id)
-        try:
-            if event == RequestEvent.SUBMITTED:
-                self._on_submitted(decode(msg.data, RequestSubmitted))
-            elif event == RequestEvent.STARTED:
-                self._on_started(decode(msg.data, RequestStarted))
-            elif event == RequestEvent.ATTEMPT_SUCCEEDED:
-                self._on_succeeded(decode(msg.data, AttemptSucceeded))
-            elif event == RequestEvent.ATTEMPT_FAILED:
-                self._on_attempt_failed(decode(msg.data, AttemptFailed), _stream_seq(msg))
-            elif event == RequestEvent.CANCEL_REQUESTED:
-                self._on_cancel_requested(decode(msg.data, CancelRequested))
-        finally:
-            request_id_var.reset(token)
-
-    def _on_submitted(self, event: RequestSubmitted) -> None:
-        if event.request_id in self._open or event.request_id in self._changed:
-            log.info("duplicate submission ignored")
-            return
-        record = self._record(
-            RequestRecord(
-                id=event.request_id,
-                workflow_name=event.workflow_name,
-                inputs=event.inputs,
-                status=RequestStatus.PENDING,
-                priority=event.priority,
-                created_at=event.created_at,
-                updated_at=event.created_at,
-                batch_id=event.batch_id,
-                execution_timeout_s=event.execution_timeout_s,
-                traceparent=trace_headers().get("traceparent"),
-                min_gpu_memory_gb=event.min_gpu_memory_gb,
-            ),
-            new=True,
+    async def _announce(self, request_id: str, announcement: Announcement) -> None:
+        await runtime.publish(
+            self._publishers[announcement.subject_event],
+            announcement.message,
+            subject=request_subject(request_id, announcement.subject_event),
+            msg_id=announcement.msg_id,
         )
-        breaker = self._open_breaker(record.min_gpu_memory_gb)
-        if breaker is not None:
-            self._finish_failed(record, FailureKind.NO_CAPACITY, f"no pod can be started for it: {breaker.diagnosis}")
-            return
-        self.placer.enqueue(record)
-        self._demand_changed.set()
-        log.info("request queued", extra={"workflow": record.workflow_name, "priority": record.priority})
-
-    def _on_started(self, event: RequestStarted) -> None:
-        record = self._current(event.request_id, event.attempt)
-        if record is not None:
-            self._record(msgspec.structs.replace(record, status=RequestStatus.RUNNING, prompt_id=event.prompt_id))
-
-    def _on_succeeded(self, event: AttemptSucceeded) -> None:
-        record = self._current(event.request_id, event.attempt)
-        if record is None:
-            return
-        self.placer.release(record.id)
-        self._record(msgspec.structs.replace(record, status=RequestStatus.COMPLETED, result=event.result))
-        completed = RequestCompleted(request_id=record.id, attempt=event.attempt, result=event.result)
-        self._notices.append(
-            Notice(record.id, request_subject(record.id, RequestEvent.COMPLETED), completed, f"{record.id}.completed")
-        )
-        self._demand_changed.set()
-        log.info("request completed", extra={"files": event.result.files, "pod_id": record.pod_id})
-
-    def _on_cancel_requested(self, event: CancelRequested) -> None:
-        """Pending: cancelled now. On a pod: flagged, and the executor running it stops it (it heard too)."""
-        record = self._open.get(event.request_id)
-        if record is None:
-            return
-        if record.status == RequestStatus.PENDING:
-            self.placer.forget(record.id)
-            self._demand_changed.set()
-            self._cancelled(record)
-        elif not record.cancel_requested:
-            self._record(msgspec.structs.replace(record, cancel_requested=True))
-            log.info("cancel requested while %s on %s", record.status, record.pod_id)
-
-    def _cancelled(self, record: RequestRecord) -> None:
-        self._record(msgspec.structs.replace(record, status=RequestStatus.CANCELLED, error="cancelled by request"))
-        self._notices.append(
-            Notice(
-                record.id,
-                request_subject(record.id, RequestEvent.CANCELLED),
-                RequestCancelled(request_id=record.id, at=utcnow()),
-                f"{record.id}.cancelled",
-            )
-        )
-        log.info("request cancelled")
-
-    def _on_attempt_failed(self, event: AttemptFailed, seq: int) -> None:
-        """A pod fault is retried elsewhere: the pod is suspect (no work until pod-manager has probed it
-        since), and the retry waits out a backoff; other failures, or the last attempt, end the request."""
-        record = self._current(event.request_id, event.attempt)
-        if record is None:
-            return
-        self.placer.release(record.id)
-        self._demand_changed.set()
-        note = AttemptNote(attempt=event.attempt, pod_id=event.pod_id, kind=event.kind, error=event.error)
-        record = msgspec.structs.replace(record, attempt_log=[*record.attempt_log, note])
-        if event.kind == FailureKind.CANCELLED or record.cancel_requested:
-            self._cancelled(record)
-            return
-        if event.kind == FailureKind.POD_FAULT:
-            self.placer.suspect(event.pod_id, seq)
-        if event.kind == FailureKind.POD_FAULT and record.attempts < self.settings.max_attempts:
-            delay = min(self.settings.retry_backoff_s * 2 ** (record.attempts - 1), MAX_RETRY_BACKOFF_S)
-            log.warning("attempt %d failed on %s (%s); retrying in %.1fs on another pod", record.attempts,
-                        event.pod_id, event.error, delay)  # fmt: skip
-            requeued = self._record(
-                msgspec.structs.replace(
-                    record,
-                    status=RequestStatus.PENDING,
-                    pod_id=None,
-                    pod_ip=None,
-                    not_before=utcnow() + timedelta(seconds=delay),
-                )
-            )
-            self.placer.enqueue(requeued, front=True)
-            return
-        self._finish_failed(record, event.kind, _attempts_error(record, event.error))
-
-    def _current(self, request_id: str, attempt: int) -> RequestRecord | None:
-        """The open record, if this event is about its current attempt (late events of old attempts, and
-        events of finished requests, are moot)."""
-        record = self._open.get(request_id)
-        if record is None or record.attempts != attempt:
-            log.info("stale event ignored", extra={"attempt": attempt})
-            return None
-        return record
-
-    def _finish_failed(self, record: RequestRecord, kind: FailureKind, error: str) -> None:
-        log.warning("request failed: %s", error, extra={"request_id": record.id, "kind": kind})
-        self._record(msgspec.structs.replace(record, status=RequestStatus.FAILED, error=error, not_before=None))
-        failed = RequestFailed(
-            request_id=record.id, kind=kind, error=error, attempts=record.attempts, attempt_log=record.attempt_log
-        )
-        self._notices.append(Notice(record.id, request_subject(record.id, RequestEvent.FAILED), failed,
-                                    f"{record.id}.failed"))  # fmt: skip
 
     # ------------------------------------------------------------------------------------ placement
 
     def _place(self) -> None:
+        now = utcnow()
         for placement in self.placer.place(self._live_manager()):
             waiting = self._open.get(placement.request_id)
             if waiting is None:
                 self.placer.release(placement.request_id)
                 continue
             pod = placement.pod
-            assigned = self._record(
-                msgspec.structs.replace(
-                    waiting,
-                    status=RequestStatus.ASSIGNED,
-                    pod_id=pod.id,
-                    pod_ip=pod.ip,
-                    attempts=waiting.attempts + 1,
-                    not_before=None,
-                )
-            )
+            assigned = self._apply(lifecycle.placed(waiting, pod.id, pod.ip, now))
+            if assigned is None:
+                self.placer.release(placement.request_id)
+                continue
             self._dispatches.append((assigned, pod))
             log.info("request assigned", extra={"request_id": assigned.id, "pod_id": pod.id})
 
@@ -446,12 +467,16 @@ class SchedulerService:
             assigned = RequestAssigned(request_id=record.id, pod_id=pod.id, attempt=record.attempts)
             _raise_first(
                 await asyncio.gather(
-                    self.bus.publish(
-                        dispatch_subject(pod.id), assignment, msg_id=f"{record.id}.dispatch.{record.attempts}"
+                    runtime.publish(
+                        self._dispatch,
+                        assignment,
+                        subject=dispatch_subject(pod.id),
+                        msg_id=f"{record.id}.dispatch.{record.attempts}",
                     ),
-                    self.bus.publish(
-                        request_subject(record.id, RequestEvent.ASSIGNED),
+                    runtime.publish(
+                        self._publishers[RequestEvent.ASSIGNED],
                         assigned,
+                        subject=request_subject(record.id, RequestEvent.ASSIGNED),
                         msg_id=f"{record.id}.assigned.{record.attempts}",
                     ),
                     return_exceptions=True,
@@ -460,18 +485,28 @@ class SchedulerService:
         finally:
             otel_context.detach(token)
 
-    def _on_pod(self, key: str, value: bytes | None) -> None:
-        if value:
-            self.placer.update_pod(decode(value, PodRecord))
+    async def on_pod(self, msg: NatsKvMessage) -> None:
+        """KV `pods`: a pod appeared, changed or went away."""
+        entry = msg.raw_message
+        if runtime.kv_deleted(entry.operation) or not entry.value:
+            self.placer.remove_pod(entry.key)
         else:
-            self.placer.remove_pod(key)
+            try:
+                self.placer.update_pod(runtime.decode(entry.value, PodRecord))
+            except msgspec.DecodeError:
+                log.error("unreadable pod record %s left alone", entry.key)
+                return
         self._pods_changed.set()
 
-    def _on_fleet(self, key: str, value: bytes | None) -> None:
-        if key != FLEET_STATUS_KEY:
-            return
+    async def on_fleet(self, msg: NatsKvMessage) -> None:
+        """KV `fleet`: pod-manager's heartbeat and circuit breakers."""
+        entry = msg.raw_message
         try:
-            fleet = decode(value, FleetStatus) if value else None
+            fleet = (
+                None
+                if runtime.kv_deleted(entry.operation) or not entry.value
+                else runtime.decode(entry.value, FleetStatus)
+            )
         except msgspec.DecodeError:
             log.error("unreadable fleet status left alone")
             return
@@ -499,8 +534,7 @@ class SchedulerService:
             await self._pods_changed.wait()
             self._pods_changed.clear()
             try:
-                async with self._step():
-                    pass
+                await self._commit_now()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -511,54 +545,41 @@ class SchedulerService:
     # ----------------------------------------------------------------------------------------- time
 
     async def _watch_time(self) -> None:
-        """Once a second: fail requests that waited past the queue TTL, and runs that outlived their
-        execution timeout by more than the grace (their executor is gone: a live one interrupts and reports
-        on its own); the step then places what can run, so placement converges whatever a failure swallowed."""
+        """Once a second: fail requests that waited past the queue TTL, runs that outlived their
+        execution timeout by more than the grace, and waiting requests no pod can be started for; the
+        commit then places what can run, so placement converges whatever a failure swallowed."""
         while True:
             await asyncio.sleep(1.0)
             try:
-                async with self._step():
-                    self._expire_waiting()
-                    self._expire_running()
-                    self._fail_unservable()
+                await self._apply_and_commit(self._expire)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("timeout sweep failed (%s); will retry", exc)
 
-    def _expire_waiting(self) -> None:
+    def _expire(self) -> None:
+        now = utcnow()
         note = self._fleet.note if self._fleet is not None else None
         for request_id in self.placer.expired(self.settings.queue_ttl_s):
-            self.placer.forget(request_id)
-            self._demand_changed.set()
-            record = self._open.get(request_id)
-            if record is not None:
-                error = f"timed out: waited longer than the queue TTL ({self.settings.queue_ttl_s:.0f}s)"
-                self._finish_failed(record, FailureKind.TIMEOUT, error + (f"; the fleet: {note}" if note else ""))
-
-    def _fail_unservable(self) -> None:
-        """Waiting requests of a GPU class whose circuit breaker is open fail now, with its diagnosis,
-        instead of waiting out the queue TTL for pods that will not come."""
+            self._end_waiting(request_id, lambda r: lifecycle.queue_timeout(r, self.settings.queue_ttl_s, note, now))
         for breaker in self._blocking_breakers():
+            fail = functools.partial(lifecycle.no_capacity, diagnosis=breaker.diagnosis, now=now)
             for request_id in self.placer.waiting_in_class(breaker.min_gpu_memory_gb):
-                self.placer.forget(request_id)
-                self._demand_changed.set()
-                record = self._open.get(request_id)
-                if record is not None:
-                    error = f"no pod can be started for it: {breaker.diagnosis}"
-                    self._finish_failed(record, FailureKind.NO_CAPACITY, error)
-
-    def _expire_running(self) -> None:
-        now = utcnow()
+                self._end_waiting(request_id, fail)
         for request_id in list(self.placer.on_pod()):
             record = self._open.get(request_id)
-            if record is None:
-                continue
-            limit = (record.execution_timeout_s or 900.0) + self.settings.run_grace_s
-            if (now - record.updated_at).total_seconds() > limit:
+            limit = lifecycle.run_overdue(record, 900.0, self.settings.run_grace_s, now) if record else None
+            if record is not None and limit is not None:
                 self.placer.release(request_id)
                 self._demand_changed.set()
-                self._finish_failed(record, FailureKind.TIMEOUT, f"timed out: no outcome within {limit:.0f}s")
+                self._apply(lifecycle.run_timeout(record, limit, now))
+
+    def _end_waiting(self, request_id: str, decide: Callable[[RequestRecord], Decision]) -> None:
+        self.placer.forget(request_id)
+        self._demand_changed.set()
+        record = self._open.get(request_id)
+        if record is not None:
+            self._apply(decide(record))
 
     async def _announce_demand(self) -> None:
         while True:
@@ -571,24 +592,8 @@ class SchedulerService:
             ]
             demand = Demand(needs=needs, busy_pods=self.placer.busy_pods(), at=utcnow())
             with contextlib.suppress(Exception):
-                await self.bus.publish_core(DEMAND_SUBJECT, demand)
+                await self._demand.publish(demand)
             await asyncio.sleep(DEMAND_MIN_GAP_S)
-
-
-def _stream_seq(msg: Msg) -> int:
-    """The message's sequence in its stream (0 if unknown, e.g. a core NATS message in a test)."""
-    try:
-        return int(msg.metadata.sequence.stream)
-    except Exception:
-        return 0
-
-
-def _attempts_error(record: RequestRecord, last_error: str) -> str:
-    """The final error: the last attempt's, or — when several attempts failed — each one's pod and reason."""
-    if len(record.attempt_log) <= 1:
-        return last_error
-    parts = "; ".join(f"#{n.attempt} on pod {n.pod_id}: {n.error}" for n in record.attempt_log)
-    return f"failed after {len(record.attempt_log)} attempts: {parts}"
 
 
 def _raise_first(results: Iterable[object]) -> None:
