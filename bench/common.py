@@ -25,7 +25,7 @@ from vibewave.contracts.events import (
 )
 from vibewave.contracts.models import DEFAULT_WORKFLOW, Priority, RequestStatus, WorkflowResult
 from vibewave.contracts.workflows import WorkflowCatalog
-from vibewave.runtime.bus import encode
+from vibewave.runtime.broker import encode
 
 PROMPT = "A futuristic cyberpunk cityscape at night with neon lights, rain on the streets, wide angle"
 BODY = json.dumps({"prompt": PROMPT, "width": 1024, "height": 1024, "seed": 12345})

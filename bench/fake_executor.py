@@ -1,6 +1,6 @@
 """A stand-in executor for the deep-queue scenario: `python -m bench.fake_executor` (NATS_URL).
 
-It consumes the dispatch work queue with the executor's own durable consumer (through the project's Bus,
+It consumes the dispatch work queue with the executor's own durable consumer (through the runtime's FastStream broker,
 as the real executor does) and, for each assignment, publishes `started` and then `completed` at once —
 no ComfyUI, no output files — so that draining measures the scheduler's placement, not a GPU.
 """
@@ -8,13 +8,17 @@ no ComfyUI, no output files — so that draining measures the scheduler's placem
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 
-from nats.aio.msg import Msg
+from faststream import AckPolicy
+from faststream.nats import PullSub
 
 from vibewave.contracts.events import (
+    DISPATCH_PREFIX,
+    DISPATCH_STREAM,
     EXECUTOR_CONSUMER,
+    REQ_PREFIX,
+    REQUESTS_STREAM,
     Assignment,
     AttemptSucceeded,
     RequestEvent,
@@ -23,34 +27,49 @@ from vibewave.contracts.events import (
 )
 from vibewave.contracts.models import WorkflowResult
 from vibewave.executor.service import prompt_id_for
-from vibewave.runtime.bus import Bus, decode
+from vibewave.runtime import broker as runtime
+from vibewave.runtime.settings import CommonSettings
 
 
 async def main() -> None:
-    bus = await Bus.connect(os.environ["NATS_URL"], name="fake-executor")
-    await bus.provision()
+    common = CommonSettings.from_env()
+    broker = runtime.new_broker("fake-executor", common)
+    started = broker.publisher(f"{REQ_PREFIX}.*.started", stream=runtime.stream(REQUESTS_STREAM))
+    succeeded = broker.publisher(f"{REQ_PREFIX}.*.attempt_succeeded", stream=runtime.stream(REQUESTS_STREAM))
 
-    async def handle(msg: Msg) -> None:
-        a = decode(msg.data, Assignment)
-        await bus.publish(
-            request_subject(a.request_id, RequestEvent.STARTED),
+    @broker.subscriber(
+        f"{DISPATCH_PREFIX}.>",
+        stream=runtime.stream(DISPATCH_STREAM),
+        durable=EXECUTOR_CONSUMER.durable,
+        config=runtime.consumer_config(EXECUTOR_CONSUMER),
+        pull_sub=PullSub(batch_size=1, timeout=5),
+        max_workers=64,
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+    )
+    async def handle(a: Assignment) -> None:
+        await runtime.publish(
+            started,
             RequestStarted(request_id=a.request_id, pod_id=a.pod_id, attempt=a.attempt,
                            prompt_id=prompt_id_for(a.request_id, a.attempt)),
+            subject=request_subject(a.request_id, RequestEvent.STARTED),
             msg_id=f"{a.request_id}.started.{a.attempt}",
         )  # fmt: skip
         result = WorkflowResult(success=True, files=[f"bench_{a.request_id}.png"], request_id=a.request_id,
                                 pod_id=a.pod_id, pod_ip=a.pod_ip)  # fmt: skip
-        await bus.publish(
-            request_subject(a.request_id, RequestEvent.ATTEMPT_SUCCEEDED),
+        await runtime.publish(
+            succeeded,
             AttemptSucceeded(request_id=a.request_id, pod_id=a.pod_id, attempt=a.attempt, result=result),
+            subject=request_subject(a.request_id, RequestEvent.ATTEMPT_SUCCEEDED),
             msg_id=f"{a.request_id}.attempt_succeeded.{a.attempt}",
         )
 
-    bus.consume(EXECUTOR_CONSUMER, handle, concurrency=64)
+    await runtime.connect(broker)
+    await runtime.provision(broker, common)
+    await broker.start()
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     await stop.wait()
-    await bus.close()
+    await runtime.stop_broker(broker)
 
 
 if __name__ == "__main__":

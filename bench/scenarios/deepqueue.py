@@ -37,7 +37,7 @@ from vibewave.contracts.events import (
     PodRecord,
     PodStatus,
 )
-from vibewave.runtime.bus import encode
+from vibewave.runtime.broker import encode
 
 BENCH_MANAGER = "bench"
 

@@ -40,8 +40,9 @@ from uuid import NAMESPACE_URL, uuid4, uuid5
 import httpx
 
 from tests.chaos.harness import MakeRun, Ports, kill_all, processes_of
-from vibewave.contracts.events import PODS_BUCKET, REQUESTS_BUCKET, BucketSpec, PodRecord, RequestRecord
-from vibewave.runtime.bus import Bus, decode
+from tests.support.requests import read_bucket
+from vibewave.contracts.events import PODS_BUCKET, REQUESTS_BUCKET, PodRecord, RequestRecord
+from vibewave.runtime.broker import decode
 
 SCENARIOS = ("pod-manager", "process-group", "nats")
 CLIENTS = 8
@@ -112,17 +113,9 @@ def submit_until_accepted(base_url: str, tag: str, index: int) -> tuple[str | No
     return None, f"not accepted within {ACCEPT_BOUND:.0f}s; last: {last}"
 
 
-async def read_bucket(nats_url: str, bucket: BucketSpec) -> list[bytes]:
-    bus = await Bus.connect(nats_url, name="chaos-make-run")
-    try:
-        return list((await bus.kv_snapshot(bucket)).values())
-    finally:
-        await bus.close()
-
-
 def records_of(run: MakeRun, ids: set[str]) -> dict[str, RequestRecord]:
     try:
-        values = asyncio.run(read_bucket(run.nats_url, REQUESTS_BUCKET))
+        values = asyncio.run(read_bucket(run.nats_url, REQUESTS_BUCKET.name))
     except Exception:
         return {}
     return {r.id: r for r in (decode(v, RequestRecord) for v in values if v) if r.id in ids}
@@ -148,7 +141,7 @@ def count_runs(run: MakeRun, report: RunReport, tag: str) -> None:
     }
     in_history: Counter[str] = Counter()
     try:
-        pods = [decode(v, PodRecord) for v in asyncio.run(read_bucket(run.nats_url, PODS_BUCKET)) if v]
+        pods = [decode(v, PodRecord) for v in asyncio.run(read_bucket(run.nats_url, PODS_BUCKET.name)) if v]
     except Exception:
         pods = []
     for pod in pods:

@@ -16,10 +16,11 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import StackFactory
+from tests.support.requests import read_bucket
 from tests.support.stack import Stack, wait_for
-from vibewave.contracts.events import PODS_BUCKET, REQUESTS_BUCKET, BucketSpec, PodRecord, RequestRecord
+from vibewave.contracts.events import PODS_BUCKET, REQUESTS_BUCKET, PodRecord, RequestRecord
 from vibewave.devstack.nats_server import EmbeddedNats
-from vibewave.runtime.bus import Bus, decode
+from vibewave.runtime.broker import decode
 
 pytestmark = pytest.mark.e2e
 
@@ -58,14 +59,6 @@ def submit_until_accepted(base_url: str, index: int) -> str:
             time.sleep(0.2)
 
 
-async def read_bucket(nats_url: str, bucket: BucketSpec) -> list[bytes]:
-    bus = await Bus.connect(nats_url, name="chaos-test")
-    try:
-        return list((await bus.kv_snapshot(bucket)).values())
-    finally:
-        await bus.close()
-
-
 def test_burst_through_scheduler_executor_and_nats_restarts(stack: Stack, chaos_nats: EmbeddedNats):
     accepted: list[str] = []
     lock = threading.Lock()
@@ -98,14 +91,14 @@ def test_burst_through_scheduler_executor_and_nats_restarts(stack: Stack, chaos_
     assert len(set(accepted)) == BURST, "one request per submission, even when the client retried"
 
     def all_terminal() -> list[RequestRecord] | None:
-        records = [decode(v, RequestRecord) for v in asyncio.run(read_bucket(chaos_nats.url, REQUESTS_BUCKET))]
+        records = [decode(v, RequestRecord) for v in asyncio.run(read_bucket(chaos_nats.url, REQUESTS_BUCKET.name))]
         mine = [r for r in records if r.id in set(accepted)]
         return mine if len(mine) == BURST and all(r.status.terminal for r in mine) else None
 
     try:
         records = wait_for(all_terminal, 180, "every request to end", interval=0.5)
     except AssertionError:
-        stored = [decode(v, RequestRecord) for v in asyncio.run(read_bucket(chaos_nats.url, REQUESTS_BUCKET))]
+        stored = [decode(v, RequestRecord) for v in asyncio.run(read_bucket(chaos_nats.url, REQUESTS_BUCKET.name))]
         stuck = [(r.id, str(r.status), r.attempts, r.pod_id) for r in stored if not r.status.terminal]
         missing = set(accepted) - {r.id for r in stored}
         raise AssertionError(f"not ended: {len(stuck)} {stuck[:5]}; never recorded: {sorted(missing)[:5]}") from None
@@ -114,7 +107,7 @@ def test_burst_through_scheduler_executor_and_nats_restarts(stack: Stack, chaos_
     assert states == {"completed": BURST}, {r.id: r.error for r in records if r.status != "completed"}
 
     # No request ran twice to completion: count successful prompts per request across every pod's ComfyUI.
-    pods = [decode(v, PodRecord) for v in asyncio.run(read_bucket(chaos_nats.url, PODS_BUCKET))]
+    pods = [decode(v, PodRecord) for v in asyncio.run(read_bucket(chaos_nats.url, PODS_BUCKET.name))]
     prompt_of = {str(uuid5(NAMESPACE_URL, f"vibewave:{r.id}:{a}")): r.id for r in records for a in range(1, 5)}
     runs: Counter[str] = Counter()
     for pod in pods:

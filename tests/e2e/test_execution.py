@@ -18,7 +18,7 @@ from tests.e2e.test_walking_skeleton import png_size
 from tests.support.media import mp4_facts
 from tests.support.stack import Stack
 from vibewave.contracts.events import PODS_BUCKET, PodRecord, PodStatus
-from vibewave.runtime.bus import decode
+from vibewave.runtime.broker import decode
 
 pytestmark = pytest.mark.e2e
 

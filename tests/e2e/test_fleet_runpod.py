@@ -17,7 +17,7 @@ from tests.e2e.conftest import StackFactory
 from tests.support.emulator import Emulator
 from tests.support.stack import Stack, wait_for
 from vibewave.contracts.events import PODS_STREAM, PodEvent
-from vibewave.runtime.bus import decode
+from vibewave.runtime.broker import decode
 
 pytestmark = pytest.mark.e2e
 

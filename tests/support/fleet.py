@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from nats.js.kv import KeyValue
 
 from vibewave.contracts.events import FLEET_STATUS_KEY, FleetStatus
-from vibewave.runtime.bus import encode
+from vibewave.runtime.broker import encode
 
 TEST_MANAGER = "test-pod-manager"
 

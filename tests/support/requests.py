@@ -7,7 +7,7 @@ import asyncio
 import nats
 
 from vibewave.contracts.events import REQUESTS_BUCKET, RequestRecord
-from vibewave.runtime.bus import decode
+from vibewave.runtime.broker import decode, kv_snapshot
 
 
 async def wait_for_record(nats_url: str, request_id: str, statuses: set[str], timeout: float) -> RequestRecord:
@@ -26,3 +26,13 @@ async def wait_for_record(nats_url: str, request_id: str, statuses: set[str], ti
     finally:
         await nc.close()
     raise AssertionError(f"watch on {request_id} ended before it reached {statuses}")
+
+
+async def read_bucket(nats_url: str, bucket: str) -> list[bytes]:
+    """Every current value of a KV bucket, read in one pass."""
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        return list((await kv_snapshot(js, await js.key_value(bucket), bucket)).values())
+    finally:
+        await nc.close()

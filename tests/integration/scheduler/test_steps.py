@@ -18,10 +18,12 @@ import pytest
 from tests.support.fleet import TEST_MANAGER, beat
 from tests.support.requests import wait_for_record
 from vibewave.contracts.events import (
+    BUCKETS,
     FLEET_BUCKET,
     PODS_BUCKET,
     REQUESTS_BUCKET,
     REQUESTS_STREAM,
+    STREAMS,
     Assignment,
     PodRecord,
     PodStatus,
@@ -33,7 +35,8 @@ from vibewave.contracts.events import (
 )
 from vibewave.contracts.models import RequestStatus
 from vibewave.devstack.nats_server import EmbeddedNats
-from vibewave.runtime.bus import Bus, decode, encode
+from vibewave.runtime import broker as runtime
+from vibewave.runtime.broker import decode, encode
 from vibewave.runtime.settings import CommonSettings
 from vibewave.scheduler.service import SchedulerService
 from vibewave.scheduler.settings import SchedulerSettings
@@ -63,15 +66,26 @@ def ready_pod(pod_id: str) -> PodRecord:
 
 
 @pytest.fixture
-async def bus(nats_url: str) -> AsyncIterator[Bus]:
-    bus = await Bus.connect(nats_url, name="test")
-    await bus.provision()
-    await beat(await bus.kv(FLEET_BUCKET))
-    yield bus
-    await bus.close()
+async def nc(nats_url: str, vibewave_home: Path) -> AsyncIterator[nats.aio.client.Client]:
+    """A plain client on a provisioned NATS, with a live pod-manager heartbeat."""
+    client = await nats.connect(nats_url)
+    js = client.jetstream()
+    common = CommonSettings(nats_url=nats_url, home=vibewave_home, log_level="INFO", debug=False, replicas=1)
+    for stream in STREAMS:
+        await runtime.ensure_stream(js, stream, 1, common.retention_s)
+    for bucket in BUCKETS:
+        await runtime.ensure_kv(js, bucket, 1, common.retention_s)
+    await beat(await js.key_value(FLEET_BUCKET.name))
+    yield client
+    await client.close()
 
 
-async def test_a_redelivered_submission_never_revives_a_finished_request(nats_url, vibewave_home, bus):
+async def publish(nc: nats.aio.client.Client, event: RequestSubmitted, msg_id: str) -> None:
+    subject = request_subject(event.request_id, RequestEvent.SUBMITTED)
+    await nc.jetstream().publish(subject, encode(event), headers={"Nats-Msg-Id": msg_id})
+
+
+async def test_a_redelivered_submission_never_revives_a_finished_request(nats_url, vibewave_home, nc):
     """The finished request is not in the scheduler's memory, so only the store can refuse it: the refusal
     frees the pod it had been placed on, which then takes the next request — and only that one is sent."""
     now = datetime.now(UTC)
@@ -79,21 +93,20 @@ async def test_a_redelivered_submission_never_revives_a_finished_request(nats_ur
         id="req-done", workflow_name=WORKFLOW, inputs={}, status=RequestStatus.COMPLETED, created_at=now,
         updated_at=now, attempts=1,
     )  # fmt: skip
-    requests = await bus.kv(REQUESTS_BUCKET)
+    requests = await nc.jetstream().key_value(REQUESTS_BUCKET.name)
     revision = await requests.put(done.id, encode(done))
-    await (await bus.kv(PODS_BUCKET)).put("pod-1", encode(ready_pod("pod-1")))
+    await (await nc.jetstream().key_value(PODS_BUCKET.name)).put("pod-1", encode(ready_pod("pod-1")))
     dispatched: asyncio.Queue[Assignment] = asyncio.Queue()
 
     async def on_dispatch(msg: nats.aio.msg.Msg) -> None:
         await dispatched.put(decode(msg.data, Assignment))
 
-    await bus.nc.subscribe(dispatch_subject("pod-1"), cb=on_dispatch)
+    await nc.subscribe(dispatch_subject("pod-1"), cb=on_dispatch)
     scheduler = SchedulerService(settings(nats_url, vibewave_home))
     await scheduler.start()
     try:
         for event in (submitted("req-done"), submitted("req-new")):
-            subject = request_subject(event.request_id, RequestEvent.SUBMITTED)
-            await bus.publish(subject, event, msg_id=f"{event.request_id}.redelivered")
+            await publish(nc, event, f"{event.request_id}.redelivered")
         first = await asyncio.wait_for(dispatched.get(), 10)
         assert first.request_id == "req-new"
         new = await wait_for_record(nats_url, "req-new", {RequestStatus.ASSIGNED}, timeout=5)
@@ -136,15 +149,14 @@ async def test_a_step_whose_store_failed_is_recovered_from_the_store(tmp_path, v
     ids = {f"req-ttl-{n}" for n in range(4)}
     try:
         await scheduler.start()
-        bus = await Bus.connect(server.url, name="test")
+        client = await nats.connect(server.url)
         try:
             for request_id in ids:
-                subject = request_subject(request_id, RequestEvent.SUBMITTED)
-                await bus.publish(subject, submitted(request_id), msg_id=f"{request_id}.submitted")
+                await publish(client, submitted(request_id), f"{request_id}.submitted")
             for request_id in ids:
                 await wait_for_record(server.url, request_id, {RequestStatus.PENDING}, timeout=5)
         finally:
-            await bus.close()
+            await client.close()
         await asyncio.to_thread(server.stop)
         await asyncio.wait_for(sweep_failed.seen.wait(), 30)  # it expired them, and could not store that
         await asyncio.to_thread(server.start)
