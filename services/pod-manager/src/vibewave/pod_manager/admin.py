@@ -1,6 +1,8 @@
 """Admin operations behind `/api/runpod/*`, answered over NATS request/reply (`vw.rpc.pods.<op>`).
 
-Each handler decodes the request, calls the provider or the manager, and replies with the HTTP status
+One FastStream subscriber takes `vw.rpc.pods.*` (queue group `pod-manager`, several calls at once, as
+each operation had its own endpoint before); what the handler returns is the reply. Each operation
+decodes the request, calls the provider or the manager, and replies with the HTTP status
 the api should answer with. Provider failures become 500 `"RunPod API error: <reason>"` (for RunPod)
 with the provider's own message — never anything that holds the key.
 """
@@ -9,17 +11,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-from nats.micro.request import Request
-from nats.micro.service import EndpointConfig, Service
+from faststream.nats import NatsBroker, NatsMessage
 
-from vibewave.contracts.events import PodAdminReply, PodAdminRequest, PodOperation, PodRecord, pod_rpc_subject
+from vibewave.contracts.events import (
+    POD_RPC_PREFIX,
+    PodAdminReply,
+    PodAdminRequest,
+    PodOperation,
+    PodRecord,
+)
 from vibewave.contracts.models import PodView
 from vibewave.pod_manager.providers import ProviderError, ProviderPod
-from vibewave.runtime.bus import encode
+from vibewave.runtime.broker import decode
 
 if TYPE_CHECKING:
     from vibewave.pod_manager.service import PodManagerService
@@ -27,6 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("vibewave.pod_manager.admin")
 
 CATALOGUES = ("account", "gpu_types", "cloud_types", "network_volumes", "templates")
+ADMIN_QUEUE = "pod-manager"
 
 
 def pod_view(manager: PodManagerService, found: ProviderPod | None, record: PodRecord | None) -> PodView:
@@ -133,32 +140,35 @@ class Admin:
             return f"RunPod API error: {exc.message}"
         return f"{self.manager.provider.name} provider error: {exc.message}"
 
-    async def handle(self, operation: PodOperation, request: Request) -> None:
+    async def handle(self, msg: NatsMessage) -> PodAdminReply:
+        """The reply to one call. The body is decoded here, not by FastStream: a bad request is answered
+        (400), where a failed decode would leave the api waiting out its timeout."""
+        name = msg.raw_message.subject.removeprefix(f"{POD_RPC_PREFIX}.")
         try:
-            call = PodAdminRequest() if not request.data else msgspec.json.decode(request.data, type=PodAdminRequest)
+            operation = PodOperation(name)
+        except ValueError:
+            return PodAdminReply(status=404, error=f"unknown pod operation {name!r}")
+        try:
+            call = PodAdminRequest() if not msg.body else decode(msg.body, PodAdminRequest)
         except msgspec.DecodeError as exc:
-            await request.respond(encode(PodAdminReply(status=400, error=f"bad admin request: {exc}")))
-            return
+            return PodAdminReply(status=400, error=f"bad admin request: {exc}")
         handler: Callable[[PodAdminRequest], Awaitable[PodAdminReply]] = getattr(self, operation.value)
         try:
-            reply = await handler(call)
+            return await handler(call)
         except ProviderError as exc:
             status = exc.status if exc.status in (400, 404, 409) else 500
-            reply = PodAdminReply(status=status, error=exc.message if status != 500 else self.failure_detail(exc))
+            return PodAdminReply(status=status, error=exc.message if status != 500 else self.failure_detail(exc))
         except Exception:
             log.exception("admin %s failed", operation)
-            reply = PodAdminReply(status=500, error="pod-manager failed; see its log")
-        await request.respond(encode(reply))
+            return PodAdminReply(status=500, error="pod-manager failed; see its log")
 
 
-async def register_admin(service: Service, manager: PodManagerService) -> None:
-    admin = Admin(manager)
-    for operation in PodOperation:
-        await service.add_endpoint(
-            EndpointConfig(
-                name=f"pods-{operation}",
-                subject=pod_rpc_subject(operation),
-                handler=partial(admin.handle, operation),
-                queue_group="pod-manager",
-            )
-        )
+def register_admin(broker: NatsBroker, manager: PodManagerService) -> None:
+    """Declare the admin subscriber (before the broker starts). It replies to each call's inbox."""
+    broker.subscriber(
+        f"{POD_RPC_PREFIX}.*",
+        queue=ADMIN_QUEUE,
+        max_workers=len(PodOperation),
+        title=f"{POD_RPC_PREFIX}.<op>",
+        description="Admin calls of the api (PodAdminRequest); the reply is a PodAdminReply.",
+    )(Admin(manager).handle)

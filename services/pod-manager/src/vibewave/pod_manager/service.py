@@ -35,8 +35,8 @@ from uuid import uuid4
 
 import aiohttp
 import msgspec
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
+from faststream import AckPolicy
+from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
 from nats.js.kv import KeyValue
 from opentelemetry.trace import TracerProvider
 
@@ -45,7 +45,9 @@ from vibewave.contracts.events import (
     FLEET_BUCKET,
     FLEET_STATUS_KEY,
     POD_FAULTS_CONSUMER,
+    POD_PREFIX,
     PODS_BUCKET,
+    PODS_STREAM,
     AttemptFailed,
     Demand,
     FailureKind,
@@ -72,7 +74,8 @@ from vibewave.pod_manager.providers import (
     create_provider,
 )
 from vibewave.pod_manager.settings import PodManagerSettings
-from vibewave.runtime.bus import Bus, bounded, decode, encode
+from vibewave.runtime import broker as runtime
+from vibewave.runtime.broker import bounded, decode, encode
 from vibewave.runtime.health import serve_liveness
 
 log = logging.getLogger("vibewave.pod_manager")
@@ -80,6 +83,7 @@ log = logging.getLogger("vibewave.pod_manager")
 MAX_CREATE_BACKOFF_S = 60.0
 MAX_TERMINATE_BACKOFF_S = 60.0
 RESUME_FAILURES_BEFORE_REPLACING = 3
+FAULTS_BATCH = 8  # fault reports fetched at once (handled in order; each is quick, bar waiting for the lock)
 SHUTDOWN_BUDGET_S = 9.0  # within run_service's 12 s stop bound (the devstack gives pod-manager 15 s)
 
 
@@ -134,39 +138,64 @@ class PodManagerService:
         self._synced_at = 0.0
         self._started = False  # pods are shut down only by a pod-manager that started: not after a failed start
         self._stopping = False
-        self._bus: Bus | None = None
+        self._connected = False
         self._kv: KeyValue | None = None
         self._fleet_kv: KeyValue | None = None
         self._session: aiohttp.ClientSession | None = None
-        self._sub: Subscription | None = None
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self.broker: NatsBroker = runtime.new_broker("pod-manager", settings.common, tracer_provider)
+        self._pod_events = self.broker.publisher(
+            f"{POD_PREFIX}.*.*",
+            stream=JStream(PODS_STREAM.name, declare=False),  # provisioned with its own limits: not redeclared
+            schema=PodEvent,
+            title="vw.pod.<pod_id>.<status>",
+            description="Every change of a pod's record (stream PODS); the record itself is in KV `pods`.",
+        )
+        self._declare_subscribers()
 
-    @property
-    def bus(self) -> Bus:
-        assert self._bus is not None, "pod-manager not started"
-        return self._bus
+    def _declare_subscribers(self) -> None:
+        """What pod-manager listens to: the scheduler's demand (core NATS, the latest one wins), the
+        executors' fault reports (a durable consumer: none is lost while pod-manager is down) and the
+        admin calls of the api (request/reply)."""
+        broker, spec = self.broker, POD_FAULTS_CONSUMER
+        broker.subscriber(
+            DEMAND_SUBJECT,
+            title=DEMAND_SUBJECT,
+            description="Pods needed per GPU class, sent periodically by the scheduler.",
+        )(self._on_demand)
+        broker.subscriber(
+            spec.filter_subjects[0],
+            stream=JStream(spec.stream, declare=False),
+            durable=spec.durable,
+            config=runtime.consumer_config(spec, self.settings.common.replicas),
+            pull_sub=PullSub(batch_size=FAULTS_BATCH, timeout=1),
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            title=spec.durable,
+            description="Runs that failed; pod faults make their pod suspect until a probe passes.",
+        )(self._on_fault_report)
+        register_admin(broker, self)
 
     async def start(self) -> None:
         await self.provider.validate()
         common = self.settings.common
-        self._bus = await Bus.connect(common.nats_url, name="pod-manager", tracer_provider=self.tracer_provider)
-        await self.bus.provision(common.replicas)
-        self._kv = await self.bus.kv(PODS_BUCKET)
-        self._fleet_kv = await self.bus.kv(FLEET_BUCKET)
+        await runtime.connect(self.broker)
+        self._connected = True
+        await runtime.provision(self.broker, common)
+        js = runtime.jetstream(self.broker)
+        self._kv = await js.key_value(PODS_BUCKET.name)
+        self._fleet_kv = await js.key_value(FLEET_BUCKET.name)
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3))
         await self._load()
         async with self.lock:
             await self.sync()
         await self._beat()
-        self._sub = await self.bus.nc.subscribe(DEMAND_SUBJECT, cb=self._on_demand)
-        self.bus.consume(POD_FAULTS_CONSUMER, self._on_fault_report, replicas=common.replicas)
+        await self.broker.start()  # the subscribers: demand, fault reports, admin calls
         self._tasks = [
             asyncio.create_task(self._reconcile_forever(), name="pod-manager:reconcile"),
             asyncio.create_task(self._beat_forever(), name="pod-manager:heartbeat"),
         ]
-        service = await serve_liveness(self.bus.nc, "pod-manager", "the GPU pod fleet")
-        await register_admin(service, self)
+        await serve_liveness(self.broker.connection, "pod-manager", "the GPU pod fleet")
         self._started = True
         log.info("pod-manager using the %s provider (%s)", self.provider.name, self.provider.origin)
 
@@ -188,8 +217,8 @@ class PodManagerService:
         await self.provider.close()
         if self._session is not None:
             await self._session.close()
-        if self._bus is not None:
-            await self._bus.close()
+        if self._connected:
+            await runtime.stop_broker(self.broker)
 
     def shutdown_policy(self) -> str:
         """Local processes always end (they die with us anyway); static servers are only released."""
@@ -233,7 +262,9 @@ class PodManagerService:
 
     async def _load(self) -> None:
         """Our records from KV; those of another provider or account are retired (never dispatched to)."""
-        for value in (await self.bus.kv_snapshot(PODS_BUCKET)).values():
+        assert self._kv is not None
+        snapshot = await runtime.kv_snapshot(runtime.jetstream(self.broker), self._kv, PODS_BUCKET.name)
+        for value in snapshot.values():
             if not value:
                 continue
             pod = decode(value, PodRecord)
@@ -264,10 +295,9 @@ class PodManagerService:
                 log.warning("circuit breakers still open from before (same settings): %s",
                             "; ".join(b.diagnosis for b in stored.breakers))  # fmt: skip
 
-    async def _on_demand(self, msg: Msg) -> None:
-        with contextlib.suppress(msgspec.DecodeError):
-            self.demand = decode(msg.data, Demand)
-            self._wake.set()
+    async def _on_demand(self, demand: Demand) -> None:
+        self.demand = demand
+        self._wake.set()
 
     def is_ours(self, name: str) -> bool:
         return name.startswith(f"{self.settings.name_prefix}-")
@@ -631,13 +661,12 @@ class PodManagerService:
 
     # --------------------------------------------------------------------------------- fault reports
 
-    async def _on_fault_report(self, msg: Msg) -> None:
+    async def _on_fault_report(self, event: AttemptFailed, msg: NatsMessage) -> None:
         """An executor reported a pod fault: the pod is suspect until a probe passes. Recording the
         report's stream sequence on the pod tells the scheduler its own suspicion can end there."""
-        event = decode(msg.data, AttemptFailed)
         if event.kind != FailureKind.POD_FAULT:
             return
-        seq = int(msg.metadata.sequence.stream) if msg.metadata else 0
+        seq = int(msg.raw_message.metadata.sequence.stream)
         async with self.lock:
             pod = self.pods.get(event.pod_id)
             if pod is None or pod.fault_seq >= seq:
@@ -692,8 +721,11 @@ class PodManagerService:
         else:
             self.pods[pod.id] = pod
         await self._kv.put(pod.id, encode(pod))
-        await self.bus.publish(
-            pod_subject(pod.id, pod.status), PodEvent(pod=pod), msg_id=f"{pod.id}.{pod.status}.{pod.updated_at}"
+        await runtime.publish(
+            self._pod_events,
+            PodEvent(pod=pod),
+            subject=pod_subject(pod.id, pod.status),
+            msg_id=f"{pod.id}.{pod.status}.{pod.updated_at}",
         )
         return pod
 

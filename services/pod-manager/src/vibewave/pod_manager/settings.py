@@ -91,6 +91,7 @@ class PodManagerSettings:
     name_prefix: str  # POD_NAME_PREFIX: pods named so are ours (adopted after a restart)
     local_command: list[str] | None  # LOCAL_COMFYUI_COMMAND: run this instead of the simulator
     local_gpu_memory_gb: int | None  # LOCAL_GPU_MEMORY_GB: GPU memory of local pods (unset: they serve all)
+    local_output_keep_s: float  # LOCAL_OUTPUT_KEEP: seconds a local pod keeps a generated file (0: for ever)
     simulator_step_time_s: float  # SIM_STEP_TIME: seconds per sampler step in simulated pods
     static_urls: list[str]  # STATIC_COMFYUI_URLS: comma-separated ComfyUI base URLs
     static_gpu_memory_gb: int | None  # STATIC_GPU_MEMORY_GB: GPU memory of the static servers (unset: serve all)
@@ -119,6 +120,7 @@ class PodManagerSettings:
                 name_prefix=env_str("POD_NAME_PREFIX", "vibewave"),
                 local_command=shlex.split(command) if command else None,
                 local_gpu_memory_gb=_optional_int("LOCAL_GPU_MEMORY_GB"),
+                local_output_keep_s=env_float("LOCAL_OUTPUT_KEEP", 300.0),
                 simulator_step_time_s=env_float("SIM_STEP_TIME", 0.05),
                 static_urls=[u.strip() for u in os.environ.get("STATIC_COMFYUI_URLS", "").split(",") if u.strip()],
                 static_gpu_memory_gb=_optional_int("STATIC_GPU_MEMORY_GB"),
@@ -139,6 +141,8 @@ class PodManagerSettings:
             )
         if self.max_pods < 0 or self.min_warm_pods < 0 or self.ready_attempts < 1:
             raise ConfigurationError("MAX_PODS and MIN_WARM_PODS must be 0 or more, POD_READY_ATTEMPTS 1 or more")
+        if self.local_output_keep_s < 0:
+            raise ConfigurationError(f"LOCAL_OUTPUT_KEEP ({self.local_output_keep_s}) must be 0 (keep) or more")
         if self.min_warm_pods > self.max_pods:
             raise ConfigurationError(f"MIN_WARM_PODS ({self.min_warm_pods}) is more than MAX_PODS ({self.max_pods})")
 

@@ -48,6 +48,7 @@ def create_provider(settings: PodManagerSettings) -> Provider:
             command=settings.local_command,
             step_time_s=settings.simulator_step_time_s,
             gpu_memory_gb=settings.local_gpu_memory_gb,
+            output_keep_s=settings.local_output_keep_s,
         )
     if settings.provider == "static":
         return StaticProvider(settings.static_urls, settings.static_gpu_memory_gb)

@@ -4,6 +4,12 @@ By default the process is the bundled ComfyUI simulator (told that its model fil
 simulated pod has them); `LOCAL_COMFYUI_COMMAND` (with `{port}` and `{output_dir}` filled in) runs a
 real ComfyUI instead, e.g. one per local GPU. A stopped pod has no process; starting it runs a new one;
 a restart is a new process for the same pod. Processes die with pod-manager, so none is ever orphaned.
+
+A pod writes what it generates into its folder (`<home>/pods/<pod id>`), and the executor stores each
+file in the object store as soon as the run ends: the pod's copy is then a duplicate, and would grow
+for ever. So every file in these folders older than `LOCAL_OUTPUT_KEEP` (a few minutes: long past the
+executor's download) is removed by a periodic sweep, a terminated pod's folder at once, and a folder
+left by an earlier pod-manager (its pods died with it) once it is empty.
 """
 
 from __future__ import annotations
@@ -13,9 +19,11 @@ import contextlib
 import ctypes
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
+import time
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -31,6 +39,7 @@ from vibewave.pod_manager.providers.base import (
 log = logging.getLogger("vibewave.pod_manager.local")
 
 SECRETS = ("RUNPOD_API_KEY",)
+MAX_SWEEP_INTERVAL_S = 60.0
 
 
 def free_port() -> int:
@@ -53,16 +62,31 @@ class LocalProvider:
     restarts_in_place = True
 
     def __init__(
-        self, home: Path, *, command: list[str] | None, step_time_s: float, gpu_memory_gb: int | None = None
+        self,
+        home: Path,
+        *,
+        command: list[str] | None,
+        step_time_s: float,
+        gpu_memory_gb: int | None = None,
+        output_keep_s: float = 300.0,
     ) -> None:
         self.home = home
         self.command = command
         self.step_time_s = step_time_s
         self.gpu_memory_gb = gpu_memory_gb
+        self.output_keep_s = output_keep_s  # 0: outputs are kept (never swept)
         self.origin = f"local {home}"
         self._names: dict[str, str] = {}
         self._processes: dict[str, asyncio.subprocess.Process] = {}
         self._ports: dict[str, int] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+
+    @property
+    def outputs(self) -> Path:
+        return self.home / "pods"
+
+    def output_dir(self, pod_id: str) -> Path:
+        return self.outputs / pod_id
 
     async def validate(self) -> None:
         return None
@@ -84,8 +108,10 @@ class LocalProvider:
 
     async def _spawn(self, pod_id: str) -> None:
         port = free_port()
-        output_dir = self.home / "pods" / pod_id
+        output_dir = self.output_dir(pod_id)
         output_dir.mkdir(parents=True, exist_ok=True)
+        if self._sweeper is None and self.output_keep_s > 0:
+            self._sweeper = asyncio.create_task(self._sweep_forever(), name="local-pods:output-sweep")
         if self.command:
             argv = [part.format(port=port, output_dir=output_dir) for part in self.command]
         else:
@@ -163,6 +189,47 @@ class LocalProvider:
     async def terminate(self, pod_id: str) -> None:
         await self.stop(pod_id)
         del self._names[pod_id]
+        await asyncio.to_thread(shutil.rmtree, self.output_dir(pod_id), ignore_errors=True)
+
+    # ---------------------------------------------------------------------------------- outputs
+
+    async def _sweep_forever(self) -> None:
+        interval = min(max(self.output_keep_s / 2, 1.0), MAX_SWEEP_INTERVAL_S)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                removed = await self.sweep_outputs()
+            except OSError as exc:
+                log.warning("sweeping local pods' outputs failed: %s", exc)
+                continue
+            if removed:
+                log.debug("removed %d local pod output files older than %.0fs", removed, self.output_keep_s)
+
+    async def sweep_outputs(self) -> int:
+        """Remove pod output files older than the keep time; returns how many were removed."""
+        return await asyncio.to_thread(self._sweep, time.time() - self.output_keep_s, set(self._names))
+
+    def _sweep(self, older_than: float, live: set[str]) -> int:
+        if not self.outputs.is_dir():
+            return 0
+        removed = 0
+        for pod_dir in self.outputs.iterdir():
+            if not pod_dir.is_dir():
+                continue
+            for root, dirs, files in os.walk(pod_dir, topdown=False):
+                for name in files:
+                    path = Path(root, name)
+                    with contextlib.suppress(FileNotFoundError):
+                        if path.lstat().st_mtime < older_than:
+                            path.unlink()
+                            removed += 1
+                for name in dirs:  # emptied subfolders (a real ComfyUI's `subfolder`s)
+                    with contextlib.suppress(OSError):
+                        Path(root, name).rmdir()
+            if pod_dir.name not in live:  # an earlier pod-manager's pod: its process is gone
+                with contextlib.suppress(OSError):
+                    pod_dir.rmdir()
+        return removed
 
     async def catalogue(self, kind: str) -> Any:
         """The local fleet's truth: no cloud account, GPUs or volumes to report."""
@@ -171,5 +238,10 @@ class LocalProvider:
         return no_cloud_catalogue(kind, account)
 
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
         for pod_id in list(self._processes):
             await self.stop(pod_id)
