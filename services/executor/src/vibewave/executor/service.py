@@ -327,13 +327,18 @@ class ExecutorService:
             retry_for=None,
         )
 
-    async def _report(self, publisher: LogicPublisher, message: msgspec.Struct, *, subject: str, msg_id: str) -> None:
-        """A best-effort event (`started`, `progress`): retried briefly, then given up with a log line.
-        It never fails the run: NATS being away says nothing about the prompt."""
+    async def _report(
+        self, publisher: LogicPublisher, message: msgspec.Struct, *, subject: str, msg_id: str, quiet: bool = False
+    ) -> bool:
+        """A best-effort event (`started`, `progress`): retried briefly, then given up with a log line
+        (none when `quiet`). It never fails the run: NATS being away says nothing about the prompt."""
         try:
             await runtime.publish(publisher, message, subject=subject, msg_id=msg_id, retry_for=REPORT_RETRY_S)
         except Exception as exc:
-            log.warning("could not publish %s (%s: %s); the run goes on", subject, type(exc).__name__, exc)
+            if not quiet:
+                log.warning("could not publish %s (%s: %s); the run goes on", subject, type(exc).__name__, exc)
+            return False
+        return True
 
 
 async def _until_nats(step: Callable[[], Awaitable[T]], what: str) -> T:
@@ -369,6 +374,7 @@ class _ProgressReporter:
         self._last = 0.0
         self._sequence = 0
         self._in_flight: asyncio.Task[None] | None = None
+        self._failing = False
 
     async def report(self, progress: Progress) -> None:
         now = time.monotonic()
@@ -379,8 +385,7 @@ class _ProgressReporter:
         self._last = now
         self._sequence += 1
         a = self.assignment
-        publish = self.service._report(
-            self.service._progress,
+        publish = self._publish(
             RequestProgress(
                 request_id=a.request_id,
                 node=progress.node,
@@ -388,7 +393,6 @@ class _ProgressReporter:
                 max=progress.max,
                 percent=progress.percent,
             ),
-            subject=request_subject(a.request_id, RequestEvent.PROGRESS),
             msg_id=f"{a.request_id}.progress.{a.attempt}.{self._sequence}",
         )
         if progress.final:
@@ -396,6 +400,19 @@ class _ProgressReporter:
             await publish
         else:
             self._in_flight = asyncio.create_task(publish)
+
+    async def _publish(self, event: RequestProgress, *, msg_id: str) -> None:
+        """One progress event; a run of failures (NATS away) is logged once, not once per event."""
+        published = await self.service._report(
+            self.service._progress,
+            event,
+            subject=request_subject(event.request_id, RequestEvent.PROGRESS),
+            msg_id=msg_id,
+            quiet=self._failing,
+        )
+        if published and self._failing:
+            log.info("progress events are published again")
+        self._failing = not published
 
     async def settle(self) -> None:
         """Wait for the event in flight (bounded by its own short retry)."""
