@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -103,6 +104,25 @@ ProgressCallback = Callable[[Progress], Awaitable[None]]
 StartedCallback = Callable[[], Awaitable[None]]
 
 
+class _CallbackFailed(Exception):
+    """A caller's callback raised: its error is the caller's (a NATS publish timing out is no ComfyUI
+    timeout), so it is carried past the client's own error handling and re-raised as it was."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+def _isolated(callback: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    async def call(*args: Any) -> None:
+        try:
+            await callback(*args)
+        except Exception as exc:
+            raise _CallbackFailed(exc) from exc
+
+    return call
+
+
 class ComfyUIClient:
     def __init__(self, base_url: str, session: aiohttp.ClientSession, *, connect_timeout: float = 10.0) -> None:
         self.base_url = base_url.rstrip("/")
@@ -129,15 +149,19 @@ class ComfyUIClient:
             raise Cancelled("cancelled before it started")
         try:
             async with asyncio.timeout(timeout) as scope:
-                return await self._run(graph, prompt_id, on_started, on_progress, cancel)
+                return await self._run(graph, prompt_id, _isolated(on_started), _isolated(on_progress), cancel)
+        except _CallbackFailed as failed:  # the caller's own error (e.g. NATS), not ComfyUI's
+            raise failed.error from None
         except (aiohttp.ClientError, ConnectionError) as exc:  # refused, reset, a 502 page, a silent socket
             raise PodFault(f"ComfyUI unreachable at {self.base_url}: {type(exc).__name__}: {exc}") from exc
         except ValueError as exc:  # an answer that is not ComfyUI's JSON (a proxy's HTML error page)
             raise PodFault(f"ComfyUI at {self.base_url} answered something that is not its JSON: {exc}") from exc
+        except (KeyError, TypeError, AttributeError, IndexError) as exc:  # JSON, but not shaped as ComfyUI's
+            raise PodFault(f"ComfyUI at {self.base_url} answered unexpectedly: {type(exc).__name__}: {exc}") from exc
         except TimeoutError:
             if not scope.expired():
                 raise PodFault(f"ComfyUI at {self.base_url} stopped answering") from None
-            with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError, ComfyUIError):
                 await self.stop(prompt_id)
             raise ExecutionTimeout(f"execution timed out after {timeout:.0f}s (prompt interrupted)") from None
 
@@ -193,7 +217,13 @@ class ComfyUIClient:
         body = {"prompt": graph, "client_id": client_id, "prompt_id": prompt_id}
         async with self.session.post(f"{self.base_url}/prompt", json=body, timeout=self.timeout) as response:
             if response.status == 400:
-                raise WorkflowError(describe_rejection(await response.json(content_type=None)))
+                try:
+                    rejection = await response.json(content_type=None)
+                except ValueError:
+                    rejection = None
+                if isinstance(rejection, dict):
+                    raise WorkflowError(describe_rejection(rejection))
+                raise PodFault(f"ComfyUI answered 400 to POST /prompt without its error: {str(rejection)[:200]}")
             if response.status != 200:
                 text = (await response.text())[:200]
                 raise PodFault(f"ComfyUI answered {response.status} to POST /prompt: {text}")
@@ -233,8 +263,13 @@ class ComfyUIClient:
                 continue
             if frame.type != aiohttp.WSMsgType.TEXT:
                 continue
-            message = frame.json()
-            kind, data = message.get("type"), message.get("data") or {}
+            try:
+                message = frame.json()
+            except ValueError:
+                continue  # not a frame of ComfyUI's: the history stays the authority
+            if not isinstance(message, dict) or not isinstance(data := message.get("data") or {}, dict):
+                continue
+            kind = message.get("type")
             if data.get("prompt_id") != prompt_id:
                 continue
             if kind == "execution_cached":
@@ -276,19 +311,37 @@ class ComfyUIClient:
             delay = min(delay * 2, 1.0)
 
     async def history(self, prompt_id: str) -> dict[str, Any]:
-        async with self.session.get(f"{self.base_url}/history/{prompt_id}", timeout=self.timeout) as response:
-            if response.status != 200:
-                raise PodFault(f"ComfyUI answered {response.status} to GET /history")
-            body: dict[str, Any] = await response.json(content_type=None)
-            entry: dict[str, Any] = body.get(prompt_id) or {}
-            return entry
+        body = await self._get_json(f"/history/{prompt_id}")
+        entry = body.get(prompt_id) or {}
+        if not isinstance(entry, dict):
+            raise PodFault(f"ComfyUI's history of {prompt_id} is not an object: {str(entry)[:200]}")
+        return entry
 
     async def _queue(self) -> tuple[list[str], list[str]]:
-        async with self.session.get(f"{self.base_url}/queue", timeout=self.timeout) as response:
-            body = await response.json(content_type=None)
-        running = [item[1] for item in body.get("queue_running", []) if len(item) > 1]
-        pending = [item[1] for item in body.get("queue_pending", []) if len(item) > 1]
-        return running, pending
+        body = await self._get_json("/queue")
+
+        def ids(key: str) -> list[str]:
+            items = body.get(key) or []
+            if not isinstance(items, list):
+                raise PodFault(f"ComfyUI's queue has a {key} that is not a list: {str(items)[:200]}")
+            return [item[1] for item in items if isinstance(item, list) and len(item) > 1]
+
+        return ids("queue_running"), ids("queue_pending")
+
+    async def _get_json(self, path: str) -> dict[str, Any]:
+        """A GET answered 200 with a JSON object, or a PodFault saying what came instead (a proxy's 502
+        page, HTML, a body that is not JSON, an unexpected status)."""
+        async with self.session.get(f"{self.base_url}{path}", timeout=self.timeout) as response:
+            text = await response.text(errors="replace")
+            if response.status != 200:
+                raise PodFault(f"ComfyUI answered {response.status} to GET {path}: {text[:200]}")
+        try:
+            body = json.loads(text)
+        except ValueError:
+            raise PodFault(f"ComfyUI answered GET {path} with something that is not JSON: {text[:200]}") from None
+        if not isinstance(body, dict):
+            raise PodFault(f"ComfyUI answered GET {path} with JSON that is not an object: {text[:200]}")
+        return body
 
     async def _queued(self, prompt_id: str) -> bool:
         running, pending = await self._queue()
@@ -316,11 +369,16 @@ class ComfyUIClient:
             await response.read()
 
     async def download(self, ref: OutputRef) -> tuple[bytes, str]:
+        """An output file's bytes and type; anything but a 200 with a body is a PodFault."""
         params = {"filename": ref.filename, "subfolder": ref.subfolder, "type": ref.type}
-        async with self.session.get(f"{self.base_url}/view", params=params, timeout=self.timeout) as response:
-            if response.status != 200:
-                raise PodFault(f"ComfyUI answered {response.status} for output {ref.filename}")
-            return await response.read(), response.content_type
+        try:
+            async with self.session.get(f"{self.base_url}/view", params=params, timeout=self.timeout) as response:
+                if response.status != 200:
+                    raise PodFault(f"ComfyUI answered {response.status} for output {ref.filename}")
+                return await response.read(), response.content_type
+        except (aiohttp.ClientError, ConnectionError, TimeoutError) as exc:
+            detail = f"{type(exc).__name__}: {exc}"
+            raise PodFault(f"could not download {ref.filename} from {self.base_url}: {detail}") from exc
 
     def _outputs_of(self, entry: dict[str, Any], cancel: asyncio.Event) -> list[OutputRef]:
         status = entry.get("status") or {}

@@ -1,7 +1,9 @@
 """Where generated files go: the `outputs` object store, under unique readable names.
 
 Names follow the API document's example (`qwen_<seed>_<nnn>.png`); the number is claimed atomically
-in KV `output_names`, so two requests with the same seed never overwrite each other's files.
+in KV `output_names`, so two requests with the same seed never overwrite each other's files. A claim
+names its holder — the request and the output's index in it — so a request that collects the same
+outputs again (a redelivered attempt, a retry) gets back the names it already holds, never new ones.
 """
 
 from __future__ import annotations
@@ -15,20 +17,35 @@ from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
 
+def claim_holder(request_id: str, index: int) -> bytes:
+    """The value of a name's claim: which request's which output holds it."""
+    return f"{request_id}#{index}".encode()
+
+
 class OutputStore:
     def __init__(self, store: ObjectStore, names: KeyValue) -> None:
         self.store = store
         self.names = names
 
-    async def claim_name(self, stem: str, suffix: str, request_id: str) -> str:
+    async def claim_name(self, stem: str, suffix: str, request_id: str, index: int = 0) -> str:
+        """The first free `<stem>_<nnn><suffix>`, or the one this request's output `index` holds already."""
+        holder = claim_holder(request_id, index)
         number = 1
         while True:
             name = f"{stem}_{number:03d}{suffix}"
             try:
-                await self.names.create(name, request_id.encode())
+                await self.names.create(name, holder)
                 return name
             except nats.js.errors.KeyWrongLastSequenceError:
+                if await self._holder(name) == holder:
+                    return name
                 number += 1
+
+    async def _holder(self, name: str) -> bytes | None:
+        try:
+            return (await self.names.get(name)).value
+        except nats.js.errors.KeyNotFoundError:
+            return None
 
     async def save(self, name: str, data: bytes, content_type: str) -> None:
         meta = ObjectMeta(name=name, description=content_type, headers={"Content-Type": [content_type]})

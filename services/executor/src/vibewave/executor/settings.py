@@ -17,7 +17,9 @@ class ExecutorSettings:
     connect_timeout_s: float  # EXECUTOR_CONNECT_TIMEOUT: ComfyUI must answer within this
     progress_interval_s: float  # EXECUTOR_PROGRESS_INTERVAL: at most one progress event per interval
     workflows_dir: Path | None  # WORKFLOWS_DIR: operator's workflow folders, beside the shipped ones
-    ack_wait_s: float  # EXECUTOR_ACK_WAIT: an assignment whose executor went silent this long is redelivered
+    # EXECUTOR_ACK_WAIT: an assignment whose executor went silent this long is redelivered (None: the
+    # contract's EXECUTOR_CONSUMER ack wait, 3 s; a running handler keeps its assignment alive meanwhile)
+    ack_wait_s: float | None
 
     @classmethod
     def from_env(cls, common: CommonSettings | None = None) -> ExecutorSettings:
@@ -29,5 +31,5 @@ class ExecutorSettings:
             connect_timeout_s=env_float("EXECUTOR_CONNECT_TIMEOUT", 10.0),
             progress_interval_s=env_float("EXECUTOR_PROGRESS_INTERVAL", 0.25),
             workflows_dir=Path(workflows_dir) if workflows_dir else None,
-            ack_wait_s=env_float("EXECUTOR_ACK_WAIT", 30.0),
+            ack_wait_s=float(ack_wait) if (ack_wait := os.environ.get("EXECUTOR_ACK_WAIT", "").strip()) else None,
         )
