@@ -526,39 +526,52 @@ class Channel:
     publisher: str
     description: str
     parameters: tuple[str, ...] = field(default=())
+    public: bool = False  # for other services to subscribe to; the others are Vibewave's own
 
+
+BY_REQUEST = ("request_id",)
 
 CHANNELS: tuple[Channel, ...] = (
-    Channel("vw.req.{request_id}.submitted", RequestSubmitted, "api", "A request was accepted.", ("request_id",)),
-    Channel("vw.req.{request_id}.assigned", RequestAssigned, "scheduler", "Placed on a pod.", ("request_id",)),
-    Channel("vw.req.{request_id}.started", RequestStarted, "executor", "Queued in ComfyUI.", ("request_id",)),
-    Channel("vw.req.{request_id}.progress", RequestProgress, "executor", "Sampler progress.", ("request_id",)),
+    Channel("vw.req.{request_id}.submitted", RequestSubmitted, "api", "A request was accepted.", BY_REQUEST),
+    Channel("vw.req.{request_id}.assigned", RequestAssigned, "scheduler", "Placed on a pod.", BY_REQUEST, public=True),
+    Channel("vw.req.{request_id}.started", RequestStarted, "executor", "Queued in ComfyUI.", BY_REQUEST, public=True),
+    Channel("vw.req.{request_id}.progress", RequestProgress, "executor", "Sampler progress.", BY_REQUEST, public=True),
     Channel(
         "vw.req.{request_id}.attempt_failed",
         AttemptFailed,
         "executor",
         "One attempt failed.",
-        ("request_id",),
+        BY_REQUEST,
     ),
     Channel(
         "vw.req.{request_id}.completed",
         RequestCompleted,
         "scheduler",
         "Terminal: files ready.",
-        ("request_id",),
+        BY_REQUEST,
+        public=True,
     ),
     Channel(
         "vw.req.{request_id}.attempt_succeeded",
         AttemptSucceeded,
         "executor",
         "One attempt ran; its files are stored.",
-        ("request_id",),
+        BY_REQUEST,
     ),
-    Channel("vw.req.{request_id}.failed", RequestFailed, "scheduler", "Terminal: gave up.", ("request_id",)),
-    Channel("vw.req.{request_id}.cancel_requested", CancelRequested, "api", "A client asked to stop.", ("request_id",)),
-    Channel("vw.req.{request_id}.cancelled", RequestCancelled, "scheduler", "Terminal: stopped.", ("request_id",)),
+    Channel("vw.req.{request_id}.failed", RequestFailed, "scheduler", "Terminal: gave up.", BY_REQUEST, public=True),
+    Channel("vw.req.{request_id}.cancel_requested", CancelRequested, "api", "A client asked to stop.", BY_REQUEST),
+    Channel(
+        "vw.req.{request_id}.cancelled",
+        RequestCancelled,
+        "scheduler",
+        "Terminal: stopped.",
+        BY_REQUEST,
+        public=True,
+    ),
     Channel("vw.dispatch.{pod_id}", Assignment, "scheduler", "Work for one pod (work queue).", ("pod_id",)),
-    Channel("vw.pod.{pod_id}.{event}", PodEvent, "pod-manager", "A pod changed state.", ("pod_id", "event")),
+    Channel(
+        "vw.pod.{pod_id}.{event}", PodEvent, "pod-manager", "A pod changed state.", ("pod_id", "event"), public=True
+    ),
     Channel(DEMAND_SUBJECT, Demand, "scheduler", "Pods needed per GPU class (core NATS, periodic)."),
     Channel("vw.rpc.pods.{op}", PodAdminRequest, "api", "Admin call; pod-manager replies PodAdminReply.", ("op",)),
     Channel("(reply inbox)", PodAdminReply, "pod-manager", "Answer to an admin call."),

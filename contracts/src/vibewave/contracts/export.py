@@ -1,8 +1,9 @@
-"""The contract as documents: AsyncAPI 3 for the bus, JSON Schema for the REST models.
+"""The contract as documents: JSON Schema for the REST models (the bus's AsyncAPI document is built from
+the services' FastStream apps: `python -m vibewave.devstack.asyncapi`).
 
-Built from the msgspec Structs themselves (faststream's generator cannot read Structs), so the documents
-cannot drift from the code; a test fails when the checked-in copies under `contracts/schema/` are stale.
-Regenerate with `python -m vibewave.contracts.export`.
+Built from the msgspec Structs themselves, so the documents cannot drift from the code; a test fails
+when the checked-in copies under `contracts/schema/` are stale. Regenerate with
+`python -m vibewave.contracts.export`.
 """
 
 from __future__ import annotations
@@ -14,52 +15,10 @@ from typing import Any
 
 import msgspec
 
-from vibewave.contracts.events import CHANNELS
 from vibewave.contracts.models import REST_MODELS
 
 VERSION = "0.1.0"
 SCHEMA_DIR = Path(__file__).resolve().parents[3] / "schema"
-
-
-def asyncapi_document() -> dict[str, Any]:
-    messages = [channel.message for channel in CHANNELS]
-    _, components = msgspec.json.schema_components(messages, ref_template="#/components/schemas/{name}")
-    channels: dict[str, Any] = {}
-    operations: dict[str, Any] = {}
-    for channel in CHANNELS:
-        name = channel.message.__name__
-        channels[name] = {
-            "address": channel.address,
-            "description": channel.description,
-            "messages": {name: {"$ref": f"#/components/messages/{name}"}},
-            **({"parameters": {p: {"description": p.replace("_", " ")} for p in channel.parameters}}
-               if channel.parameters else {}),
-        }  # fmt: skip
-        operations[f"publish{name}"] = {
-            "action": "send",
-            "channel": {"$ref": f"#/channels/{name}"},
-            "summary": f"published by {channel.publisher}",
-        }
-    return {
-        "asyncapi": "3.0.0",
-        "info": {
-            "title": "Vibewave events",
-            "version": VERSION,
-            "description": "Messages on NATS JetStream between the api, scheduler, pod-manager and executor. "
-            "Every message carries Nats-Msg-Id and W3C traceparent headers.",
-        },
-        "defaultContentType": "application/json",
-        "servers": {"local": {"host": "localhost:4222", "protocol": "nats"}},
-        "channels": channels,
-        "operations": operations,
-        "components": {
-            "messages": {
-                c.message.__name__: {"payload": {"$ref": f"#/components/schemas/{c.message.__name__}"}}
-                for c in CHANNELS
-            },
-            "schemas": components,
-        },
-    }
 
 
 def rest_json_schema() -> dict[str, Any]:
@@ -75,7 +34,7 @@ def render(document: dict[str, Any]) -> str:
     return json.dumps(document, indent=2, sort_keys=True) + "\n"
 
 
-DOCUMENTS = {"asyncapi.json": asyncapi_document, "rest-models.schema.json": rest_json_schema}
+DOCUMENTS = {"rest-models.schema.json": rest_json_schema}
 
 
 def main() -> int:

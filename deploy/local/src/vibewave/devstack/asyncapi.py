@@ -78,7 +78,7 @@ def endpoints(service: str, broker: NatsBroker) -> list[Endpoint]:
         kv = getattr(sub, "kv_watch", None)
         stream = getattr(sub, "stream", None)
         config = getattr(sub, "config", None)
-        filters = list(getattr(config, "filter_subjects", None) or []) or [str(sub.subject.template)]
+        filters = list(getattr(config, "filter_subjects", None) or []) or [_subject(sub)]
         for subject in filters:
             found.append(Endpoint(
                 service, "receive", subject,
@@ -89,9 +89,15 @@ def endpoints(service: str, broker: NatsBroker) -> list[Endpoint]:
     for pub in broker.publishers:
         stream = getattr(pub, "stream", None)
         schema = pub.schema if isinstance(pub.schema, type) and issubclass(pub.schema, msgspec.Struct) else None
-        found.append(Endpoint(service, "send", str(pub.subject.template), stream=getattr(stream, "name", None),
+        found.append(Endpoint(service, "send", _subject(pub), stream=getattr(stream, "name", None),
                               schema=schema))  # fmt: skip
     return found
+
+
+def _subject(endpoint: object) -> str:
+    """A subscriber's or publisher's declared subject (FastStream keeps it as an `Address`)."""
+    address = getattr(endpoint, "subject", None)
+    return str(getattr(address, "template", address or ""))
 
 
 def _pattern(channel: Channel) -> re.Pattern[str]:
@@ -134,6 +140,7 @@ def asyncapi_document(found: list[Endpoint] | None = None) -> dict[str, Any]:
         }  # fmt: skip
     kv_channels: dict[str, Any] = {}
     for endpoint in sorted(found, key=lambda e: (e.service, e.action, e.subject)):
+        stream: str | None
         if endpoint.bucket is not None:
             key = f"kv-{endpoint.bucket}"
             kv_channels[key] = {
@@ -144,10 +151,10 @@ def asyncapi_document(found: list[Endpoint] | None = None) -> dict[str, Any]:
             }
             channel_ref, stream = key, f"KV_{endpoint.bucket}"
         else:
-            channel = _channel_for(endpoint.subject)
-            if channel is None:
+            matched = _channel_for(endpoint.subject)
+            if matched is None:
                 continue
-            channel_ref, stream = _key(channel), endpoint.stream
+            channel_ref, stream = _key(matched), endpoint.stream
             if stream:
                 channels[channel_ref]["x-stream"] = stream
         operation: dict[str, Any] = {
