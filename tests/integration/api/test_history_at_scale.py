@@ -9,13 +9,15 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from faststream.nats import NatsBroker
 from litestar.testing import AsyncTestClient
 
 from vibewave.api.app import create_app
 from vibewave.api.settings import ApiSettings
 from vibewave.contracts.events import REQUESTS_BUCKET, RequestRecord
 from vibewave.contracts.models import RequestStatus, WorkflowResult
-from vibewave.runtime.bus import Bus, encode
+from vibewave.runtime import broker as runtime
+from vibewave.runtime.broker import encode
 from vibewave.runtime.settings import CommonSettings
 
 pytestmark = pytest.mark.integration
@@ -44,23 +46,27 @@ def seeded() -> list[RequestRecord]:
     return records
 
 
-async def put_all(bus: Bus, records: list[RequestRecord]) -> None:
-    kv = await bus.kv(REQUESTS_BUCKET)
-    for start in range(0, len(records), 500):
-        await asyncio.gather(*(kv.put(r.id, encode(r)) for r in records[start : start + 500]))
+async def put_all(broker: NatsBroker, records: list[RequestRecord]) -> None:
+    js = runtime.jetstream(broker)
+    kv = await js.key_value(REQUESTS_BUCKET.name)
+    for start in range(0, len(records), 2000):
+        values = {r.id: encode(r) for r in records[start : start + 2000]}
+        failures = await runtime.kv_write_many(js, kv, REQUESTS_BUCKET.name, values)
+        assert not any(failures.values())
 
 
 async def test_history_and_stats_with_ten_thousand_requests(nats_url, vibewave_home):
     records = seeded()
-    bus = await Bus.connect(nats_url, name="seed")
     common = CommonSettings(nats_url=nats_url, home=vibewave_home, log_level="WARNING", debug=False, replicas=1)
+    seed = runtime.new_broker("seed", common)
     app = create_app(ApiSettings.from_env(common))
     try:
-        await bus.provision()
-        await put_all(bus, records)
+        await runtime.connect(seed)
+        await runtime.provision(seed, common)
+        await put_all(seed, records)
         async with AsyncTestClient(app) as client:
             index = app.state.gateway.index
-            await asyncio.wait_for(index.ready.wait(), 30)
+            await asyncio.wait_for(index.loaded.wait(), 30)
             newest_first = sorted(records, key=lambda r: r.created_at, reverse=True)
 
             async def check() -> None:
@@ -89,9 +95,9 @@ async def test_history_and_stats_with_ten_thousand_requests(nats_url, vibewave_h
             for record in moved:
                 record.status = RequestStatus.COMPLETED
                 record.result = WorkflowResult(success=True, files=[f"qwen_{record.inputs['seed']}_001.png"])
-            await put_all(bus, moved)
+            await put_all(seed, moved)
             for record in moved:
                 assert await index.wait(record.id, lambda r: r.status == RequestStatus.COMPLETED, 10)
             await check()
     finally:
-        await bus.close()
+        await runtime.stop_broker(seed)

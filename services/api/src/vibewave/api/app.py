@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from litestar import Litestar
@@ -36,10 +36,16 @@ DESCRIPTION = (
 )
 
 
-def create_app(settings: ApiSettings | None = None, tracer_provider: TracerProvider | None = None) -> Litestar:
-    """Build the app; nothing connects until the app starts (its lifespan)."""
+def create_app(
+    settings: ApiSettings | None = None,
+    tracer_provider: TracerProvider | None = None,
+    *,
+    before_load: Callable[[], object] | None = None,
+) -> Litestar:
+    """Build the app; nothing connects until the app starts (its lifespan: the gateway's broker is
+    started and stopped with it). `before_load` (tests) is awaited before the index loads."""
     settings = settings or ApiSettings.from_env()
-    gateway = Gateway(settings, tracer_provider)
+    gateway = Gateway(settings, tracer_provider, before_load=before_load)
 
     @asynccontextmanager
     async def connect_gateway(app: Litestar) -> AsyncIterator[None]:

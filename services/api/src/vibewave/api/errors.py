@@ -8,9 +8,14 @@ from typing import Any
 import msgspec
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
-from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_500_INTERNAL_SERVER_ERROR
+from litestar.status_codes import (
+    HTTP_400_BAD_REQUEST,
+    HTTP_500_INTERNAL_SERVER_ERROR,
+    HTTP_503_SERVICE_UNAVAILABLE,
+)
 from litestar.types import ExceptionHandlersMap
 
+from vibewave.api.gateway import IndexLoading, Unavailable
 from vibewave.contracts.models import ErrorBody
 
 log = logging.getLogger("vibewave.api.errors")
@@ -58,6 +63,16 @@ def on_http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorBody
     return _json(exc.status_code, str(exc.detail), exc.headers)
 
 
+def on_index_loading(_: Request[Any, Any, Any], exc: IndexLoading) -> Response[ErrorBody]:
+    """A read before the index has loaded: 503, never a partial answer (a request not yet loaded is
+    not "pending", counts are not the few loaded so far)."""
+    return _json(HTTP_503_SERVICE_UNAVAILABLE, str(exc), {"Retry-After": "1"})
+
+
+def on_unavailable(_: Request[Any, Any, Any], exc: Unavailable) -> Response[ErrorBody]:
+    return _json(HTTP_503_SERVICE_UNAVAILABLE, str(exc))
+
+
 def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return _json(HTTP_500_INTERNAL_SERVER_ERROR, "Internal server error")
@@ -66,5 +81,7 @@ def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[E
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     ValidationException: on_validation,
     HTTPException: on_http,
+    IndexLoading: on_index_loading,
+    Unavailable: on_unavailable,
     Exception: on_unexpected,
 }

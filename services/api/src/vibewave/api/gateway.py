@@ -6,23 +6,22 @@ The api never writes request state: it publishes `submitted` and reads what the 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from uuid import uuid4
 
 import msgspec
 import nats.errors
 import nats.js.errors
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
+from faststream.nats import JStream
 from nats.js.api import ObjectInfo
 from nats.js.kv import KeyValue
 from opentelemetry.trace import TracerProvider
 
+from vibewave.api.follow import IndexFollower
 from vibewave.api.index import RequestIndex
 from vibewave.api.settings import ApiSettings
 from vibewave.contracts.events import (
@@ -30,7 +29,6 @@ from vibewave.contracts.events import (
     IDEMPOTENCY_BUCKET,
     OUTPUTS_STORE,
     REQ_PREFIX,
-    REQUESTS_BUCKET,
     REQUESTS_STREAM,
     BatchMembers,
     CancelRequested,
@@ -58,7 +56,8 @@ from vibewave.contracts.models import (
     RequestSummary,
 )
 from vibewave.contracts.workflows import Workflow, WorkflowCatalog
-from vibewave.runtime.bus import Bus, bounded, decode
+from vibewave.runtime import broker as runtime
+from vibewave.runtime.broker import decode
 from vibewave.runtime.health import SERVICE_NAMES, ping
 
 log = logging.getLogger("vibewave.api")
@@ -71,6 +70,13 @@ FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 
 class Unavailable(Exception):
     """NATS could not take the request; nothing was accepted."""
+
+
+class IndexLoading(Exception):
+    """A read that needs the index came before its first load: answered 503, never a partial view."""
+
+    def __init__(self) -> None:
+        super().__init__("the request index is loading; retry in a moment")
 
 
 class IdempotencyConflict(Exception):
@@ -113,45 +119,83 @@ class StoredFile:
 
 
 class Gateway:
-    def __init__(self, settings: ApiSettings, tracer_provider: TracerProvider | None = None) -> None:
+    """The api's side of NATS: one FastStream broker (started and stopped by the app's lifespan), its two
+    publishers, the progress subscriber and the index of requests and pods.
+
+    Some calls use the broker's raw connection where FastStream has no equivalent: reading a stream's
+    last message on a subject (`get_last_msg`), streaming an object's chunks from the object store, the
+    service-API pings of `/health`, and KV create/get for the idempotency keys."""
+
+    def __init__(
+        self,
+        settings: ApiSettings,
+        tracer_provider: TracerProvider | None = None,
+        *,
+        before_load: Callable[[], object] | None = None,
+    ) -> None:
         self.settings = settings
         self.tracer_provider = tracer_provider
         self.catalog = WorkflowCatalog(settings.workflows_dir)
         self.index = RequestIndex()
         self.started_at = time.monotonic()
-        self._bus: Bus | None = None
-        self._requests: KeyValue | None = None
-        self._progress_sub: Subscription | None = None
+        common = settings.common
+        self.broker = runtime.new_broker("api", common, tracer_provider, on_reconnect=self._reconnected)
+        self.follower = IndexFollower(self.broker, self.index, common.retention_s, before_load=before_load)
+        requests = JStream(REQUESTS_STREAM.name, declare=False)  # provisioned with the contract's settings
+        self._submitted = self.broker.publisher(
+            f"{REQ_PREFIX}.*.{RequestEvent.SUBMITTED}",
+            stream=requests,
+            schema=RequestSubmitted,
+            title="vw.req.<id>.submitted",
+            description="A request accepted by the api, for the scheduler to queue and place.",
+        )
+        self._cancel_requested = self.broker.publisher(
+            f"{REQ_PREFIX}.*.{RequestEvent.CANCEL_REQUESTED}",
+            stream=requests,
+            schema=CancelRequested,
+            title="vw.req.<id>.cancel_requested",
+            description="A caller asked for a request to stop; the scheduler cancels or interrupts it.",
+        )
+        self.broker.subscriber(
+            f"{REQ_PREFIX}.*.{RequestEvent.PROGRESS}",
+            title="vw.req.<id>.progress",
+            description="Progress of running requests, shown in their status (core NATS: only the latest matters).",
+        )(self._on_progress)
+        self._connected = False
 
-    @property
-    def bus(self) -> Bus:
-        if self._bus is None:
-            raise Unavailable("not connected to NATS")
-        return self._bus
+    async def _reconnected(self) -> None:
+        await self.follower.reconnected()
 
     async def start(self) -> None:
+        """Connect, provision, start the broker; the index loads in the background (reads answer 503
+        until it has)."""
         common = self.settings.common
-        self._bus = await Bus.connect(common.nats_url, name="api", tracer_provider=self.tracer_provider)
-        await self._bus.provision(common.replicas)
-        self._requests = await self._bus.kv(REQUESTS_BUCKET)
-        self.index.start(self._bus)
-        await self._bus.object_store(OUTPUTS_STORE)
-        self._progress_sub = await self._bus.nc.subscribe(
-            f"{REQ_PREFIX}.*.{RequestEvent.PROGRESS}", cb=self._on_progress
-        )
+        await runtime.connect(self.broker)
+        await runtime.provision(self.broker, common)
+        await self.broker.start()
+        self._connected = True
+        self.follower.start()
 
-    async def _on_progress(self, msg: Msg) -> None:
-        with contextlib.suppress(ValueError):
-            progress = decode(msg.data, RequestProgress)
-            self.index.note_progress(progress.request_id, progress.percent)
+    async def _on_progress(self, progress: RequestProgress) -> None:
+        self.index.note_progress(progress.request_id, progress.percent)
 
     async def stop(self) -> None:
         """Bounded as a whole (~7 s): the supervisor kills an api still stopping after 10 s."""
-        if self._progress_sub is not None:
-            await bounded(self._progress_sub.unsubscribe(), 1.0)
-        await self.index.stop(timeout=2.0)
-        if self._bus is not None:
-            await self._bus.close(step_timeout=2.0)
+        await self.follower.stop(timeout=2.0)
+        if self._connected:
+            self._connected = False
+            await runtime.stop_broker(self.broker, timeout=4.0)
+
+    def loaded_index(self) -> RequestIndex:
+        """The index, for a read; IndexLoading until its first load is complete."""
+        if not self.index.loaded.is_set():
+            raise IndexLoading()
+        return self.index
+
+    async def _kv(self, name: str) -> KeyValue:
+        if not self._connected:
+            raise Unavailable("not connected to NATS")
+        return await self.broker.key_value(name, declare=False)
 
     # ------------------------------------------------------------------------------------------ requests
 
@@ -189,14 +233,15 @@ class Gateway:
         if submission.batch_id is not None:
             members = BatchMembers(request_ids=[e.request_id for e in submission.events])
             try:
-                await (await self.bus.kv(BATCHES_BUCKET)).put(submission.batch_id, msgspec.json.encode(members))
+                await (await self._kv(BATCHES_BUCKET.name)).put(submission.batch_id, msgspec.json.encode(members))
             except (nats.errors.Error, OSError) as exc:
                 raise Unavailable(f"the request queue is unavailable ({exc}); nothing was accepted, retry") from exc
         for event in submission.events:
             try:
-                await self.bus.publish(
-                    request_subject(event.request_id, RequestEvent.SUBMITTED),
+                await runtime.publish(
+                    self._submitted,
                     event,
+                    subject=request_subject(event.request_id, RequestEvent.SUBMITTED),
                     msg_id=f"{event.request_id}.submitted",
                 )
             except (nats.errors.Error, OSError) as exc:
@@ -207,7 +252,7 @@ class Gateway:
         return submission
 
     async def _claim(self, key: str, submission: Submission) -> Submission:
-        bucket = await self.bus.kv(IDEMPOTENCY_BUCKET)
+        bucket = await self._kv(IDEMPOTENCY_BUCKET.name)
         name = hashlib.sha256(key.encode()).hexdigest()
         try:
             await bucket.create(name, msgspec.json.encode(submission))
@@ -223,16 +268,18 @@ class Gateway:
     # ------------------------------------------------------------------------------------------ reads
 
     def queue_status(self, limit: int) -> QueueStatus:
+        index = self.loaded_index()
+
         def summaries(statuses: tuple[RequestStatus, ...]) -> list[RequestSummary]:
             return [
                 RequestSummary(id=r.id, workflow_name=r.workflow_name, status=r.status)
-                for r in self.index.newest(statuses, limit)
+                for r in index.newest(statuses, limit)
             ]
 
-        last = self.index.pod_workflow
+        last = index.pod_workflow
         pods = [
             ActivePod(id=p.id, name=p.name, status=p.status, ip=p.ip, workflow_name=last.get(p.id, "any"))
-            for p in self.index.active_pods()
+            for p in index.active_pods()
         ]
         return QueueStatus(
             active_pods=pods,
@@ -243,17 +290,19 @@ class Gateway:
 
     def history(self, limit: int, status: RequestStatus | None) -> list[ComfyUIRequest]:
         statuses = (status,) if status else tuple(RequestStatus)
-        return [to_public(r, self.index.progress.get(r.id)) for r in self.index.newest(statuses, limit)]
+        index = self.loaded_index()
+        return [to_public(r, index.progress.get(r.id)) for r in index.newest(statuses, limit)]
 
     def stats(self) -> QueueStats:
-        count = self.index.count
+        index = self.loaded_index()
+        count = index.count
         pending = sum(count(s) for s in UNFINISHED)
         return QueueStats(
-            active_pods=len(self.index.active_pods()),
+            active_pods=len(index.active_pods()),
             pending_requests=pending,
             completed_requests=count(RequestStatus.COMPLETED),
             failed_requests=count(RequestStatus.FAILED),
-            total_requests=len(self.index.records),
+            total_requests=len(index.records),
             running_requests=count(RequestStatus.RUNNING),
             cancelled_requests=count(RequestStatus.CANCELLED),
         )
@@ -263,8 +312,9 @@ class Gateway:
         before the scheduler has recorded its requests)."""
         if not BATCH_ID.match(batch_id):
             return None
+        self.loaded_index()
         try:
-            entry = await (await self.bus.kv(BATCHES_BUCKET)).get(batch_id)
+            entry = await (await self._kv(BATCHES_BUCKET.name)).get(batch_id)
         except nats.js.errors.KeyNotFoundError:
             return None
         members = decode(entry.value or b"", BatchMembers).request_ids
@@ -285,9 +335,10 @@ class Gateway:
     async def get_request(self, request_id: str) -> ComfyUIRequest | None:
         if not REQUEST_ID.match(request_id):
             return None
-        record = self.index.get(request_id)
+        index = self.loaded_index()
+        record = index.get(request_id)
         if record is not None:
-            return to_public(record, self.index.progress.get(request_id))
+            return to_public(record, index.progress.get(request_id))
         submitted = await self._submitted_event(request_id)
         if submitted is None:
             return None
@@ -302,9 +353,12 @@ class Gateway:
         )
 
     async def _submitted_event(self, request_id: str) -> RequestSubmitted | None:
-        """Accepted but not yet recorded by the scheduler: the stream still knows it."""
+        """Accepted but not yet recorded by the scheduler: the stream still knows it (a raw JetStream
+        read: FastStream has no direct get of a stream's last message on a subject)."""
+        if not self._connected:
+            raise Unavailable("not connected to NATS")
         try:
-            raw = await self.bus.js.get_last_msg(
+            raw = await runtime.jetstream(self.broker).get_last_msg(
                 REQUESTS_STREAM.name, request_subject(request_id, RequestEvent.SUBMITTED)
             )
         except nats.js.errors.NotFoundError:
@@ -323,8 +377,11 @@ class Gateway:
             raise AlreadyFinished(current)
         event = CancelRequested(request_id=request_id, at=utcnow())
         try:
-            await self.bus.publish(
-                request_subject(request_id, RequestEvent.CANCEL_REQUESTED), event, msg_id=f"{request_id}.cancel"
+            await runtime.publish(
+                self._cancel_requested,
+                event,
+                subject=request_subject(request_id, RequestEvent.CANCEL_REQUESTED),
+                msg_id=f"{request_id}.cancel",
             )
         except (nats.errors.Error, OSError) as exc:
             raise Unavailable(f"the request queue is unavailable ({exc}); the cancel was not sent, retry") from exc
@@ -338,21 +395,25 @@ class Gateway:
         self, operation: PodOperation, request: PodAdminRequest | None = None, timeout: float = 15.0
     ) -> PodAdminReply:
         """An admin call answered by pod-manager (which alone holds the provider and its key)."""
-        payload = msgspec.json.encode(request or PodAdminRequest())
+        if not self._connected:
+            raise Unavailable("not connected to NATS")
         try:
-            msg = await self.bus.nc.request(pod_rpc_subject(operation), payload, timeout=timeout)
+            msg = await self.broker.request(request or PodAdminRequest(), pod_rpc_subject(operation), timeout=timeout)
         except nats.errors.NoRespondersError as exc:
             raise Unavailable("pod-manager is not running") from exc
         except nats.errors.TimeoutError as exc:
             raise Unavailable(f"pod-manager did not answer within {timeout:.0f}s") from exc
-        return decode(msg.data, PodAdminReply)
+        body: bytes = msg.body
+        return decode(body, PodAdminReply)
 
     # ------------------------------------------------------------------------------------------- files
 
     async def open_file(self, name: str) -> StoredFile | None:
         if not FILE_NAME.match(name) or ".." in name:
             return None
-        store = await self.bus.object_store(OUTPUTS_STORE)
+        if not self._connected:
+            raise Unavailable("not connected to NATS")
+        store = await self.broker.object_storage(OUTPUTS_STORE.name, declare=False)
         try:
             info = await store.get_info(name)
         except nats.js.errors.ObjectNotFoundError:
@@ -362,10 +423,14 @@ class Gateway:
         return StoredFile(info, self._chunks(info))
 
     async def _chunks(self, info: ObjectInfo) -> AsyncIterator[bytes]:
-        """The object's chunks in order, from an ordered consumer on its chunk subject."""
+        """The object's chunks in order, from an ordered consumer on its chunk subject (raw JetStream:
+        nats-py's `ObjectStore.get` reads the whole object into memory, and FastStream's object-store
+        subscriber watches for changes, it does not read)."""
         if not info.size:
             return
-        subscription = await self.bus.js.subscribe(f"$O.{info.bucket}.C.{info.nuid}", ordered_consumer=True)
+        subscription = await runtime.jetstream(self.broker).subscribe(
+            f"$O.{info.bucket}.C.{info.nuid}", ordered_consumer=True
+        )
         try:
             while True:
                 msg = await subscription.next_msg(timeout=10)
@@ -378,9 +443,11 @@ class Gateway:
     # ------------------------------------------------------------------------------------------ health
 
     async def health(self) -> HealthReport:
-        api = ComponentHealth(
-            name="api", healthy=True, detail=f"up {time.monotonic() - self.started_at:.0f}s", latency_ms=0.0
-        )
+        up = f"up {time.monotonic() - self.started_at:.0f}s"
+        if self.index.loaded.is_set():
+            api = ComponentHealth(name="api", healthy=True, detail=up, latency_ms=0.0)
+        else:  # not ready: its reads would answer 503
+            api = ComponentHealth(name="api", healthy=False, detail=f"{up}; loading the request index", latency_ms=0.0)
         nats_health = await self._nats_health()
         if not nats_health.healthy:
             services = [
@@ -415,22 +482,23 @@ class Gateway:
         return ComponentHealth(name="fleet", healthy=True, detail=detail + (f"; {fleet.note}" if fleet.note else ""))
 
     async def _nats_health(self) -> ComponentHealth:
-        if self._bus is None or not self._bus.nc.is_connected:
+        nc = self.broker.connection if self._connected else None
+        if nc is None or not nc.is_connected:
             return ComponentHealth(name="nats", healthy=False, detail="not connected")
         started = time.perf_counter()
         try:
-            await self._bus.nc.flush(timeout=max(1, round(self.settings.health_timeout_s)))
+            await nc.flush(timeout=max(1, round(self.settings.health_timeout_s)))
         except (nats.errors.Error, TimeoutError) as exc:
             return ComponentHealth(name="nats", healthy=False, detail=f"no answer: {exc}")
         latency = (time.perf_counter() - started) * 1000
         return ComponentHealth(
-            name="nats", healthy=True, detail=self._bus.nc.connected_url.netloc if self._bus.nc.connected_url else None,
+            name="nats", healthy=True, detail=nc.connected_url.netloc if nc.connected_url else None,
             latency_ms=round(latency, 2),
         )  # fmt: skip
 
     async def _service_health(self, service: str) -> ComponentHealth:
         try:
-            latency = await ping(self.bus.nc, service, timeout=self.settings.health_timeout_s)
+            latency = await ping(self.broker.connection, service, timeout=self.settings.health_timeout_s)
         except LookupError as exc:
             return ComponentHealth(name=service, healthy=False, detail=str(exc))
         except nats.errors.Error as exc:

@@ -1,48 +1,122 @@
-"""The api's view of every request and pod, kept current from watches of KV `requests` and `pods`
-(reopened after every NATS reconnect).
+"""The api's view of the retained requests and of the pods, kept in memory from KV `requests`, `pods`
+and `fleet` (loaded by `follow.IndexFollower`: a snapshot first, then every change).
 
-Reads (status, queue, history, stats) come from here, not from a store scan per call; the
-scheduler and pod-manager stay the only writers. Per status, request ids are kept sorted by creation
-time, so "the newest N with status S" is a slice and every count is a `len`.
+Reads (status, queue, history, stats) come from here, not from a store scan per call; the scheduler and
+pod-manager stay the only writers. Per status, request ids are kept in creation order, so "the newest N
+with status S" is a slice and every count is a `len`.
+
+Memory is bounded by the retention: a finished request's key expires (its TTL, the retention) and the
+delete removes it from every structure here; as a backstop, `expire` drops finished requests older than
+the retention by this process's own clock. Structures emptied by removals are rebuilt once mostly
+empty (a Python dict or list never gives back its slots), so memory returns to what the retained
+requests need.
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
 import logging
 from collections.abc import Callable, Iterator
 
 from vibewave.contracts.events import (
-    FLEET_BUCKET,
     FLEET_STATUS_KEY,
-    PODS_BUCKET,
-    REQUESTS_BUCKET,
     FleetStatus,
     PodRecord,
     PodStatus,
     RequestRecord,
 )
 from vibewave.contracts.models import RequestStatus
-from vibewave.runtime.bus import Bus, decode
+from vibewave.runtime.broker import decode
 
 log = logging.getLogger("vibewave.api.index")
 
 Predicate = Callable[[RequestRecord], bool]
-Key = tuple[float, str]  # (created_at timestamp, request id)
+Key = tuple[float, str]  # (a timestamp, request id)
 ACTIVE_POD_STATUSES = (PodStatus.CREATING, PodStatus.STARTING, PodStatus.READY, PodStatus.SUSPECT)
+COMPACT_SLACK = 64  # removals tolerated before a structure is rebuilt, on top of its live size
+
+
+class Ordered:
+    """Request ids in order of a timestamp: add, remove and count in amortized O(1), newest or oldest
+    first by walking from either end.
+
+    A removal only forgets the id; its entry stays in the list until the stale entries outnumber the
+    live ones, when the list is rebuilt (so a removal never shifts the whole list, as `del list[i]`
+    does: 100,000 expiries would be billions of moves). Additions are appended; one out of order
+    marks the list for a sort at the next read (Timsort on an almost sorted list is linear)."""
+
+    __slots__ = ("_entries", "_live", "_sorted")
+
+    def __init__(self) -> None:
+        self._live: dict[str, float] = {}
+        self._entries: list[Key] = []
+        self._sorted = True
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def __contains__(self, request_id: str) -> bool:
+        return request_id in self._live
+
+    def add(self, request_id: str, at: float) -> None:
+        if self._live.get(request_id) == at:
+            return
+        self._live[request_id] = at
+        key = (at, request_id)
+        if self._entries and key < self._entries[-1]:
+            self._sorted = False
+        self._entries.append(key)
+        self._compact_if_sparse()
+
+    def discard(self, request_id: str) -> None:
+        if self._live.pop(request_id, None) is not None:
+            self._compact_if_sparse()
+
+    def newest(self, limit: int) -> list[Key]:
+        return self._walk(reversed(self._ordered()), limit)
+
+    def oldest(self, limit: int) -> list[Key]:
+        return self._walk(iter(self._ordered()), limit)
+
+    def _walk(self, entries: Iterator[Key], limit: int) -> list[Key]:
+        found: list[Key] = []
+        seen: set[str] = set()
+        for at, request_id in entries:
+            if len(found) >= limit:
+                break
+            if self._live.get(request_id) == at and request_id not in seen:
+                seen.add(request_id)
+                found.append((at, request_id))
+        return found
+
+    def _ordered(self) -> list[Key]:
+        if not self._sorted:
+            self._entries.sort()
+            self._sorted = True
+        return self._entries
+
+    def _compact_if_sparse(self) -> None:
+        if len(self._entries) > 2 * len(self._live) + COMPACT_SLACK:
+            live, entries = self._live, self._ordered()
+            kept: list[Key] = []
+            for key in entries:
+                if live.get(key[1]) == key[0] and (not kept or kept[-1] != key):
+                    kept.append(key)
+            self._entries = kept
+            self._live = dict(live)  # a copy is sized for what is left; the old table kept every slot
 
 
 class RequestIndex:
     def __init__(self) -> None:
         self.records: dict[str, RequestRecord] = {}
         self.progress: dict[str, float] = {}  # last reported percent of running requests
-        self.by_status: dict[RequestStatus, list[Key]] = {status: [] for status in RequestStatus}
+        self.by_status: dict[RequestStatus, Ordered] = {status: Ordered() for status in RequestStatus}
+        self.finished = Ordered()  # finished requests by their last update: what `expire` drops first
         self.pods: dict[str, PodRecord] = {}
         self.pod_workflow: dict[str, str] = {}  # pod id → the workflow it runs or ran last
         self.fleet: FleetStatus | None = None
-        self.ready = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self.loaded = asyncio.Event()  # set once the first snapshot is in: reads before it answer 503
+        self._removed = 0  # removals from `records` since it was last rebuilt
         self._waiters: dict[str, list[tuple[Predicate, asyncio.Future[RequestRecord]]]] = {}
 
     # ---------------------------------------------------------------------------------------- reads
@@ -53,10 +127,9 @@ class RequestIndex:
     def newest(self, statuses: tuple[RequestStatus, ...], limit: int) -> list[RequestRecord]:
         """The `limit` most recently created requests having one of `statuses`, newest first."""
         if len(statuses) == 1:
-            keys: Iterator[Key] = reversed(self.by_status[statuses[0]][-limit:])
+            keys = self.by_status[statuses[0]].newest(limit)
         else:
-            merged = sorted((k for s in statuses for k in self.by_status[s][-limit:]), reverse=True)
-            keys = iter(merged[:limit])
+            keys = sorted((k for s in statuses for k in self.by_status[s].newest(limit)), reverse=True)[:limit]
         return [self.records[request_id] for _, request_id in keys]
 
     def count(self, status: RequestStatus) -> int:
@@ -68,30 +141,65 @@ class RequestIndex:
     # --------------------------------------------------------------------------------------- writes
 
     def apply(self, key: str, value: bytes | None) -> None:
-        previous = self.records.get(key)
-        if previous is not None:
-            self._unlist(previous)
+        """A value of KV `requests` (None: the key was deleted or expired). Idempotent: a replayed
+        value changes nothing."""
         if not value:
-            self.records.pop(key, None)
+            self.remove(key)
             return
         record = decode(value, RequestRecord)
+        previous = self.records.get(key)
+        if previous is not None and previous == record:
+            return
+        if previous is not None and previous.status != record.status:
+            self.by_status[previous.status].discard(key)
         self.records[key] = record
         if record.pod_id is not None:
             self.pod_workflow[record.pod_id] = record.workflow_name
-        bisect.insort(self.by_status[record.status], (record.created_at.timestamp(), record.id))
+        self.by_status[record.status].add(key, record.created_at.timestamp())
         if record.status.terminal:
             self.progress.pop(key, None)
+            self.finished.add(key, record.updated_at.timestamp())
+        else:
+            self.finished.discard(key)
         waiters = self._waiters.get(key)
         if waiters:
             for predicate, future in list(waiters):
                 if not future.done() and predicate(record):
                     future.set_result(record)
 
-    def _unlist(self, record: RequestRecord) -> None:
-        keys = self.by_status[record.status]
-        position = bisect.bisect_left(keys, (record.created_at.timestamp(), record.id))
-        if position < len(keys) and keys[position][1] == record.id:
-            del keys[position]
+    def remove(self, key: str) -> None:
+        """Forget a request everywhere (its key expired or was deleted)."""
+        record = self.records.pop(key, None)
+        self.progress.pop(key, None)
+        if record is None:
+            return
+        self.by_status[record.status].discard(key)
+        self.finished.discard(key)
+        self._removed += 1
+        if self._removed > len(self.records) + COMPACT_SLACK:
+            self.records = dict(self.records)  # sized for what is left (a dict never shrinks by itself)
+            self.progress = dict(self.progress)
+            self._removed = 0
+
+    def load(self, values: dict[str, bytes]) -> None:
+        """A whole snapshot of KV `requests`: its values applied, and whatever it no longer has removed."""
+        for key in [k for k in self.records if k not in values]:
+            self.remove(key)
+        for key, value in values.items():
+            self.apply(key, value)
+
+    def expire(self, now: float, retention_s: float) -> int:
+        """Drop finished requests last updated more than `retention_s` before `now` (a timestamp): the
+        backstop for a key whose expiry was missed (e.g. its delete marker came while disconnected).
+        Cheap: only the expired ones are visited. Returns how many were dropped."""
+        cutoff, dropped = now - retention_s, 0
+        while True:
+            batch = [key for at, key in self.finished.oldest(256) if at < cutoff]
+            for key in batch:
+                self.remove(key)
+            dropped += len(batch)
+            if len(batch) < 256:
+                return dropped
 
     def apply_pod(self, key: str, value: bytes | None) -> None:
         pod = decode(value, PodRecord) if value else None
@@ -101,14 +209,27 @@ class RequestIndex:
         else:
             self.pods[key] = pod
 
+    def load_pods(self, values: dict[str, bytes]) -> None:
+        for key in [k for k in self.pods if k not in values]:
+            self.apply_pod(key, None)
+        for key, value in values.items():
+            self.apply_pod(key, value)
+
     def apply_fleet(self, key: str, value: bytes | None) -> None:
         if key == FLEET_STATUS_KEY:
             self.fleet = decode(value, FleetStatus) if value else None
 
+    def load_fleet(self, values: dict[str, bytes]) -> None:
+        self.apply_fleet(FLEET_STATUS_KEY, values.get(FLEET_STATUS_KEY))
+
     def note_progress(self, request_id: str, percent: float) -> None:
+        """Progress of a request known to run (a report for one not yet recorded, or already
+        finished or expired, is not kept: nothing would ever remove it)."""
         record = self.records.get(request_id)
-        if record is None or not record.status.terminal:
+        if record is not None and not record.status.terminal:
             self.progress[request_id] = percent
+
+    # ---------------------------------------------------------------------------------------- waits
 
     async def wait(self, request_id: str, predicate: Predicate, timeout: float) -> RequestRecord | None:
         """The record once `predicate` holds for it, or None after `timeout` seconds."""
@@ -140,18 +261,3 @@ class RequestIndex:
             return None
         finally:
             self.forget(request_id, future)
-
-    # -------------------------------------------------------------------------------------- follow
-
-    def start(self, bus: Bus) -> None:
-        self._tasks = [
-            asyncio.create_task(bus.follow_kv(REQUESTS_BUCKET, self.apply, self.ready), name="api:request-index"),
-            asyncio.create_task(bus.follow_kv(PODS_BUCKET, self.apply_pod), name="api:pod-index"),
-            asyncio.create_task(bus.follow_kv(FLEET_BUCKET, self.apply_fleet), name="api:fleet"),
-        ]
-
-    async def stop(self, timeout: float = 10.0) -> None:
-        for task in self._tasks:
-            task.cancel()
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=timeout)

@@ -26,6 +26,7 @@ from vibewave.api.gateway import (
     AlreadyFinished,
     Gateway,
     IdempotencyConflict,
+    IndexLoading,
     Submission,
     Unavailable,
     new_batch_id,
@@ -172,7 +173,10 @@ async def generate_sync(
         gateway.index.forget(event.request_id, ended)
         record = await gateway.index.wait(request_id, lambda r: r.status.terminal, wait_s)
     if record is None:
-        current = await gateway.get_request(request_id)
+        try:
+            current = await gateway.get_request(request_id)
+        except IndexLoading:  # its end was not seen: it was accepted, and is at least pending
+            current = None
         return Response(
             SyncTimeout(
                 detail=f"Generation not finished within {wait_s:.0f}s; it keeps running: poll the status URL",
@@ -274,16 +278,17 @@ class QwenController(Controller):
     async def health(self, state: State) -> Response[dict[str, Any]]:
         """Whether Qwen generation can run now: the services are alive and the workflow is loaded."""
         gateway = gateway_of(state)
-        report = await gateway.health()
+        report = await gateway.health()  # the api itself is unhealthy while its index loads
         workflow = gateway.catalog.get(DEFAULT_WORKFLOW)
         pods = [p for p in gateway.index.active_pods() if p.workflow_name == DEFAULT_WORKFLOW]
+        loaded = gateway.index.loaded.is_set()
         body = {
             "status": "healthy" if not report.unhealthy and workflow else "unhealthy",
             "workflow_name": DEFAULT_WORKFLOW,
             "workflow_loaded": workflow is not None,
             "presets": sorted(workflow.definition.presets) if workflow else [],
             "pods": {"active": len(pods), "ready": sum(1 for p in pods if p.status == "ready")},
-            "queue": {"pending": gateway.stats().pending_requests},
+            "queue": {"pending": gateway.stats().pending_requests if loaded else None},
             "unhealthy": report.unhealthy,
         }
         healthy = body["status"] == "healthy"
@@ -307,7 +312,10 @@ class WorkflowsController(Controller):
             raise ValidationException(detail=f"workflow_name: unknown workflow {data.workflow_name!r} (known: {known})")
         submission = await submit_one(gateway, request, data, workflow, data.inputs, data.preset, data.priority)
         event = submission.events[0]
-        current = await gateway.get_request(event.request_id)
+        try:
+            current = await gateway.get_request(event.request_id)
+        except IndexLoading:  # accepted all the same: answer with what was submitted
+            current = None
         return current or ComfyUIRequest(
             id=event.request_id, workflow_name=event.workflow_name, inputs=event.inputs,
             status=RequestStatus.PENDING, pod_id=None, created_at=event.created_at, updated_at=event.created_at,
