@@ -24,7 +24,7 @@ from typing import Any
 import msgspec
 from faststream.nats import NatsBroker
 
-from vibewave.contracts.events import CHANNELS, Channel
+from vibewave.contracts.events import CHANNELS, STREAMS, Channel
 from vibewave.contracts.export import SCHEMA_DIR, VERSION, render
 from vibewave.runtime.settings import CommonSettings
 
@@ -117,6 +117,14 @@ def _channel_for(subject: str) -> Channel | None:
     return None
 
 
+def _stream_of(channel: Channel) -> str | None:
+    """The stream that stores a channel's messages (core NATS channels have none)."""
+    for spec in STREAMS:
+        if any(channel.address.startswith(subject.removesuffix(">")) for subject in spec.subjects):
+            return spec.name
+    return None
+
+
 def _key(channel: Channel) -> str:
     return channel.message.__name__ if not channel.address.startswith("vw.dlq") else "DeadLetter"
 
@@ -135,6 +143,7 @@ def asyncapi_document(found: list[Endpoint] | None = None) -> dict[str, Any]:
             "description": channel.description,
             "messages": {name: {"$ref": f"#/components/messages/{name}"}},
             "x-public": channel.public,
+            **({"x-stream": stream} if (stream := _stream_of(channel)) else {}),
             **({"parameters": {p: {"description": p.replace("_", " ")} for p in channel.parameters}}
                if channel.parameters else {}),
         }  # fmt: skip
@@ -155,8 +164,6 @@ def asyncapi_document(found: list[Endpoint] | None = None) -> dict[str, Any]:
             if matched is None:
                 continue
             channel_ref, stream = _key(matched), endpoint.stream
-            if stream:
-                channels[channel_ref]["x-stream"] = stream
         operation: dict[str, Any] = {
             "action": endpoint.action,
             "channel": {"$ref": f"#/channels/{channel_ref}"},
