@@ -143,7 +143,7 @@ def asyncapi_document(found: list[Endpoint] | None = None) -> dict[str, Any]:
             "description": channel.description,
             "messages": {name: {"$ref": f"#/components/messages/{name}"}},
             "x-public": channel.public,
-            **({"x-stream": stream} if (stream := _stream_of(channel)) else {}),
+            **({"x-stream": stored_in} if (stored_in := _stream_of(channel)) else {}),
             **({"parameters": {p: {"description": p.replace("_", " ")} for p in channel.parameters}}
                if channel.parameters else {}),
         }  # fmt: skip
