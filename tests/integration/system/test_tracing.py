@@ -57,10 +57,15 @@ async def test_one_trace_spans_api_scheduler_and_executor(nats_url, vibewave_hom
     scopes = {s.instrumentation_scope.name for s in in_trace if s.instrumentation_scope}
     names = {s.name for s in in_trace}
     assert "opentelemetry.instrumentation.faststream" in scopes, (scopes, names)
-    assert {"vibewave.api", "vibewave.executor"} <= scopes, (scopes, names)
+    assert "vibewave.executor" in scopes, (scopes, names)
     # FastStream's spans are named `<subject> publish|process`: take the subject's last part
     steps = {(_step(name), name.split(" ")[-1]) for name in names if name.startswith("vw.")}
-    assert {("submitted", "process"), ("dispatch", "publish"), ("dispatch", "process")} <= steps, names
+    assert {
+        ("submitted", "publish"),
+        ("submitted", "process"),
+        ("dispatch", "publish"),
+        ("dispatch", "process"),
+    } <= steps
     assert {("attempt_succeeded", "publish"), ("attempt_succeeded", "process"), ("completed", "publish")} <= steps
     assert "execute workflow" in names, "the executor's own span is in the same trace"
 
