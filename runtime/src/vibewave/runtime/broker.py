@@ -106,13 +106,35 @@ def new_broker(
         connect_timeout=2,
         reconnect_time_wait=0.5,  # type: ignore[arg-type]  # nats-py takes seconds as a float
         max_reconnect_attempts=-1,
-        reconnected_cb=on_reconnect,
+        reconnected_cb=_in_background(on_reconnect) if on_reconnect is not None else None,
         serializer=MsgSpecSerializer(),
         middlewares=(NatsTelemetryMiddleware(tracer_provider=tracer_provider), Deliveries),
         logger=logging.getLogger(f"vibewave.{service}.faststream"),
         log_level=logging.DEBUG,
         graceful_timeout=5.0,
     )
+
+
+_background: set[asyncio.Task[None]] = set()
+
+
+def _in_background(callback: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+    """nats-py awaits its reconnected callback inside the reconnect itself, and takes an error there for
+    a failed reconnect (and reconnects again): run the callback as a task of its own instead."""
+
+    async def schedule() -> None:
+        task = asyncio.create_task(_logged(callback), name="nats:reconnected")
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+
+    return schedule
+
+
+async def _logged(callback: Callable[[], Awaitable[None]]) -> None:
+    try:
+        await callback()
+    except Exception:
+        log.exception("the work after a NATS reconnect failed")
 
 
 async def connect(broker: NatsBroker, timeout: float = 10.0) -> None:

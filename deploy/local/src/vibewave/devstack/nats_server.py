@@ -30,6 +30,10 @@ def nats_server_binary() -> str:
     return found
 
 
+# The server's log rotates at 20 MB, keeping 3 old files: a long-running home's disk stays bounded.
+LOG_LIMITS = "logfile_size_limit: 20MB\nlogfile_max_num: 3\n"
+
+
 class EmbeddedNats:
     """A nats-server process: `start()` returns once it accepts clients, `stop()` ends it cleanly."""
 
@@ -58,8 +62,11 @@ class EmbeddedNats:
         self.ports_dir.mkdir(exist_ok=True)
         for stale in self.ports_dir.glob("*.ports"):
             stale.unlink()
+        config = self.store_dir / "nats-server.conf"
+        config.write_text(LOG_LIMITS)
         return [
             nats_server_binary(),
+            "-c", str(config),
             "-a", self.host,
             "-p", str(self.port),
             "-js",

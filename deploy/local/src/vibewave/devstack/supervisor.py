@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+import logging.handlers
 import os
 import secrets
 import signal
@@ -29,10 +31,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
-from typing import TextIO
 
 from vibewave.devstack.nats_server import EmbeddedNats
 from vibewave.devstack.processes import HomeBusy, HomeLock, PidsFile, die_with_parent, find_leftovers, stop_leftovers
+from vibewave.runtime.logs import LOG_FILE_BACKUPS, LOG_FILE_BYTES
 from vibewave.runtime.process import EX_CONFIG
 
 SERVICES = ("scheduler", "pod-manager", "executor", "api")
@@ -84,11 +86,15 @@ class Console:
         self.settings = settings
         self.width = max(len(s) for s in (*SERVICES, "devstack", "runpod-emu"))
         self.attached = True
-        self._log: TextIO | None = None
+        self._log: logging.handlers.RotatingFileHandler | None = None
 
     def open_log(self, path: Path) -> None:
+        """The supervisor's own lines also go to `path`, which rotates like the services' logs."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = path.open("a", encoding="utf-8", buffering=1)
+        self._log = logging.handlers.RotatingFileHandler(
+            path, maxBytes=LOG_FILE_BYTES, backupCount=LOG_FILE_BACKUPS, encoding="utf-8"
+        )
+        self._log.setFormatter(logging.Formatter("%(message)s"))
 
     def close_log(self) -> None:
         log, self._log = self._log, None
@@ -97,8 +103,8 @@ class Console:
 
     def say(self, text: str, label: str = "devstack") -> None:
         if self._log is not None:
-            with contextlib.suppress(OSError):
-                self._log.write(f"{datetime.now().isoformat(timespec='milliseconds')} {label} | {text}\n")
+            line = f"{datetime.now().isoformat(timespec='milliseconds')} {label} | {text}"
+            self._log.emit(logging.LogRecord("vibewave.devstack", logging.INFO, "", 0, line, None, None))
         self.line(label, text)
 
     def line(self, label: str, text: str) -> None:

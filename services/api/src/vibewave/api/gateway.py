@@ -16,7 +16,6 @@ from uuid import uuid4
 import msgspec
 import nats.errors
 import nats.js.errors
-from faststream.nats import JStream
 from nats.js.api import ObjectInfo
 from nats.js.kv import KeyValue
 from opentelemetry.trace import TracerProvider
@@ -141,7 +140,7 @@ class Gateway:
         common = settings.common
         self.broker = runtime.new_broker("api", common, tracer_provider, on_reconnect=self._reconnected)
         self.follower = IndexFollower(self.broker, self.index, common.retention_s, before_load=before_load)
-        requests = JStream(REQUESTS_STREAM.name, declare=False)  # provisioned with the contract's settings
+        requests = runtime.stream(REQUESTS_STREAM)
         self._submitted = self.broker.publisher(
             f"{REQ_PREFIX}.*.{RequestEvent.SUBMITTED}",
             stream=requests,

@@ -28,7 +28,7 @@ import aiohttp
 import msgspec
 import nats.js.errors
 from faststream import AckPolicy
-from faststream.nats import JStream, NatsMessage, PullSub
+from faststream.nats import NatsMessage, PullSub
 from faststream.nats.publisher.usecase import LogicPublisher
 from nats.js.kv import KeyValue
 from opentelemetry import trace
@@ -119,7 +119,7 @@ class ExecutorService:
         common = settings.common
         self.consumer = executor_consumer(settings)
         self.broker = runtime.new_broker("executor", common, tracer_provider)
-        requests = JStream(REQUESTS_STREAM.name, declare=False)  # provisioned with the contract's config
+        requests = runtime.stream(REQUESTS_STREAM)
 
         def publisher(event: RequestEvent, schema: type[msgspec.Struct], description: str) -> LogicPublisher:
             return self.broker.publisher(
@@ -138,7 +138,7 @@ class ExecutorService:
         )
         self.broker.subscriber(
             f"{DISPATCH_PREFIX}.>",
-            stream=JStream(DISPATCH_STREAM.name, declare=False),
+            stream=runtime.stream(DISPATCH_STREAM),
             durable=self.consumer.durable,
             config=runtime.consumer_config(self.consumer, common.replicas),
             pull_sub=PullSub(batch_size=1, timeout=1),

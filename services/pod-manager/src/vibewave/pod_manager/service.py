@@ -36,7 +36,7 @@ from uuid import uuid4
 import aiohttp
 import msgspec
 from faststream import AckPolicy
-from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
+from faststream.nats import NatsBroker, NatsMessage, PullSub
 from nats.js.kv import KeyValue
 from opentelemetry.trace import TracerProvider
 
@@ -48,6 +48,7 @@ from vibewave.contracts.events import (
     POD_PREFIX,
     PODS_BUCKET,
     PODS_STREAM,
+    REQUESTS_STREAM,
     AttemptFailed,
     Demand,
     FailureKind,
@@ -147,7 +148,7 @@ class PodManagerService:
         self.broker: NatsBroker = runtime.new_broker("pod-manager", settings.common, tracer_provider)
         self._pod_events = self.broker.publisher(
             f"{POD_PREFIX}.*.*",
-            stream=JStream(PODS_STREAM.name, declare=False),  # provisioned with its own limits: not redeclared
+            stream=runtime.stream(PODS_STREAM),
             schema=PodEvent,
             title="vw.pod.<pod_id>.<status>",
             description="Every change of a pod's record (stream PODS); the record itself is in KV `pods`.",
@@ -166,7 +167,7 @@ class PodManagerService:
         )(self._on_demand)
         broker.subscriber(
             spec.filter_subjects[0],
-            stream=JStream(spec.stream, declare=False),
+            stream=runtime.stream(REQUESTS_STREAM),
             durable=spec.durable,
             config=runtime.consumer_config(spec, self.settings.common.replicas),
             pull_sub=PullSub(batch_size=FAULTS_BATCH, timeout=1),
