@@ -246,3 +246,29 @@ async def test_kv_watches_are_reopened_after_a_nats_restart(tmp_path, vibewave_h
     finally:
         await runtime.stop_broker(broker)
         server.stop()
+
+
+async def test_a_durable_left_by_an_older_version_is_brought_to_the_contract(nats_url, vibewave_home):
+    """An upgrade: the scheduler's durable from before `attempt_succeeded` existed, with no delivery limit,
+    is updated in place — its filters, ack wait and max_deliver — not left as it was."""
+    from nats.js.api import AckPolicy as JsAckPolicy
+    from nats.js.api import ConsumerConfig
+
+    from vibewave.contracts.events import SCHEDULER_CONSUMER
+
+    settings = common(nats_url, vibewave_home)
+    broker = runtime.new_broker("test", settings)
+    try:
+        await runtime.connect(broker)
+        await runtime.provision(broker, settings)
+        js = runtime.jetstream(broker)
+        old = ConsumerConfig(durable_name="scheduler", ack_policy=JsAckPolicy.EXPLICIT, ack_wait=60,
+                             filter_subjects=["vw.req.*.submitted", "vw.req.*.completed"])  # fmt: skip
+        await js.add_consumer(REQUESTS_STREAM.name, old)
+        await runtime.ensure_consumer(js, SCHEDULER_CONSUMER)
+        config = (await js.consumer_info(REQUESTS_STREAM.name, "scheduler")).config
+        assert sorted(config.filter_subjects or []) == sorted(SCHEDULER_CONSUMER.filter_subjects)
+        assert config.max_deliver == SCHEDULER_CONSUMER.max_deliver
+        assert config.ack_wait == SCHEDULER_CONSUMER.ack_wait_s
+    finally:
+        await runtime.stop_broker(broker)

@@ -147,7 +147,7 @@ async def connect(broker: NatsBroker, timeout: float = 10.0) -> None:
             return
         except (OSError, nats.errors.Error) as exc:
             if loop.time() >= deadline:
-                raise ConnectionError(f"cannot reach NATS at {broker.config.connection_kwargs!r}: {exc}") from exc
+                raise ConnectionError(f"cannot reach NATS: {exc}") from exc
             await asyncio.sleep(0.2)
 
 
@@ -247,9 +247,21 @@ def consumer_config(spec: ConsumerSpec, replicas: int = 1) -> ConsumerConfig:
     )
 
 
+async def ensure_consumer(js: JetStreamContext, spec: ConsumerSpec, replicas: int = 1) -> None:
+    """Create the durable consumer, or bring one an older version left to the spec (its filters, ack wait
+    and delivery limit; NATS updates a durable in place). Each service ensures its own, with the spec its
+    process runs under (a tuned ack wait, say)."""
+    await js.add_consumer(spec.stream, consumer_config(spec, replicas))
+
+
 # --------------------------------------------------------------------------------------------- delivery
 
 _CONSUMERS: dict[str, ConsumerSpec] = {spec.durable: spec for spec in CONSUMERS}
+
+
+def consumer_spec(durable: str, default: ConsumerSpec) -> ConsumerSpec:
+    """The delivery rules this process applies to `durable` (the registered spec, else `default`)."""
+    return _CONSUMERS.get(durable, default)
 
 
 def register_consumer(spec: ConsumerSpec) -> None:

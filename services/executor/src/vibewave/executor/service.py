@@ -96,9 +96,9 @@ def fenced(record: RequestRecord | None, a: Assignment) -> str | None:
 
 def executor_consumer(settings: ExecutorSettings) -> ConsumerSpec:
     """The contract's consumer, with the operator's ack wait (EXECUTOR_ACK_WAIT) when one is set."""
-    if settings.ack_wait_s is None or settings.ack_wait_s == EXECUTOR_CONSUMER.ack_wait_s:
-        return EXECUTOR_CONSUMER
-    spec = dataclasses.replace(EXECUTOR_CONSUMER, ack_wait_s=settings.ack_wait_s)
+    spec = EXECUTOR_CONSUMER
+    if settings.ack_wait_s is not None:
+        spec = dataclasses.replace(EXECUTOR_CONSUMER, ack_wait_s=settings.ack_wait_s)
     runtime.register_consumer(spec)
     return spec
 
@@ -164,6 +164,7 @@ class ExecutorService:
         await runtime.connect(self.broker)
         await runtime.provision(self.broker, common)
         js = runtime.jetstream(self.broker)
+        await runtime.ensure_consumer(js, self.consumer, common.replicas)
         self._outputs = OutputStore(
             await js.object_store(OUTPUTS_STORE.name), await js.key_value(OUTPUT_NAMES_BUCKET.name)
         )

@@ -184,6 +184,7 @@ class PodManagerService:
         self._connected = True
         await runtime.provision(self.broker, common)
         js = runtime.jetstream(self.broker)
+        await runtime.ensure_consumer(js, POD_FAULTS_CONSUMER, common.replicas)
         self._kv = await js.key_value(PODS_BUCKET.name)
         self._fleet_kv = await js.key_value(FLEET_BUCKET.name)
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3))

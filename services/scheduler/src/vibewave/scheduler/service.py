@@ -135,11 +135,12 @@ class SchedulerService:
     def _declare(self) -> None:
         """The FastStream subscribers and publishers: what the scheduler hears and says, on which subjects."""
         broker, common = self.broker, self.settings.common
+        self.consumer = runtime.consumer_spec(SCHEDULER_CONSUMER.durable, SCHEDULER_CONSUMER)
         broker.subscriber(
             f"{REQ_PREFIX}.*.*",
             stream=runtime.stream(REQUESTS_STREAM),
-            durable=SCHEDULER_CONSUMER.durable,
-            config=runtime.consumer_config(SCHEDULER_CONSUMER, common.replicas),
+            durable=self.consumer.durable,
+            config=runtime.consumer_config(self.consumer, common.replicas),
             pull_sub=PullSub(batch_size=FETCH_BATCH, timeout=5.0),
             ack_policy=AckPolicy.MANUAL,
             title="scheduler: request events",
@@ -177,6 +178,7 @@ class SchedulerService:
     async def start(self) -> None:
         await runtime.connect(self.broker)
         await runtime.provision(self.broker, self.settings.common)
+        await runtime.ensure_consumer(runtime.jetstream(self.broker), self.consumer, self.settings.common.replicas)
         self._requests = await runtime.jetstream(self.broker).key_value(REQUESTS_BUCKET.name)
         await self._commit_now()  # loads the open requests and sends any dispatch a predecessor left unsent
         await self.broker.start()
