@@ -29,11 +29,12 @@ from vibewave.contracts.models import WorkflowResult
 from vibewave.executor.service import prompt_id_for
 from vibewave.runtime import broker as runtime
 from vibewave.runtime.settings import CommonSettings
+from vibewave.runtime.telemetry import setup_tracing
 
 
 async def main() -> None:
     common = CommonSettings.from_env()
-    broker = runtime.new_broker("fake-executor", common)
+    broker = runtime.new_broker("fake-executor", common, setup_tracing("fake-executor"))
     started = broker.publisher(f"{REQ_PREFIX}.*.started", stream=runtime.stream(REQUESTS_STREAM))
     succeeded = broker.publisher(f"{REQ_PREFIX}.*.attempt_succeeded", stream=runtime.stream(REQUESTS_STREAM))
 
@@ -42,8 +43,7 @@ async def main() -> None:
         stream=runtime.stream(DISPATCH_STREAM),
         durable=EXECUTOR_CONSUMER.durable,
         config=runtime.consumer_config(EXECUTOR_CONSUMER),
-        pull_sub=PullSub(batch_size=1, timeout=5),
-        max_workers=64,
+        pull_sub=PullSub(batch_size=64, timeout=5),  # each fetch's assignments are handled side by side
         ack_policy=AckPolicy.NACK_ON_ERROR,
     )
     async def handle(a: Assignment) -> None:

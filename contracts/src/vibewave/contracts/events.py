@@ -428,7 +428,7 @@ class ConsumerSpec:
     stream: str
     durable: str
     filter_subjects: tuple[str, ...]
-    ack_wait_s: float = 30
+    ack_wait_s: float = 5  # short, since a handler at work keeps its message alive: a lost ack costs 5 s
     max_ack_pending: int = 10_000
     max_deliver: int = 10
     retry_delays_s: tuple[float, ...] = (0.25, 0.5, 1, 2, 5)

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import msgspec
@@ -34,6 +35,7 @@ from faststream.nats.message import NatsMessage
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from faststream.nats.publisher.usecase import LogicPublisher
 from faststream.nats.subscriber.usecases.key_value_subscriber import KeyValueWatchSubscriber
+from faststream.response.response import PublishCommand
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -49,6 +51,8 @@ from nats.js.api import (
 )
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
+from opentelemetry import context as otel_context
+from opentelemetry import propagate
 from opentelemetry.trace import TracerProvider
 
 from vibewave.contracts.events import (
@@ -65,6 +69,7 @@ from vibewave.contracts.events import (
     utcnow,
 )
 from vibewave.runtime.settings import CommonSettings
+from vibewave.runtime.telemetry import records_spans
 
 log = logging.getLogger("vibewave.runtime.broker")
 
@@ -108,7 +113,7 @@ def new_broker(
         max_reconnect_attempts=-1,
         reconnected_cb=_in_background(on_reconnect) if on_reconnect is not None else None,
         serializer=MsgSpecSerializer(),
-        middlewares=(NatsTelemetryMiddleware(tracer_provider=tracer_provider), Deliveries),
+        middlewares=(_tracing(tracer_provider), Deliveries),
         logger=logging.getLogger(f"vibewave.{service}.faststream"),
         log_level=logging.DEBUG,
         graceful_timeout=5.0,
@@ -135,6 +140,32 @@ async def _logged(callback: Callable[[], Awaitable[None]]) -> None:
         await callback()
     except Exception:
         log.exception("the work after a NATS reconnect failed")
+
+
+def _tracing(tracer_provider: TracerProvider | None) -> Any:
+    """`NatsTelemetryMiddleware` (spans for each publish and each message handled) when spans are
+    recorded; when they are not (no exporter is configured, see `telemetry.setup_tracing`), `TraceContext`,
+    which carries the same W3C trace context without making spans nobody keeps: they were a third of a
+    message's CPU in the scheduler and the executor (`make bench`, py-spy)."""
+    if records_spans(tracer_provider):
+        return NatsTelemetryMiddleware(tracer_provider=tracer_provider)
+    return TraceContext
+
+
+class TraceContext(BaseMiddleware):
+    """W3C trace context in and out, and no spans: `traceparent` is injected into each published
+    message's headers and a handled message's context is made current around its handler."""
+
+    async def publish_scope(self, call_next: Callable[[Any], Awaitable[Any]], cmd: PublishCommand) -> Any:
+        propagate.inject(cmd.headers)
+        return await call_next(cmd)
+
+    async def consume_scope(self, call_next: Callable[[Any], Awaitable[Any]], msg: StreamMessage[Any]) -> Any:
+        token = otel_context.attach(propagate.extract(msg.headers or {}))
+        try:
+            return await call_next(msg)
+        finally:
+            otel_context.detach(token)
 
 
 async def connect(broker: NatsBroker, timeout: float = 10.0) -> None:
@@ -270,6 +301,28 @@ def register_consumer(spec: ConsumerSpec) -> None:
     _CONSUMERS[spec.durable] = spec
 
 
+_message: ContextVar[StreamMessage[Any] | None] = ContextVar("vibewave_message", default=None)
+
+
+def current_message() -> NatsMessage:
+    """The JetStream or core NATS message being handled.
+
+    Handlers read it here instead of declaring it as a parameter (`msg: NatsMessage`): FastStream
+    resolves such a context parameter through fast_depends, which runs its (synchronous) resolver in a
+    worker thread — one thread hop per message, the api's largest cost and a sixth of the scheduler's
+    rate in `make bench` (py-spy)."""
+    msg = _message.get()
+    assert isinstance(msg, NatsMessage), "no NATS message is being handled"
+    return msg
+
+
+def current_kv_entry() -> KeyValue.Entry:
+    """The KV entry a `KvWatch` handler is handling (see `current_message` for why not a parameter)."""
+    msg = _message.get()
+    assert msg is not None and isinstance(msg.raw_message, KeyValue.Entry), "no KV entry is being handled"
+    return msg.raw_message
+
+
 class Deliveries(BaseMiddleware):
     """The contract's delivery rules around each handler of a durable JetStream consumer.
 
@@ -282,6 +335,13 @@ class Deliveries(BaseMiddleware):
     Messages of other subscriptions (core NATS, KV watches) pass through untouched."""
 
     async def consume_scope(self, call_next: Callable[[Any], Awaitable[Any]], msg: StreamMessage[Any]) -> Any:
+        token = _message.set(msg)
+        try:
+            return await self._deliver(call_next, msg)
+        finally:
+            _message.reset(token)
+
+    async def _deliver(self, call_next: Callable[[Any], Awaitable[Any]], msg: StreamMessage[Any]) -> Any:
         if not isinstance(msg, NatsMessage):
             return await call_next(msg)
         raw = msg.raw_message
@@ -289,7 +349,7 @@ class Deliveries(BaseMiddleware):
         spec = _CONSUMERS.get(meta.consumer or "") if meta is not None else None
         if meta is None or spec is None:
             return await call_next(msg)
-        keepalive = asyncio.create_task(_keep_alive(msg, spec.ack_wait_s / 3))
+        keepalive = _KeepAlive(msg, spec.ack_wait_s / 3)
         try:
             return await call_next(msg)
         except HandlerException:
@@ -322,11 +382,31 @@ def _metadata(raw: object) -> Msg.Metadata | None:
         return None
 
 
-async def _keep_alive(msg: NatsMessage, interval: float) -> None:
-    while True:
-        await asyncio.sleep(interval)
+class _KeepAlive:
+    """Reports a message in progress every `interval` while its handler runs. A timer, not a task: most
+    handlers end long before the first report, and a task per message was a measurable share of the CPU."""
+
+    def __init__(self, msg: NatsMessage, interval: float) -> None:
+        self.msg = msg
+        self.interval = interval
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = self._loop.call_later(interval, self._report)
+        self._sending: asyncio.Task[None] | None = None
+
+    def _report(self) -> None:
+        self._sending = self._loop.create_task(self._send())
+        self._timer = self._loop.call_later(self.interval, self._report)
+
+    async def _send(self) -> None:
         with contextlib.suppress(Exception):
-            await msg.in_progress()
+            await self.msg.in_progress()
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._sending is not None:
+            self._sending.cancel()
 
 
 async def _dead_letter(raw: Msg, spec: ConsumerSpec, deliveries: int, exc: BaseException) -> None:
@@ -383,7 +463,11 @@ async def publish(
     while True:
         try:
             ack: PubAck | None = await publisher.publish(  # type: ignore[func-returns-value]
-                message, subject=subject, headers={"Nats-Msg-Id": msg_id, **(headers or {})}, timeout=2
+                message,
+                subject=subject,
+                headers={"Nats-Msg-Id": msg_id, **(headers or {})},
+                correlation_id=msg_id,  # FastStream would draw a uuid4 for each message otherwise
+                timeout=2,
             )
             return ack
         except TRANSIENT:

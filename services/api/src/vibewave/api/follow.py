@@ -18,12 +18,11 @@ import time
 from collections.abc import Callable
 
 from faststream.nats import KvWatch, NatsBroker
-from faststream.nats.annotations import NatsKvMessage
 from faststream.nats.subscriber.usecases.key_value_subscriber import KeyValueWatchSubscriber
 
 from vibewave.api.index import RequestIndex
 from vibewave.contracts.events import FLEET_BUCKET, PODS_BUCKET, REQUESTS_BUCKET, BucketSpec
-from vibewave.runtime.broker import bounded, jetstream, kv_deleted, kv_snapshot
+from vibewave.runtime.broker import bounded, current_kv_entry, jetstream, kv_deleted, kv_snapshot
 
 log = logging.getLogger("vibewave.api.index")
 
@@ -127,8 +126,8 @@ class IndexFollower:
     def _watch(self, spec: BucketSpec, apply: Apply) -> KeyValueWatchSubscriber:
         watch = self.broker.subscriber(">", kv_watch=KvWatch(spec.name, declare=False))
 
-        async def on_change(msg: NatsKvMessage) -> None:
-            entry = msg.raw_message
+        async def on_change() -> None:
+            entry = current_kv_entry()
             apply(entry.key, None if kv_deleted(entry.operation) else (entry.value or b""))
 
         watch(on_change)

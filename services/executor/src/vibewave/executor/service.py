@@ -178,9 +178,9 @@ class ExecutorService:
         if self._session is not None:
             await self._session.close()
 
-    async def _on_cancel_requested(self, msg: NatsMessage) -> None:
+    async def _on_cancel_requested(self) -> None:
         """Every executor hears every cancel; the one running that request stops it."""
-        request_id, _ = split_request_subject(msg.raw_message.subject)
+        request_id, _ = split_request_subject(runtime.current_message().raw_message.subject)
         switch = self._running.get(request_id)
         if switch is not None:
             log.info("cancel requested; stopping the prompt", extra={"request_id": request_id})
@@ -200,7 +200,8 @@ class ExecutorService:
             return None
         return runtime.decode(entry.value, RequestRecord) if entry.value else None
 
-    async def handle(self, assignment: Assignment, msg: NatsMessage) -> None:
+    async def handle(self, assignment: Assignment) -> None:
+        msg = runtime.current_message()
         token = request_id_var.set(assignment.request_id)
         key = (assignment.request_id, assignment.attempt)
         try:

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-from faststream.nats import NatsBroker, NatsMessage
+from faststream.nats import NatsBroker
 
 from vibewave.contracts.events import (
     POD_RPC_PREFIX,
@@ -25,7 +25,7 @@ from vibewave.contracts.events import (
 )
 from vibewave.contracts.models import PodView
 from vibewave.pod_manager.providers import ProviderError, ProviderPod
-from vibewave.runtime.broker import decode
+from vibewave.runtime.broker import current_message, decode
 
 if TYPE_CHECKING:
     from vibewave.pod_manager.service import PodManagerService
@@ -140,9 +140,10 @@ class Admin:
             return f"RunPod API error: {exc.message}"
         return f"{self.manager.provider.name} provider error: {exc.message}"
 
-    async def handle(self, msg: NatsMessage) -> PodAdminReply:
+    async def handle(self) -> PodAdminReply:
         """The reply to one call. The body is decoded here, not by FastStream: a bad request is answered
         (400), where a failed decode would leave the api waiting out its timeout."""
+        msg = current_message()
         name = msg.raw_message.subject.removeprefix(f"{POD_RPC_PREFIX}.")
         try:
             operation = PodOperation(name)

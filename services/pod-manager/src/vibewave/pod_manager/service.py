@@ -36,7 +36,7 @@ from uuid import uuid4
 import aiohttp
 import msgspec
 from faststream import AckPolicy
-from faststream.nats import NatsBroker, NatsMessage, PullSub
+from faststream.nats import NatsBroker, PullSub
 from nats.js.kv import KeyValue
 from opentelemetry.trace import TracerProvider
 
@@ -663,12 +663,12 @@ class PodManagerService:
 
     # --------------------------------------------------------------------------------- fault reports
 
-    async def _on_fault_report(self, event: AttemptFailed, msg: NatsMessage) -> None:
+    async def _on_fault_report(self, event: AttemptFailed) -> None:
         """An executor reported a pod fault: the pod is suspect until a probe passes. Recording the
         report's stream sequence on the pod tells the scheduler its own suspicion can end there."""
         if event.kind != FailureKind.POD_FAULT:
             return
-        seq = int(msg.raw_message.metadata.sequence.stream)
+        seq = int(runtime.current_message().raw_message.metadata.sequence.stream)
         async with self.lock:
             pod = self.pods.get(event.pod_id)
             if pod is None or pod.fault_seq >= seq:

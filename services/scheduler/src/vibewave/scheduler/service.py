@@ -30,8 +30,7 @@ from collections.abc import Awaitable, Callable, Iterable
 import msgspec
 import nats.js.errors
 from faststream import AckPolicy
-from faststream.nats import KvWatch, NatsMessage, PullSub
-from faststream.nats.annotations import NatsKvMessage
+from faststream.nats import KvWatch, PullSub
 from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from opentelemetry import context as otel_context
@@ -203,8 +202,9 @@ class SchedulerService:
 
     # -------------------------------------------------------------------------------------- events
 
-    async def on_event(self, msg: NatsMessage) -> None:
+    async def on_event(self) -> None:
         """Apply one request event, wait until the change is stored and announced, then ack it."""
+        msg = runtime.current_message()
         raw = msg.raw_message
         request_id, event = split_request_subject(raw.subject)
         payload = msgspec.json.decode(raw.data, type=EVENT_TYPES[event]) if event in EVENT_TYPES else None
@@ -487,9 +487,9 @@ class SchedulerService:
         finally:
             otel_context.detach(token)
 
-    async def on_pod(self, msg: NatsKvMessage) -> None:
+    async def on_pod(self) -> None:
         """KV `pods`: a pod appeared, changed or went away."""
-        entry = msg.raw_message
+        entry = runtime.current_kv_entry()
         if runtime.kv_deleted(entry.operation) or not entry.value:
             self.placer.remove_pod(entry.key)
         else:
@@ -500,9 +500,9 @@ class SchedulerService:
                 return
         self._pods_changed.set()
 
-    async def on_fleet(self, msg: NatsKvMessage) -> None:
+    async def on_fleet(self) -> None:
         """KV `fleet`: pod-manager's heartbeat and circuit breakers."""
-        entry = msg.raw_message
+        entry = runtime.current_kv_entry()
         try:
             fleet = (
                 None
