@@ -38,15 +38,16 @@ async def main() -> None:
     started = broker.publisher(f"{REQ_PREFIX}.*.started", stream=runtime.stream(REQUESTS_STREAM))
     succeeded = broker.publisher(f"{REQ_PREFIX}.*.attempt_succeeded", stream=runtime.stream(REQUESTS_STREAM))
 
-    @broker.subscriber(
+    assignments = broker.subscriber(
         f"{DISPATCH_PREFIX}.>",
         stream=runtime.stream(DISPATCH_STREAM),
         durable=EXECUTOR_CONSUMER.durable,
         config=runtime.consumer_config(EXECUTOR_CONSUMER),
-        pull_sub=PullSub(batch_size=64, timeout=5),  # each fetch's assignments are handled side by side
-        ack_policy=AckPolicy.NACK_ON_ERROR,
+        pull_sub=PullSub(batch_size=64, timeout=5, batch=True),
+        ack_policy=AckPolicy.MANUAL,
     )
-    async def handle(a: Assignment) -> None:
+
+    async def run(a: Assignment) -> None:
         await runtime.publish(
             started,
             RequestStarted(request_id=a.request_id, pod_id=a.pod_id, attempt=a.attempt,
@@ -62,6 +63,15 @@ async def main() -> None:
             subject=request_subject(a.request_id, RequestEvent.ATTEMPT_SUCCEEDED),
             msg_id=f"{a.request_id}.attempt_succeeded.{a.attempt}",
         )
+
+    async def handle() -> None:
+        """A fetched batch of assignments, run side by side, then acked."""
+        batch = runtime.current_batch().raw_message
+        await asyncio.gather(*(run(runtime.decode(raw.data, Assignment)) for raw in batch))
+        await asyncio.gather(*(raw.ack() for raw in batch))
+
+    assignments(handle)
+    runtime.prompt_batches(assignments)
 
     await runtime.connect(broker)
     await runtime.provision(broker, common)

@@ -47,7 +47,8 @@ class Blocker:
 
     def release(self) -> None:
         httpx.post(f"{self.pod.comfyui_url}/vibewave-sim/faults", json={"step_time": 0.01}).raise_for_status()
-        assert self.stack.client.delete(f"/api/runpod/workflows/{self.request_id}").json()["status"] == "cancelled"
+        response = self.stack.client.delete(f"/api/runpod/workflows/{self.request_id}")
+        assert response.status_code == 200 and response.json()["status"] == "cancelled", response.text
 
 
 def test_higher_priority_runs_first_and_fifo_within_a_class(stack: Stack):

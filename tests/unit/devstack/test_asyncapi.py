@@ -45,3 +45,25 @@ def test_public_channels_streams_and_headers_are_marked(document):
     assert {"Nats-Msg-Id", "traceparent"} <= set(headers)
     durables = {op.get("x-durable") for op in document["operations"].values()}
     assert {"scheduler", "executor", "pod-manager-faults"} <= durables
+
+
+def test_no_core_subscriber_answers_the_publishes_of_a_stream():
+    """A JetStream publish waits for its PubAck on its reply subject; a core subscriber on a stream's
+    subject that answered it (FastStream answers every message with a reply subject unless `no_reply`)
+    would hand the publisher an empty body instead (seen: a 500 on DELETE while the executor listened for
+    cancels). Only request/reply subscribers may answer, and those are on no stream."""
+    import re
+
+    from faststream.nats.subscriber.usecases.core_subscriber import CoreSubscriber
+
+    from vibewave.contracts.events import STREAMS
+    from vibewave.devstack.asyncapi import _subject, brokers
+
+    stored = [re.compile(s.replace(".", r"\.").replace(">", ".+").replace("*", "[^.]+")) for st in STREAMS
+              for s in st.subjects]  # fmt: skip
+    for service, broker in brokers().items():
+        for sub in broker.subscribers:
+            if isinstance(sub, CoreSubscriber):
+                subject = _subject(sub).replace("*", "x").replace(">", "x")
+                if any(p.fullmatch(subject) for p in stored):
+                    assert sub._no_reply, f"{service} listens on {_subject(sub)} and would answer its publishes"

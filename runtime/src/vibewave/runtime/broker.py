@@ -31,10 +31,11 @@ from faststream import BaseMiddleware
 from faststream.exceptions import HandlerException
 from faststream.message import StreamMessage
 from faststream.nats import JStream, NatsBroker
-from faststream.nats.message import NatsMessage
+from faststream.nats.message import NatsBatchMessage, NatsMessage
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from faststream.nats.publisher.usecase import LogicPublisher
 from faststream.nats.subscriber.usecases.key_value_subscriber import KeyValueWatchSubscriber
+from faststream.nats.subscriber.usecases.stream_pull_subscriber import BatchPullStreamSubscriber
 from faststream.response.response import PublishCommand
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -182,6 +183,13 @@ async def connect(broker: NatsBroker, timeout: float = 10.0) -> None:
             await asyncio.sleep(0.2)
 
 
+JETSTREAM_SUBJECT_LISTENER = """A core-NATS subscriber on a stream's subject (`no_reply=True`): a JetStream publish is a
+request whose reply is the stream's PubAck, and a FastStream core subscriber answers every message that
+has a reply subject — with its handler's None, an empty body. When that empty answer came first, the
+publisher's nats-py failed to parse its PubAck (seen: a 500 on DELETE while the executor listened for
+cancels)."""
+
+
 def stream(spec: StreamSpec) -> JStream:
     """A stream for a subscriber or publisher to name. Never declared by FastStream (`declare=False`):
     its declaration would carry FastStream's default settings and, on a conflict, *update* the stream
@@ -316,6 +324,13 @@ def current_message() -> NatsMessage:
     return msg
 
 
+def current_batch() -> NatsBatchMessage:
+    """The batch a batch subscriber is handling (see `current_message` for why not a parameter)."""
+    msg = _message.get()
+    assert isinstance(msg, NatsBatchMessage), "no batch is being handled"
+    return msg
+
+
 def current_kv_entry() -> KeyValue.Entry:
     """The KV entry a `KvWatch` handler is handling (see `current_message` for why not a parameter)."""
     msg = _message.get()
@@ -355,22 +370,60 @@ class Deliveries(BaseMiddleware):
         except HandlerException:
             raise
         except Exception as exc:
-            delivered = meta.num_delivered or 1
-            if delivered >= spec.max_deliver:
-                await _dead_letter(raw, spec, delivered, exc)
-                await msg.reject()
-            else:
-                delay = spec.retry_delays_s[min(delivered, len(spec.retry_delays_s)) - 1]
-                log.warning(
-                    "%s failed on %s (delivery %d of %d): %s; retrying in %.2fs",
-                    spec.durable, raw.subject, delivered, spec.max_deliver, _describe(exc), delay,
-                    exc_info=not isinstance(exc, TRANSIENT),
-                )  # fmt: skip
-                with contextlib.suppress(Exception):
-                    await msg.nack(delay=delay)
+            await settle_failure(raw, spec, exc)
             return None
         finally:
             keepalive.cancel()
+
+
+async def settle_failure(raw: Msg, spec: ConsumerSpec, exc: BaseException) -> None:
+    """A message its handler failed on: redelivered after the consumer's retry delay, or — on its last
+    allowed delivery — sent to the dead letters and terminated. (What `Deliveries` does for a handler
+    that raises; a batch handler calls it for each message of the batch it could not handle.)"""
+    meta = _metadata(raw)
+    delivered = (meta.num_delivered if meta is not None else None) or 1
+    if delivered >= spec.max_deliver:
+        await _dead_letter(raw, spec, delivered, exc)
+        with contextlib.suppress(Exception):
+            await raw.term()
+        return
+    delay = spec.retry_delays_s[min(delivered, len(spec.retry_delays_s)) - 1]
+    log.warning(
+        "%s failed on %s (delivery %d of %d): %s; retrying in %.2fs",
+        spec.durable, raw.subject, delivered, spec.max_deliver, _describe(exc), delay,
+        exc_info=not isinstance(exc, TRANSIENT),
+    )  # fmt: skip
+    with contextlib.suppress(Exception):
+        await raw.nak(delay=delay)
+
+
+def keep_alive(msg: NatsMessage | NatsBatchMessage, spec: ConsumerSpec) -> _KeepAlive:
+    """Report `msg` (one message or a batch) in progress while it is handled; `.cancel()` when done."""
+    return _KeepAlive(msg, spec.ack_wait_s / 3)
+
+
+def prompt_batches(subscriber: BatchPullStreamSubscriber) -> None:
+    """Make a batch pull subscriber hand over each fetch as it comes: what is waiting, up to the batch
+    size, without waiting to fill the batch. FastStream's own loop fetches again until the batch is full
+    or its timeout passes (a workaround of nats.py#1034), so a lone event waited out the whole timeout;
+    one nats-py fetch already returns a partial batch as soon as messages are there."""
+
+    async def consume_each_fetch() -> None:
+        assert subscriber.subscription is not None
+        while subscriber.running:
+            try:
+                messages = await subscriber.subscription.fetch(
+                    batch=subscriber.pull_sub.batch_size, timeout=subscriber.pull_sub.timeout
+                )
+            except (TimeoutError, nats.errors.TimeoutError):
+                continue
+            except (nats.errors.ConnectionClosedError, nats.js.errors.ServiceUnavailableError):
+                await asyncio.sleep(0.1)  # unacked messages come back after their ack wait
+                continue
+            if messages and subscriber.running:
+                await subscriber.consume(messages)
+
+    subscriber._consume_pull = consume_each_fetch  # type: ignore[method-assign]
 
 
 def _metadata(raw: object) -> Msg.Metadata | None:
@@ -386,7 +439,7 @@ class _KeepAlive:
     """Reports a message in progress every `interval` while its handler runs. A timer, not a task: most
     handlers end long before the first report, and a task per message was a measurable share of the CPU."""
 
-    def __init__(self, msg: NatsMessage, interval: float) -> None:
+    def __init__(self, msg: NatsMessage | NatsBatchMessage, interval: float) -> None:
         self.msg = msg
         self.interval = interval
         self._loop = asyncio.get_running_loop()
@@ -397,7 +450,7 @@ class _KeepAlive:
         self._sending = self._loop.create_task(self._send())
         self._timer = self._loop.call_later(self.interval, self._report)
 
-    async def _send(self) -> None:
+    async def _send(self) -> None:  # one message's or a whole batch's
         with contextlib.suppress(Exception):
             await self.msg.in_progress()
 

@@ -157,6 +157,7 @@ class Gateway:
         )
         self.broker.subscriber(
             f"{REQ_PREFIX}.*.{RequestEvent.PROGRESS}",
+            no_reply=True,  # see runtime.broker.JETSTREAM_SUBJECT_LISTENER
             title="vw.req.<id>.progress",
             description="Progress of running requests, shown in their status (core NATS: only the latest matters).",
         )(self._on_progress)

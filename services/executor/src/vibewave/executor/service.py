@@ -149,6 +149,7 @@ class ExecutorService:
         )(self.handle)
         self.broker.subscriber(
             f"{REQ_PREFIX}.*.{RequestEvent.CANCEL_REQUESTED}",
+            no_reply=True,  # see runtime.broker.JETSTREAM_SUBJECT_LISTENER
             title="executor: cancels",
             description="Every executor hears every cancel; the one running that request stops it.",
         )(self._on_cancel_requested)

@@ -162,6 +162,7 @@ class PodManagerService:
         broker, spec = self.broker, POD_FAULTS_CONSUMER
         broker.subscriber(
             DEMAND_SUBJECT,
+            no_reply=True,  # a signal, never a request
             title=DEMAND_SUBJECT,
             description="Pods needed per GPU class, sent periodically by the scheduler.",
         )(self._on_demand)

@@ -5,14 +5,14 @@ and attempt_succeeded by executors; cancel_requested by the api), decides each w
 each request's record in KV `requests`, dispatches placed requests to their pod's work queue, publishes
 the public terminal events and announces demand for pods.
 
-Store, then announce, then ack. Each event is applied to the records in memory and then waits for the
-next commit: one commit stores every record changed since the last one (writes sent together), then
-sends the dispatches and announcements that waited for them, and only then are the events behind it
-acked (manual acks). So nothing is announced or acked before the state behind it is stored, and a
-dispatch never exists for a request the store still calls pending. The events of one fetch share a
-commit, which is what makes a busy scheduler fast. If a commit fails, the events it carried are
-redelivered (their handlers raise: the Deliveries middleware naks them), and memory is reloaded from
-the store before anything else is applied.
+Store, then announce, then ack. Events arrive in batches (a FastStream batch pull: what one fetch
+returns, up to 64). The batch's events are applied to the records in memory, then one commit stores
+every changed record (writes sent together), then sends the dispatches and announcements that waited
+for them, and only then are the batch's events acked (manual acks). So nothing is announced or acked
+before the state behind it is stored, and a dispatch never exists for a request the store still calls
+pending. If the commit fails, the batch's events are redelivered after a delay (the consumer's delivery
+rules, dead letters included), and memory is reloaded from the store before anything else is applied.
+Timers and pod changes commit the same way, with no event behind them.
 
 It follows pod-manager's heartbeat (KV `fleet`): work goes only to pods the live pod-manager verified,
 and while a GPU class's circuit breaker is open its waiting requests fail with the breaker's diagnosis.
@@ -25,17 +25,19 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass
 
 import msgspec
 import nats.js.errors
 from faststream import AckPolicy
 from faststream.nats import KvWatch, PullSub
+from nats.aio.msg import Msg
 from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from opentelemetry import context as otel_context
-from opentelemetry import propagate
-from opentelemetry.trace import TracerProvider
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, TracerProvider
 
 from vibewave.contracts.events import (
     DEMAND_SUBJECT,
@@ -76,7 +78,7 @@ from vibewave.contracts.models import RequestStatus
 from vibewave.runtime import broker as runtime
 from vibewave.runtime.health import serve_liveness
 from vibewave.runtime.logs import request_id_var
-from vibewave.runtime.telemetry import trace_headers
+from vibewave.runtime.telemetry import records_spans, trace_headers
 from vibewave.scheduler import lifecycle
 from vibewave.scheduler.lifecycle import Announcement, Decision, RetryPolicy
 from vibewave.scheduler.placement import Placer
@@ -99,8 +101,13 @@ EVENT_TYPES: dict[str, type[msgspec.Struct]] = {
 }
 
 
-class CommitLost(Exception):
-    """The change an event made was dropped by a failed commit; the event must be applied again."""
+@dataclass(frozen=True)
+class Pending:
+    """An announcement waiting for its record to be stored, and the trace it belongs to."""
+
+    request_id: str
+    announcement: Announcement
+    traceparent: str | None
 
 
 class SchedulerService:
@@ -109,25 +116,24 @@ class SchedulerService:
         common = settings.common
         self.retry = RetryPolicy(max_attempts=settings.max_attempts, backoff_s=settings.retry_backoff_s)
         self.placer = Placer(aging_s=settings.aging_s)
+        self._tracer = trace.get_tracer("vibewave.scheduler", tracer_provider=tracer_provider)
+        self._recording = records_spans(tracer_provider)
         self.broker = runtime.new_broker("scheduler", common, tracer_provider, on_reconnect=self._on_reconnect)
         self._requests: KeyValue | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._demand_changed = asyncio.Event()
         self._pods_changed = asyncio.Event()
-        self._lock = asyncio.Lock()  # applying and committing take turns
+        self._lock = asyncio.Lock()  # one step (apply, then commit) at a time
         # Every open request's record as last changed. The scheduler is KV `requests`' only writer, so
         # (between commits) this is what the bucket holds: events are applied without a read round trip.
         self._open: dict[str, RequestRecord] = {}
         self._in_sync = False  # memory matches the store; false until loaded, and after a failed commit
-        self._epoch = 0  # counts failed commits: a change applied in an older epoch was dropped
-        self._applied = 0  # counts applied changes ...
-        self._stored = 0  # ... and how many of them are stored
         # What the next commit stores, and what waits for it
         self._changed: dict[str, RequestRecord] = {}
         self._new: set[str] = set()  # changed records written for the first time (`create`: never twice)
         self._dispatches: list[tuple[RequestRecord, PodRecord]] = []
-        self._announcements: list[tuple[str, Announcement]] = []
-        self._orphans: list[tuple[str, Announcement]] = []  # a failed commit's: sent after the reload if stored
+        self._announcements: list[Pending] = []
+        self._orphans: list[Pending] = []  # a failed commit's: sent after the reload if their record was stored
         self._fleet: FleetStatus | None = None  # pod-manager's heartbeat and circuit breakers (KV `fleet`)
         self._declare()
 
@@ -135,16 +141,18 @@ class SchedulerService:
         """The FastStream subscribers and publishers: what the scheduler hears and says, on which subjects."""
         broker, common = self.broker, self.settings.common
         self.consumer = runtime.consumer_spec(SCHEDULER_CONSUMER.durable, SCHEDULER_CONSUMER)
-        broker.subscriber(
+        events = broker.subscriber(
             f"{REQ_PREFIX}.*.*",
             stream=runtime.stream(REQUESTS_STREAM),
             durable=self.consumer.durable,
             config=runtime.consumer_config(self.consumer, common.replicas),
-            pull_sub=PullSub(batch_size=FETCH_BATCH, timeout=5.0),
+            pull_sub=PullSub(batch_size=FETCH_BATCH, timeout=5.0, batch=True),
             ack_policy=AckPolicy.MANUAL,
             title="scheduler: request events",
             description="submitted, started, attempt_failed, attempt_succeeded, cancel_requested",
-        )(self.on_event)
+        )
+        events(self.on_events)
+        runtime.prompt_batches(events)
         broker.subscriber("*", kv_watch=KvWatch(PODS_BUCKET.name, declare=False), title="scheduler: pods")(self.on_pod)
         broker.subscriber(
             FLEET_STATUS_KEY, kv_watch=KvWatch(FLEET_BUCKET.name, declare=False), title="scheduler: fleet"
@@ -179,7 +187,7 @@ class SchedulerService:
         await runtime.provision(self.broker, self.settings.common)
         await runtime.ensure_consumer(runtime.jetstream(self.broker), self.consumer, self.settings.common.replicas)
         self._requests = await runtime.jetstream(self.broker).key_value(REQUESTS_BUCKET.name)
-        await self._commit_now()  # loads the open requests and sends any dispatch a predecessor left unsent
+        await self._step()  # loads the open requests and sends any dispatch a predecessor left unsent
         await self.broker.start()
         self._tasks = [
             asyncio.create_task(self._place_on_pod_changes(), name="scheduler:placement"),
@@ -202,22 +210,61 @@ class SchedulerService:
 
     # -------------------------------------------------------------------------------------- events
 
-    async def on_event(self) -> None:
-        """Apply one request event, wait until the change is stored and announced, then ack it."""
-        msg = runtime.current_message()
-        raw = msg.raw_message
-        request_id, event = split_request_subject(raw.subject)
-        payload = msgspec.json.decode(raw.data, type=EVENT_TYPES[event]) if event in EVENT_TYPES else None
-        if payload is None:
-            await msg.ack()
-            return
-        seq = raw.metadata.sequence.stream
-        token = request_id_var.set(request_id)
+    async def on_events(self) -> None:
+        """Apply a fetched batch of request events, commit once, then ack them (see the module docstring)."""
+        batch = runtime.current_batch()
+        keepalive = runtime.keep_alive(batch, self.consumer)
         try:
-            await self._apply_and_commit(lambda: self._decide(payload, seq))
+            events: list[tuple[Msg, msgspec.Struct]] = []
+            for raw in batch.raw_message:
+                _, event = split_request_subject(raw.subject)
+                if event not in EVENT_TYPES:
+                    await raw.ack()
+                    continue
+                try:
+                    events.append((raw, msgspec.json.decode(raw.data, type=EVENT_TYPES[event])))
+                except msgspec.DecodeError as exc:  # retried, then dead-lettered: the others go on
+                    await runtime.settle_failure(raw, self.consumer, exc)
+            if not events:
+                return
+            try:
+                await self._step(lambda: self._decide_all(events))
+            except Exception as exc:
+                for raw, _ in events:
+                    await runtime.settle_failure(raw, self.consumer, exc)
+                return
+            for raw, _ in events:
+                with contextlib.suppress(Exception):  # a lost ack: the event comes back and changes nothing
+                    await raw.ack()
         finally:
-            request_id_var.reset(token)
-        await msg.ack()
+            keepalive.cancel()
+
+    def _decide_all(self, events: list[tuple[Msg, msgspec.Struct]]) -> None:
+        """Each event decided in its own request's trace (a batch has no one trace of its own)."""
+        for raw, event in events:
+            token = request_id_var.set(getattr(event, "request_id", None))
+            try:
+                with self._in_trace_of(raw):
+                    self._decide(event, raw.metadata.sequence.stream)
+            finally:
+                request_id_var.reset(token)
+
+    @contextlib.contextmanager
+    def _in_trace_of(self, raw: Msg) -> Iterator[None]:
+        """The message's trace context made current — with a span of its handling when spans are kept."""
+        parent = propagate.extract(raw.headers or {})
+        if self._recording:
+            attributes = {"messaging.system": "nats", "messaging.destination.name": raw.subject}
+            with self._tracer.start_as_current_span(
+                f"{raw.subject} process", context=parent, kind=SpanKind.CONSUMER, attributes=attributes
+            ):
+                yield
+            return
+        token = otel_context.attach(parent)
+        try:
+            yield
+        finally:
+            otel_context.detach(token)
 
     def _decide(self, event: msgspec.Struct, seq: int) -> None:
         now = utcnow()
@@ -290,49 +337,27 @@ class SchedulerService:
         if new:
             self._new.add(record.id)
         if decision.announcement is not None:
-            self._announcements.append((record.id, decision.announcement))
+            self._announcements.append(Pending(record.id, decision.announcement, record.traceparent))
         return record
 
     # ------------------------------------------------------------------------------------- commits
 
-    async def _apply_and_commit(self, change: Callable[[], None]) -> None:
-        """Apply `change` to memory, then return once it is stored and what it announces is sent.
-
-        Changes applied while a commit is under way wait for the next one, which takes them all: the
-        handlers of one fetched batch share a commit. Raises when the change was lost to a failed commit
-        (the caller's event is then redelivered and applied again on reloaded memory)."""
+    async def _step(self, change: Callable[[], None] | None = None) -> None:
+        """One step: reload memory if it is not trusted, apply `change`, place what can run, store, send.
+        A failed step leaves memory untrusted (the next step reloads it) and raises."""
         async with self._lock:
-            if not self._in_sync:
-                await self._load()
-            change()
-            self._applied += 1
-            mine, epoch = self._applied, self._epoch
-        async with self._lock:
-            if self._epoch != epoch:
-                raise CommitLost("a commit failed before this change was stored")
-            if self._stored >= mine:
-                return
-            await self._commit_locked()
-
-    async def _commit_now(self) -> None:
-        """A commit with no event behind it (start-up, timers, pod changes): load if needed, place, store."""
-        async with self._lock:
-            if not self._in_sync:
-                await self._load()
-            await self._commit_locked()
-
-    async def _commit_locked(self) -> None:
-        upto = self._applied
-        try:
-            async with asyncio.timeout(COMMIT_TIMEOUT_S):
-                await self._commit()
-        except BaseException:
-            self._in_sync = False
-            self._epoch += 1
-            self._orphans += self._announcements
-            self._changed, self._new, self._dispatches, self._announcements = {}, set(), [], []
-            raise
-        self._stored = upto
+            try:
+                async with asyncio.timeout(COMMIT_TIMEOUT_S):
+                    if not self._in_sync:
+                        await self._load()
+                    if change is not None:
+                        change()
+                    await self._commit()
+            except BaseException:
+                self._in_sync = False
+                self._orphans += self._announcements
+                self._changed, self._new, self._dispatches, self._announcements = {}, set(), [], []
+                raise
 
     async def _load(self) -> None:
         """Rebuild memory from the store: the open requests, queued or on their pods.
@@ -353,7 +378,7 @@ class SchedulerService:
                 finished.add(record.id)
             else:
                 open_requests.append(record)
-        self._announcements += [(rid, a) for rid, a in self._orphans if rid in finished]
+        self._announcements += [pending for pending in self._orphans if pending.request_id in finished]
         self._orphans = []
         self._open = {record.id: record for record in open_requests}
         self.placer.restore(open_requests)
@@ -392,9 +417,9 @@ class SchedulerService:
             duplicates = await self._store(changed, new)
             if duplicates:
                 self._dispatches = [(r, pod) for r, pod in self._dispatches if r.id not in duplicates]
-                self._announcements = [(rid, a) for rid, a in self._announcements if rid not in duplicates]
+                self._announcements = [p for p in self._announcements if p.request_id not in duplicates]
             sends: list[Awaitable[object]] = [self._send_assignment(record, pod) for record, pod in self._dispatches]
-            sends += [self._announce(request_id, a) for request_id, a in self._announcements]
+            sends += [self._announce(pending) for pending in self._announcements]
             _raise_first(await asyncio.gather(*sends, return_exceptions=True))
             if self._dispatches:
                 self._demand_changed.set()
@@ -426,13 +451,20 @@ class SchedulerService:
                 self._in_sync = False
         return duplicates
 
-    async def _announce(self, request_id: str, announcement: Announcement) -> None:
-        await runtime.publish(
-            self._publishers[announcement.subject_event],
-            announcement.message,
-            subject=request_subject(request_id, announcement.subject_event),
-            msg_id=announcement.msg_id,
-        )
+    async def _announce(self, pending: Pending) -> None:
+        """Publish an announcement in its request's own trace, whichever step stored it."""
+        parent = propagate.extract({"traceparent": pending.traceparent} if pending.traceparent else {})
+        token = otel_context.attach(parent)
+        try:
+            event = pending.announcement.subject_event
+            await runtime.publish(
+                self._publishers[event],
+                pending.announcement.message,
+                subject=request_subject(pending.request_id, event),
+                msg_id=pending.announcement.msg_id,
+            )
+        finally:
+            otel_context.detach(token)
 
     # ------------------------------------------------------------------------------------ placement
 
@@ -536,7 +568,7 @@ class SchedulerService:
             await self._pods_changed.wait()
             self._pods_changed.clear()
             try:
-                await self._commit_now()
+                await self._step()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -553,7 +585,7 @@ class SchedulerService:
         while True:
             await asyncio.sleep(1.0)
             try:
-                await self._apply_and_commit(self._expire)
+                await self._step(self._expire)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
