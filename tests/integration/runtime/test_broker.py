@@ -5,6 +5,7 @@ import asyncio
 import contextlib
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -38,6 +39,18 @@ def common(url: str, home: Path, **overrides: object) -> CommonSettings:
 
 def progress(n: int) -> RequestProgress:
     return RequestProgress(request_id="req-1", node="3", value=n, max=4, percent=25.0 * n)
+
+
+def progress_consumer(broker: NatsBroker, spec: ConsumerSpec, batch_size: int) -> Any:
+    """A durable pull subscriber on progress events, as the services declare theirs."""
+    return broker.subscriber(
+        "vw.req.*.progress",
+        stream=runtime.stream(REQUESTS_STREAM),
+        durable=spec.durable,
+        config=runtime.consumer_config(spec),
+        pull_sub=PullSub(batch_size=batch_size, timeout=1),
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+    )
 
 
 async def started(broker: NatsBroker, settings: CommonSettings) -> NatsBroker:
@@ -98,14 +111,7 @@ async def test_a_poison_message_lands_in_the_dead_letters_and_the_consumer_goes_
     handled: list[int] = []
     good = asyncio.Event()
 
-    @broker.subscriber(
-        "vw.req.*.progress",
-        stream=runtime.stream(REQUESTS_STREAM),
-        durable=spec.durable,
-        config=runtime.consumer_config(spec),
-        pull_sub=PullSub(batch_size=8, timeout=1),
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-    )
+    @progress_consumer(broker, spec, batch_size=8)
     async def on_progress(event: RequestProgress) -> None:
         if event.value == 2:
             raise RuntimeError("the handler cannot take value 2")
@@ -147,16 +153,9 @@ async def test_a_long_handler_is_kept_alive_past_its_ack_wait(nats_url, vibewave
     deliveries: list[int] = []
     done = asyncio.Event()
 
-    @broker.subscriber(
-        "vw.req.*.progress",
-        stream=runtime.stream(REQUESTS_STREAM),
-        durable=spec.durable,
-        config=runtime.consumer_config(spec),
-        pull_sub=PullSub(batch_size=1, timeout=1),
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-    )
-    async def on_progress(event: RequestProgress, msg: NatsMessage) -> None:
-        deliveries.append(msg.raw_message.metadata.num_delivered)
+    @progress_consumer(broker, spec, batch_size=1)
+    async def on_progress(event: RequestProgress) -> None:
+        deliveries.append(runtime.current_message().raw_message.metadata.num_delivered)
         await asyncio.sleep(3.5)  # the work itself: longer than three ack waits
         done.set()
 
@@ -178,14 +177,7 @@ async def test_trace_context_travels_across_a_jetstream_hop(nats_url, vibewave_h
     broker = runtime.new_broker("test", settings, provider)
     got = asyncio.Event()
 
-    @broker.subscriber(
-        "vw.req.*.progress",
-        stream=runtime.stream(REQUESTS_STREAM),
-        durable=spec.durable,
-        config=runtime.consumer_config(spec),
-        pull_sub=PullSub(batch_size=1, timeout=1),
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-    )
+    @progress_consumer(broker, spec, batch_size=1)
     async def on_progress(event: RequestProgress) -> None:
         got.set()
 
