@@ -14,16 +14,11 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from types import FrameType
-from typing import Any, Protocol
+from typing import Protocol
 
 from opentelemetry.sdk.trace import TracerProvider
-
-try:
-    import uvloop
-except ImportError:  # not on Windows
-    uvloop = None  # type: ignore[assignment]
 
 from vibewave.runtime.heap import settle_after_start
 from vibewave.runtime.logs import configure_logging
@@ -106,15 +101,6 @@ async def _quietly_stop(service: Service, log: logging.Logger, timeout: float = 
     return True
 
 
-def run_loop(main: Coroutine[Any, Any, None]) -> None:
-    """Run `main` on uvloop where it exists: the event loop's own work (socket reads and writes,
-    callbacks) is a large share of every message's CPU, and uvloop does it in C."""
-    if uvloop is not None:
-        uvloop.run(main)
-    else:
-        asyncio.run(main)
-
-
 def run_service(name: str, build: Callable[[CommonSettings, TracerProvider], Service]) -> None:
     """Run until SIGTERM, SIGINT or SIGHUP, then stop gracefully (drain consumers, close connections)
     within `STOP_TIMEOUT`. Exits with `EX_CONFIG` when building or starting raises `ConfigurationError`."""
@@ -150,7 +136,7 @@ def run_service(name: str, build: Callable[[CommonSettings, TracerProvider], Ser
 
     code = 0
     try:
-        run_loop(main())
+        asyncio.run(main())
     except ConfigurationError as exc:
         log.error("configuration error: %s", exc)
         code = EX_CONFIG

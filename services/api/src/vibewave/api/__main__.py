@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import uvicorn
+
+try:
+    import uvloop
+except ImportError:  # uvicorn[standard] brings it everywhere but Windows
+    uvloop = None  # type: ignore[assignment]
 
 from vibewave.api.app import create_app
 from vibewave.api.settings import ApiSettings
 from vibewave.runtime.heap import settle_after_start
 from vibewave.runtime.logs import configure_logging
-from vibewave.runtime.process import run_loop
 from vibewave.runtime.telemetry import setup_tracing
 
 
@@ -29,7 +35,12 @@ def main() -> None:
     )
     server = uvicorn.Server(config)
     try:
-        run_loop(server.serve())  # on uvloop: measured with `make bench SCENARIO=edge` (bench/README.md)
+        # uvloop: the event loop's own cost (socket writes, callbacks) is a large share of each request's
+        # CPU here; measured with `make bench SCENARIO=edge` (see bench/README.md)
+        if uvloop is not None:
+            uvloop.run(server.serve())
+        else:
+            asyncio.run(server.serve())
     finally:
         provider.shutdown()
 
