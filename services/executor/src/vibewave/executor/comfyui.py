@@ -175,13 +175,12 @@ class ComfyUIClient:
     ) -> list[OutputRef]:
         client_id = uuid4().hex
         tracker = ProgressTracker(total=len(graph))
-        ws = await self._connect(client_id)
+        ws, entry, queued = await self._open(client_id, prompt_id)
         try:
-            entry = await self.history(prompt_id)
             if entry:
                 log.info("prompt %s already finished on this pod; collecting it", prompt_id)
                 return self._outputs_of(entry, cancel)
-            if await self._queued(prompt_id):
+            if queued:
                 log.info("prompt %s already queued on this pod; following it", prompt_id)
             else:
                 await self.submit(graph, client_id, prompt_id)
@@ -207,6 +206,22 @@ class ComfyUIClient:
         refs = self._outputs_of(await self._await_history(prompt_id, cancel), cancel)
         await on_progress(tracker.snapshot(final=True))
         return refs
+
+    async def _open(
+        self, client_id: str, prompt_id: str
+    ) -> tuple[aiohttp.ClientWebSocketResponse, dict[str, Any], bool]:
+        """The socket (open before the prompt is sent, so no frame of it is missed), and whether this
+        prompt id already ran or waits here (a redelivered attempt). The three calls go out together:
+        each is a round trip to the pod, on the path of every request."""
+        connecting = asyncio.ensure_future(self._connect(client_id))
+        try:
+            entry, queued = await asyncio.gather(self.history(prompt_id), self._queued(prompt_id))
+        except BaseException:
+            connecting.cancel()
+            with contextlib.suppress(BaseException):
+                await (await connecting).close()
+            raise
+        return await connecting, entry, queued
 
     async def _connect(self, client_id: str) -> aiohttp.ClientWebSocketResponse:
         return await self.session.ws_connect(
@@ -296,11 +311,14 @@ class ComfyUIClient:
 
     async def _await_history(self, prompt_id: str, cancel: asyncio.Event) -> dict[str, Any]:
         """The history entry, polled until it exists. A prompt in neither the queue nor the history was
-        lost (ComfyUI restarted) — or deleted from the queue by our own cancel. The queue is read first
-        because a prompt leaves it only after its history entry is written."""
+        lost (ComfyUI restarted) — or deleted from the queue by our own cancel. The history is read
+        first (usually it is there: one round trip); when it is not, the queue is read before the
+        history again, because a prompt leaves the queue only after its history entry is written."""
         delay = 0.05
         while True:
             try:
+                if entry := await self.history(prompt_id):  # the common case: one round trip
+                    return entry
                 if await self._finished(prompt_id):
                     return await self.history(prompt_id)
             except PodFault:

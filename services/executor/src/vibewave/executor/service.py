@@ -287,9 +287,9 @@ class ExecutorService:
                     timeout=a.execution_timeout_s or self.settings.execution_timeout_s,
                     cancel=cancel,
                 )
+                files = await self._store(client, workflow, a, refs)
             finally:
-                await reporter.settle()
-            files = await self._store(client, workflow, a, refs)
+                await reporter.settle()  # the last progress goes out while the files are stored, before the outcome
         except ComfyUIError as exc:
             await self._fail(a, exc.kind, str(exc))
             return
@@ -368,7 +368,8 @@ class _ProgressReporter:
     """Turns ComfyUI's per-step frames into progress events, at most one per interval (plus the last).
 
     Publishing never holds up the run: one event at a time is in flight, frames arriving meanwhile are
-    skipped (a later one carries newer progress), and a failure is logged, not raised."""
+    skipped (a later one carries newer progress; the last one waits for its turn), and a failure is
+    logged, not raised. The run settles the reporter before it reports its outcome."""
 
     def __init__(self, service: ExecutorService, assignment: Assignment, interval: float) -> None:
         self.service = service
@@ -398,11 +399,9 @@ class _ProgressReporter:
             ),
             msg_id=f"{a.request_id}.progress.{a.attempt}.{self._sequence}",
         )
-        if progress.final:
+        if progress.final:  # after the one in flight, so events keep their order
             await self.settle()
-            await publish
-        else:
-            self._in_flight = asyncio.create_task(publish)
+        self._in_flight = asyncio.create_task(publish)
 
     async def _publish(self, event: RequestProgress, *, msg_id: str) -> None:
         """One progress event; a run of failures (NATS away) is logged once, not once per event."""
