@@ -2,6 +2,8 @@
 and does one JetStream publish (file storage, `Nats-Msg-Id`, awaiting the ack) — nothing else.
 
 `python -m bench.ceiling` (NATS_URL, API_PORT), served by uvicorn exactly as `python -m vibewave.api` is.
+With `CEILING_HEAP=services` it also takes the services' garbage-collector settings once started
+(`vibewave.runtime.heap`), so the api's own code path can be compared on equal terms as well.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from litestar.status_codes import HTTP_202_ACCEPTED
 from nats.js.api import StorageType, StreamConfig
 
 from vibewave.contracts.models import WorkflowInput
+from vibewave.runtime.heap import settle_after_start
 
 STREAM = StreamConfig(name="BENCH_CEILING", subjects=["bench.ceiling.>"], storage=StorageType.FILE, max_msgs=1_000_000)
 
@@ -62,6 +65,8 @@ async def connect(app: Litestar) -> AsyncIterator[None]:
 
 def main() -> None:
     app = Litestar(route_handlers=[accept], lifespan=[connect], logging_config=None)
+    if os.environ.get("CEILING_HEAP") == "services":
+        app.on_startup.append(settle_after_start)
     config = uvicorn.Config(
         app, host="127.0.0.1", port=int(os.environ["API_PORT"]), log_config=None, access_log=False, lifespan="on"
     )

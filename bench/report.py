@@ -31,6 +31,13 @@ def summary_rows(scenarios: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                              f"p99 {alone.get('p99_ms')} ms",
                              "≥ 0.7 of ceiling, p99 ≤ 50 ms",
                              _mark(alone_ratio >= 0.7 and alone.get("p99_ms", 1e9) <= 50)))  # fmt: skip
+            heap = row.get("ceiling_heap")
+            if heap and heap["rps"]:
+                runs = (("api alone", alone), ("whole system", a))
+                ratios = [f"{label} {run['rps'] / heap['rps']:.2f}" for label, run in runs if run]
+                rows.append(("edge accept vs the ceiling with the services' collector settings (runtime.heap)",
+                             f"ceiling {heap['rps']:.0f} rps (p99 {heap.get('p99_ms')} ms); " + ", ".join(ratios),
+                             "-", "-"))  # fmt: skip
             what = "with the whole system" if budget else "with the whole system (scaling, no budget)"
             rows.append((f"edge accept, {row['workers']} api worker(s) {what}, 50 conns",
                          f"{a['rps']:.0f} rps vs ceiling {c['rps']:.0f} rps = **{ratio:.2f}**; "
@@ -109,7 +116,7 @@ def render(results: dict[str, Any]) -> str:
                   "| workers | target | rps | p50 ms | p90 ms | p99 ms | max ms | answers | errors | CPU s |",
                   "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for row in edge["rows"]:
-            for target in ("ceiling", "api_alone", "api"):
+            for target in ("ceiling", "ceiling_heap", "api_alone", "api"):
                 if target not in row:
                     continue
                 r = row[target]

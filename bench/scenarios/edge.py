@@ -1,6 +1,8 @@
 """Edge accept: `POST /api/qwen/generate-async` throughput and p99 at 50 connections, as a ratio of the
 raw ceiling (bench/ceiling.py: decode the same body, one JetStream publish awaiting its ack) measured in
-the same run with the same load generator, for 1 and 2 api workers (processes on their own ports)."""
+the same run with the same load generator, for 1 and 2 api workers (processes on their own ports). For
+1 worker the ceiling is measured twice: as a bare app (the budget's ceiling), and with the services'
+garbage-collector settings (`vibewave.runtime.heap`) to compare the two code paths on equal terms."""
 
 from __future__ import annotations
 
@@ -85,6 +87,13 @@ async def run(ctx: Context) -> dict[str, Any]:
 
             row: dict[str, Any] = {"workers": workers, "ceiling": ceiling}
             if workers == 1:
+                # the ceiling again with the services' collector settings (runtime.heap): the api's own
+                # code path on equal terms (no budget; the budget's ratio is against the plain ceiling)
+                port = free_port()
+                stack.spawn("ceiling-heap", [sys.executable, "-m", "bench.ceiling"], API_PORT=str(port),
+                            CEILING_HEAP="services")  # fmt: skip
+                row["ceiling_heap"] = await measure(stack, ["ceiling-heap"], [port], ctx, "ceiling x1 services' heap")
+                stack.stop("ceiling-heap")
                 # diagnostic: the api alone (nothing consumes what it publishes), then the whole system,
                 # whose scheduler records every accepted request on the same two cores
                 api_ports = [stack.start_api("api-0")]
