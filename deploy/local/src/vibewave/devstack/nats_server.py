@@ -14,6 +14,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -34,13 +35,31 @@ def nats_server_binary() -> str:
 LOG_LIMITS = "logfile_size_limit: 20MB\nlogfile_max_num: 3\n"
 
 
+@dataclass(frozen=True)
+class ClusterMembership:
+    """How a node joins a cluster: its names, the port its routes listen on, and its peers' route URLs."""
+
+    cluster_name: str
+    server_name: str
+    route_port: int
+    routes: tuple[str, ...]
+
+
 class EmbeddedNats:
     """A nats-server process: `start()` returns once it accepts clients, `stop()` ends it cleanly."""
 
-    def __init__(self, store_dir: Path, *, port: int = -1, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        store_dir: Path,
+        *,
+        port: int = -1,
+        host: str = "127.0.0.1",
+        cluster: ClusterMembership | None = None,
+    ) -> None:
         self.store_dir = store_dir
         self.port = port
         self.host = host
+        self.cluster = cluster
         self.url = ""
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -64,7 +83,7 @@ class EmbeddedNats:
             stale.unlink()
         config = self.store_dir / "nats-server.conf"
         config.write_text(LOG_LIMITS)
-        return [
+        command = [
             nats_server_binary(),
             "-c", str(config),
             "-a", self.host,
@@ -74,6 +93,14 @@ class EmbeddedNats:
             "--ports_file_dir", str(self.ports_dir),
             "-l", str(self.log_path),
         ]  # fmt: skip
+        if self.cluster is not None:
+            command += [
+                "--server_name", self.cluster.server_name,
+                "--cluster_name", self.cluster.cluster_name,
+                "--cluster", f"nats://{self.host}:{self.cluster.route_port}",
+                "--routes", ",".join(self.cluster.routes),
+            ]  # fmt: skip
+        return command
 
     def bound_url(self, pid: int) -> str | None:
         """The address the server `pid` wrote to its ports file once it listens (None before); keeps the port."""
@@ -100,6 +127,13 @@ class EmbeddedNats:
             time.sleep(0.01)
         self.stop()
         raise TimeoutError(f"nats-server did not start within {timeout}s")
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or a lost node would end it (its store stays for a restart)."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
 
     def stop(self, timeout: float = 10.0) -> None:
         process, self._process = self._process, None

