@@ -13,7 +13,7 @@ export UV_LINK_MODE := copy
 
 PYPROJECTS := pyproject.toml $(wildcard contracts/pyproject.toml runtime/pyproject.toml services/*/pyproject.toml simulators/*/pyproject.toml deploy/*/pyproject.toml)
 
-.PHONY: install run test test-unit test-integration test-e2e coverage lint format bench clean
+.PHONY: install run run-cluster test test-unit test-integration test-e2e coverage lint format bench clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -27,6 +27,9 @@ install: $(VENV)/.synced ## install the project and its dev tools into .venv
 
 run: install ## NATS + all services + simulated pods; API on :8000 (API_PORT); Ctrl-C stops
 	$(PY) -m vibewave.devstack
+
+run-cluster: install ## the same on a local 3-node NATS cluster (R3 streams, KV, object store)
+	$(PY) -m vibewave.devstack.nats_cluster
 
 test: install ## the whole suite: unit, integration (real NATS), end-to-end (processes over HTTP)
 	$(PY) -m pytest

@@ -6,12 +6,18 @@ Route ports are chosen up front (a route must name its peers); client ports are 
 read from their ports files. `start()` returns once the nodes accept clients and JetStream has elected
 its meta leader (before that, a stream with 3 replicas cannot be created); `url` is the comma-separated
 list of the nodes that NATS_URL takes.
+
+`python -m vibewave.devstack.nats_cluster` (`make run-cluster`): the whole system as `make run` starts
+it, on such a cluster (stores under `$VIBEWAVE_HOME/cluster`), with NATS_REPLICAS=3. Ctrl-C stops the
+system, then the nodes; the nodes also end if this process is killed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import sys
 import time
 from pathlib import Path
 from types import TracebackType
@@ -61,11 +67,11 @@ class NatsCluster:
     def node(self, server_name: str) -> EmbeddedNats:
         return next(node for node in self.nodes if node.cluster is not None and node.cluster.server_name == server_name)
 
-    def start(self, timeout: float = 30.0) -> str:
+    def start(self, timeout: float = 30.0, *, die_with_parent: bool = False) -> str:
         deadline = time.monotonic() + timeout
         try:
             for node in self.nodes:
-                node.start(timeout=max(deadline - time.monotonic(), 1.0))
+                node.start(timeout=max(deadline - time.monotonic(), 1.0), die_with_parent=die_with_parent)
             asyncio.run(wait_for_jetstream(self.url, deadline - time.monotonic()))
         except BaseException:
             self.stop()
@@ -101,3 +107,22 @@ async def wait_for_jetstream(url: str, timeout: float) -> None:
                 await asyncio.sleep(0.1)
     finally:
         await nc.close()
+
+
+def main() -> int:
+    """`make run-cluster`: a 3-node cluster, then the devstack on it (see the module's docstring)."""
+    from vibewave.devstack import supervisor
+
+    home = Path(os.environ.get("VIBEWAVE_HOME") or ".vibewave").resolve()
+    cluster = NatsCluster(home / "cluster")
+    url = cluster.start(die_with_parent=True)
+    print(f"NATS cluster of {len(cluster.nodes)} nodes (R3) at {url}", flush=True)
+    os.environ.update(NATS_URL=url, NATS_REPLICAS="3")
+    try:
+        return supervisor.main()
+    finally:
+        cluster.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

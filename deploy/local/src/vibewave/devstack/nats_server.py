@@ -115,8 +115,17 @@ class EmbeddedNats:
     def log_tail(self) -> str:
         return _tail(self.log_path)
 
-    def start(self, timeout: float = 15.0) -> str:
-        self._process = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL)
+    def start(self, timeout: float = 15.0, *, die_with_parent: bool = False) -> str:
+        """Start and wait until it listens. `die_with_parent` (a runner's server): the server gets SIGTERM
+        when the thread that started it ends (Linux), so a runner killed with SIGKILL leaves no server
+        behind; and it has a session of its own, so a Ctrl-C reaches the runner, which stops its
+        services before the server, not the server at once."""
+        self._process = subprocess.Popen(
+            self.command(),
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent if die_with_parent else None,
+            start_new_session=die_with_parent,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
@@ -164,3 +173,9 @@ def _tail(path: Path, lines: int = 5) -> str:
         return " | ".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return os.strerror(2)
+
+
+def _die_with_parent() -> None:
+    from vibewave.devstack.processes import die_with_parent
+
+    die_with_parent()
