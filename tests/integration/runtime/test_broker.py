@@ -264,3 +264,43 @@ async def test_a_durable_left_by_an_older_version_is_brought_to_the_contract(nat
         assert config.ack_wait == SCHEDULER_CONSUMER.ack_wait_s
     finally:
         await runtime.stop_broker(broker)
+
+
+async def test_a_fetch_that_times_out_the_builtin_way_does_not_end_the_pull_loop(nats_url, vibewave_home):
+    """nats-py's fetch sometimes raises the builtin TimeoutError (its deadline spent before the lingering
+    pull request); with `steady_pulls` the subscriber's own loop goes on, and the next message is handled."""
+    spec = ConsumerSpec(stream=REQUESTS_STREAM.name, durable="steady-test", filter_subjects=("vw.req.*.progress",))
+    runtime.register_consumer(spec)
+    settings = common(nats_url, vibewave_home)
+    broker = runtime.new_broker("test", settings)
+    handled: asyncio.Queue[RequestProgress] = asyncio.Queue()
+    subscriber = progress_consumer(broker, spec, batch_size=1)
+
+    async def on_progress(event: RequestProgress) -> None:
+        await handled.put(event)
+
+    subscriber(on_progress)
+    runtime.steady_pulls(subscriber)
+    await started(broker, settings)
+    try:
+        fetch = subscriber.subscription.fetch
+        timeouts = 0
+
+        async def fetch_timing_out_once(*args: Any, **kwargs: Any) -> Any:
+            nonlocal timeouts
+            if timeouts == 0:
+                timeouts += 1
+                raise TimeoutError  # what nats-py's `_fetch_n` raises, not `nats.errors.TimeoutError`
+            return await fetch(*args, **kwargs)
+
+        subscriber.subscription.fetch = fetch_timing_out_once
+        loop_task = next(iter(subscriber.tasks))
+        publisher = broker.publisher("vw.req.*.progress", stream=runtime.stream(REQUESTS_STREAM))
+        await runtime.publish(
+            publisher, progress(2), subject=request_subject("req-1", RequestEvent.PROGRESS), msg_id="steady-1"
+        )
+        assert (await asyncio.wait_for(handled.get(), 10)).value == 2
+        assert timeouts == 1
+        assert not loop_task.done() and list(subscriber.tasks) == [loop_task]  # the same loop, never restarted
+    finally:
+        await runtime.stop_broker(broker)

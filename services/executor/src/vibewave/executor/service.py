@@ -136,7 +136,7 @@ class ExecutorService:
         self._succeeded = publisher(
             RequestEvent.ATTEMPT_SUCCEEDED, AttemptSucceeded, "One attempt ran; its files are stored."
         )
-        self.broker.subscriber(
+        assignments = self.broker.subscriber(
             f"{DISPATCH_PREFIX}.>",
             stream=runtime.stream(DISPATCH_STREAM),
             durable=self.consumer.durable,
@@ -146,7 +146,9 @@ class ExecutorService:
             ack_policy=AckPolicy.NACK_ON_ERROR,
             title="executor: assignments",
             description="Runs each assignment on its pod's ComfyUI.",
-        )(self.handle)
+        )
+        assignments(self.handle)
+        runtime.steady_pulls(assignments)
         self.broker.subscriber(
             f"{REQ_PREFIX}.*.{RequestEvent.CANCEL_REQUESTED}",
             no_reply=True,  # see runtime.broker.JETSTREAM_SUBJECT_LISTENER

@@ -166,7 +166,7 @@ class PodManagerService:
             title=DEMAND_SUBJECT,
             description="Pods needed per GPU class, sent periodically by the scheduler.",
         )(self._on_demand)
-        broker.subscriber(
+        faults = broker.subscriber(
             spec.filter_subjects[0],
             stream=runtime.stream(REQUESTS_STREAM),
             durable=spec.durable,
@@ -175,7 +175,9 @@ class PodManagerService:
             ack_policy=AckPolicy.NACK_ON_ERROR,
             title=spec.durable,
             description="Runs that failed; pod faults make their pod suspect until a probe passes.",
-        )(self._on_fault_report)
+        )
+        faults(self._on_fault_report)
+        runtime.steady_pulls(faults)
         register_admin(broker, self)
 
     async def start(self) -> None:
