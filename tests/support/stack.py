@@ -62,11 +62,14 @@ class Stack:
         self.client = httpx.Client(base_url=self.base_url, timeout=10)
 
     def start(self, *names: str) -> None:
+        """Start services by name; `scheduler@2` is a second replica of the scheduler (its own log; its
+        settings from `service_env["scheduler@2"]`, e.g. another API_PORT for `api@2`)."""
         for name in names or SERVICES:
             log = (self.home / f"{name}.out").open("ab")
+            module = name.split("@", 1)[0].replace("-", "_")
             self.processes[name] = subprocess.Popen(
-                [sys.executable, "-m", f"vibewave.{name.replace('-', '_')}"],
-                env={**self.env, **self.service_env.get(name, {})},
+                [sys.executable, "-m", f"vibewave.{module}"],
+                env={**self.env, **self.service_env.get(name.split("@", 1)[0], {}), **self.service_env.get(name, {})},
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

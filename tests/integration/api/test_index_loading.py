@@ -39,7 +39,8 @@ async def seed(common: CommonSettings, *records: RequestRecord) -> None:
         js = runtime.jetstream(broker)
         kv = await js.key_value(REQUESTS_BUCKET.name)
         values = {r.id: runtime.encode(r) for r in records}
-        assert not any((await runtime.kv_write_many(js, kv, REQUESTS_BUCKET.name, values)).values())
+        written = await runtime.kv_write_many(js, kv, REQUESTS_BUCKET.name, values)
+        assert not [f for f in written.values() if isinstance(f, BaseException)]
     finally:
         await runtime.stop_broker(broker)
 

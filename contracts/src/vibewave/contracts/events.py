@@ -352,6 +352,18 @@ class FleetStatus(msgspec.Struct, kw_only=True):
 FLEET_STATUS_KEY = "status"
 
 
+class LeaseRecord(msgspec.Struct, kw_only=True):
+    """The leader lease of a role (KV `leases`, key = the role). Its holder renews it before its TTL
+    lapses; `epoch` is the KV revision at which it was taken, higher at every takeover."""
+
+    role: str
+    holder: str  # the process: host, pid and an incarnation id
+    epoch: int = 0  # 0 in the write that takes it (the revision is known only once stored)
+    taken_at: datetime
+    renewed_at: datetime
+    ttl_s: float
+
+
 class PodAdminRequest(msgspec.Struct, kw_only=True):
     """An admin call: the pod it is about (if any) and the operation's parameters."""
 
@@ -446,6 +458,7 @@ class BucketSpec:
     description: str = ""
     retained: bool = False
     finished_ttl: bool = False
+    key_ttl: bool = False  # each key written with its own TTL and gone without a marker when it lapses (leases)
 
 
 @dataclass(frozen=True)
@@ -477,7 +490,13 @@ BATCHES_BUCKET = BucketSpec(
     "batches", description="batch id → its request ids (BatchMembers); writer: api", retained=True
 )
 FLEET_BUCKET = BucketSpec("fleet", description="FleetStatus (heartbeat, circuit breakers); writer: pod-manager")
-BUCKETS = (REQUESTS_BUCKET, PODS_BUCKET, OUTPUT_NAMES_BUCKET, IDEMPOTENCY_BUCKET, BATCHES_BUCKET, FLEET_BUCKET)
+LEASES_BUCKET = BucketSpec(
+    "leases", description="LeaseRecord by role (scheduler, pod-manager): who decides now; writer: its holder",
+    key_ttl=True,
+)  # fmt: skip
+BUCKETS = (
+    REQUESTS_BUCKET, PODS_BUCKET, OUTPUT_NAMES_BUCKET, IDEMPOTENCY_BUCKET, BATCHES_BUCKET, FLEET_BUCKET, LEASES_BUCKET,
+)  # fmt: skip
 
 OUTPUTS_STORE = ObjectStoreSpec("outputs", description="generated files, served at /api/files/{name}")
 OBJECT_STORES = (OUTPUTS_STORE,)

@@ -43,6 +43,7 @@ from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
     DeliverPolicy,
+    Header,
     KeyValueConfig,
     ObjectStoreConfig,
     PubAck,
@@ -245,15 +246,20 @@ async def ensure_kv(js: JetStreamContext, spec: BucketSpec, replicas: int, reten
         limit_marker_ttl=MARKER_TTL_S if spec.finished_ttl else None,
     )
     try:
-        return await js.create_key_value(config)
+        kv = await js.create_key_value(config)
+        if not spec.key_ttl:
+            return kv
     except nats.js.errors.BadRequestError:
-        stream = (await js.stream_info(f"KV_{spec.name}")).config
-        stream.max_age = ttl or 0
-        if spec.finished_ttl:
-            stream.allow_msg_ttl = True
-            stream.subject_delete_marker_ttl = MARKER_TTL_S
-        await js.update_stream(stream)
-        return await js.key_value(spec.name)
+        pass
+    stream = (await js.stream_info(f"KV_{spec.name}")).config
+    stream.max_age = ttl or 0
+    if spec.finished_ttl:
+        stream.allow_msg_ttl = True
+        stream.subject_delete_marker_ttl = MARKER_TTL_S
+    if spec.key_ttl:  # a lapsed key simply vanishes: `create` can take it again at once
+        stream.allow_msg_ttl = True
+    await js.update_stream(stream)
+    return await js.key_value(spec.name)
 
 
 async def ensure_object_store(
@@ -558,34 +564,68 @@ async def kv_write_many(
     values: dict[str, bytes],
     *,
     new: set[str] | frozenset[str] = frozenset(),
+    last: Mapping[str, int] | None = None,
     ttls: Mapping[str, float] | None = None,
     timeout: float = 10.0,
-) -> dict[str, BaseException | None]:
+) -> dict[str, BaseException | int]:
     """Write several keys with one wait for all their acks, instead of one awaited round trip each.
-    Keys in `new` are created (refused with `KeyWrongLastSequenceError` if they exist); the others are
+    Keys in `new` are created (refused with `KeyWrongLastSequenceError` if they exist); keys in `last`
+    are written only if still at that revision (refused the same way: see `kv_update`); the others are
     put as JetStream async publishes. A key in `ttls` expires that many seconds after this write (the
-    bucket must allow per-key TTLs: `BucketSpec.finished_ttl`). Returns each key's failure or None;
-    raises TimeoutError when the acks do not all come within `timeout` (which landed is unknown).
+    bucket must allow per-key TTLs: `BucketSpec.finished_ttl`). Returns each key's failure or its new revision; raises
+    TimeoutError when the acks do not all come within `timeout` (which landed is unknown).
 
-    Creates are not async publishes: nats-py's async-publish reply handler raises a refusal instead of
-    setting it on the future, which then never completes."""
-    ttls = ttls or {}
+    Checked writes are not async publishes: nats-py's async-publish reply handler raises a refusal
+    instead of setting it on the future, which then never completes."""
+    ttls, last = ttls or {}, last or {}
     writes: list[Awaitable[object]] = []
     for key, value in values.items():
         if key in new:
             writes.append(kv.create(key, value, msg_ttl=ttls.get(key)))
+        elif key in last:
+            writes.append(kv_update(js, bucket, key, value, last=last[key], ttl=ttls.get(key)))
         else:
             writes.append(await js.publish_async(f"$KV.{bucket}.{key}", value, msg_ttl=ttls.get(key)))
     async with asyncio.timeout(timeout):
         results = await asyncio.gather(*writes, return_exceptions=True)
-    return {
-        key: result if isinstance(result, BaseException) else None for key, result in zip(values, results, strict=True)
-    }
+    return dict(zip(values, (_revision_or_failure(result) for result in results), strict=True))
+
+
+def _revision_or_failure(result: object) -> BaseException | int:
+    if isinstance(result, BaseException):
+        return result
+    if isinstance(result, PubAck):
+        return int(result.seq)
+    assert isinstance(result, int), result  # a create's revision
+    return result
+
+
+async def kv_update(
+    js: JetStreamContext, bucket: str, key: str, value: bytes, *, last: int, ttl: float | None = None
+) -> int:
+    """Write a key only if its revision is still `last` (0: only if it does not exist); the new revision.
+    Raises `KeyWrongLastSequenceError` when another write came first — the fence of every leader write.
+    (nats-py's `KeyValue.update` takes no TTL, and its `create` overwrites a deleted key's tombstone.)"""
+    headers: dict[str, Any] = {Header.EXPECTED_LAST_SUBJECT_SEQUENCE: str(last)}
+    try:
+        ack = await js.publish(f"$KV.{bucket}.{key}", value, headers=headers, msg_ttl=ttl)
+    except nats.js.errors.APIError as exc:
+        if exc.err_code in (10071, 10164):  # wrong last sequence
+            raise nats.js.errors.KeyWrongLastSequenceError(description=exc.description) from exc
+        raise
+    return int(ack.seq)
 
 
 async def kv_snapshot(js: JetStreamContext, kv: KeyValue, bucket: str, timeout: float = 30.0) -> dict[str, bytes]:
-    """Every current value of a bucket, read in one pass (a watch of each key's last value) instead of
-    `keys()` and then one `get` round trip per key.
+    """Every current value of a bucket, read in one pass (see `kv_entries`)."""
+    return {key: value for key, (value, _) in (await kv_entries(js, kv, bucket, timeout)).items()}
+
+
+async def kv_entries(
+    js: JetStreamContext, kv: KeyValue, bucket: str, timeout: float = 30.0
+) -> dict[str, tuple[bytes, int]]:
+    """Every current value of a bucket with its revision, read in one pass (a watch of each key's last
+    value) instead of `keys()` and then one `get` round trip per key.
 
     It ends at the entry the server says nothing follows (its `delta` is 0), not at nats-py's end
     marker: that marker can come first when the server has already pushed every entry and the client
@@ -593,7 +633,7 @@ async def kv_snapshot(js: JetStreamContext, kv: KeyValue, bucket: str, timeout: 
     of 40 pending requests)."""
     if not (await js.stream_info(f"KV_{bucket}")).state.messages:
         return {}
-    values: dict[str, bytes] = {}
+    values: dict[str, tuple[bytes, int]] = {}
     watcher = await kv.watchall()
     try:
         async with asyncio.timeout(timeout):
@@ -604,7 +644,7 @@ async def kv_snapshot(js: JetStreamContext, kv: KeyValue, bucket: str, timeout: 
                 if entry.operation in ("DEL", "PURGE"):
                     values.pop(entry.key, None)
                 else:
-                    values[entry.key] = entry.value or b""
+                    values[entry.key] = (entry.value or b"", entry.revision or 0)
                 if entry.delta == 0:
                     return values
     finally:

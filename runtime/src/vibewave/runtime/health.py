@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import nats.errors
@@ -32,3 +33,22 @@ async def ping(nc: NATS, service: str, timeout: float = 1.0) -> float:
     except nats.errors.TimeoutError as exc:
         raise LookupError(f"{service}: no answer within {timeout:.1f}s") from exc
     return (time.perf_counter() - started) * 1000
+
+
+async def count_instances(nc: NATS, service: str, wait: float = 0.3) -> int:
+    """How many instances of `service` answer the NATS service ping within `wait` seconds."""
+    inbox = nc.new_inbox()
+    answers = 0
+
+    async def count(_msg: object) -> None:
+        nonlocal answers
+        answers += 1
+
+    subscription = await nc.subscribe(inbox, cb=count)
+    try:
+        await nc.publish(f"$SRV.PING.{micro_name(service)}", b"", reply=inbox)
+        await nc.flush()
+        await asyncio.sleep(wait)
+    finally:
+        await subscription.unsubscribe()
+    return answers

@@ -3,7 +3,8 @@
 A stop signal (SIGTERM, SIGINT or SIGHUP) at any moment — while the service starts, runs or stops — ends
 the process quietly and within bounds: no KeyboardInterrupt or CancelledError traceback. A
 `ConfigurationError` is not retried: the process exits with EX_CONFIG (78), which the devstack takes as
-"do not restart me".
+"do not restart me". A leader that lost its lease (`ended` set) stops and exits with EX_TEMPFAIL (75):
+restarted, it comes back as a standby.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from vibewave.runtime.settings import CommonSettings
 from vibewave.runtime.telemetry import setup_tracing
 
 EX_CONFIG = 78  # sysexits.h: a configuration error; restarting cannot help
+EX_TEMPFAIL = 75  # sysexits.h: try again later — a leader that lost its lease, to be restarted as a standby
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 STOP_TIMEOUT = 12.0  # seconds a service has to stop; below the devstack's bounds (10 s, pod-manager 15 s)
 
@@ -128,15 +130,24 @@ def run_service(name: str, build: Callable[[CommonSettings, TracerProvider], Ser
             return
         settle_after_start()
         log.info("%s started", name, extra={"nats_url": common.nats_url})
-        await stop.wait()
-        log.info("%s stopping", name)
+        ended: asyncio.Event | None = getattr(service, "ended", None)  # set by a leader that lost its lease
+        waits = [asyncio.ensure_future(stop.wait()), *([asyncio.ensure_future(ended.wait())] if ended else [])]
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for wait in waits:
+            wait.cancel()
+        demoted = ended is not None and ended.is_set() and not stop.is_set()
+        log.info("%s stopping%s", name, " (lost its lease)" if demoted else "")
         if not await _quietly_stop(service, log):
             logging.shutdown()
             os._exit(1)  # what is still stopping would hold up the loop's own cleanup as well
+        if demoted:
+            exit_code.append(EX_TEMPFAIL)
 
     code = 0
+    exit_code: list[int] = []
     try:
         asyncio.run(main())
+        code = exit_code[0] if exit_code else 0
     except ConfigurationError as exc:
         log.error("configuration error: %s", exc)
         code = EX_CONFIG

@@ -18,7 +18,14 @@ until a probe passes. Pods are verified by this incarnation of pod-manager (`man
 KV `fleet`; the scheduler places work only on pods verified by a live pod-manager, so pods of a dead
 one, or of an earlier run, get nothing. At start the settings are checked against the provider (a
 typo is a start-up error), records of another provider or account are retired, and pods of ours the
-provider lists are adopted. On shutdown the pods are terminated, stopped or kept (`POD_SHUTDOWN`).
+provider lists are adopted. On shutdown the pods are terminated, stopped or kept (`POD_SHUTDOWN`) —
+unless another pod-manager replica stands by to take them over.
+
+One replica manages the fleet: the holder of the pod-manager lease (`runtime.lease`); the others stand
+by, connected, answering nothing but liveness. Its writes are fenced: each pod record (and the fleet
+status) is written only if still at the revision this replica last read or wrote, a new holder rewrites
+every record it takes over, and every provider call that spends or saves money checks the lease first
+(`providers.fenced`). A leader that lost its lease stops without touching the pods, and exits.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ import aiohttp
 import msgspec
 from faststream import AckPolicy
 from faststream.nats import NatsBroker, PullSub
+from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from opentelemetry.trace import TracerProvider
 
@@ -44,6 +52,7 @@ from vibewave.contracts.events import (
     DEMAND_SUBJECT,
     FLEET_BUCKET,
     FLEET_STATUS_KEY,
+    LEASES_BUCKET,
     POD_FAULTS_CONSUMER,
     POD_PREFIX,
     PODS_BUCKET,
@@ -74,10 +83,12 @@ from vibewave.pod_manager.providers import (
     RateLimited,
     create_provider,
 )
+from vibewave.pod_manager.providers.fenced import LeaderOnly
 from vibewave.pod_manager.settings import PodManagerSettings
 from vibewave.runtime import broker as runtime
 from vibewave.runtime.broker import bounded, decode, encode
-from vibewave.runtime.health import serve_liveness
+from vibewave.runtime.health import count_instances, serve_liveness
+from vibewave.runtime.lease import Lease, LeaseLost
 
 log = logging.getLogger("vibewave.pod_manager")
 
@@ -85,6 +96,7 @@ MAX_CREATE_BACKOFF_S = 60.0
 MAX_TERMINATE_BACKOFF_S = 60.0
 RESUME_FAILURES_BEFORE_REPLACING = 3
 FAULTS_BATCH = 8  # fault reports fetched at once (handled in order; each is quick, bar waiting for the lock)
+LAPSE_WAIT_S = 30.0  # a fault report in hand waits this long for a lapsed lease to be taken again
 SHUTDOWN_BUDGET_S = 9.0  # within run_service's 12 s stop bound (the devstack gives pod-manager 15 s)
 
 
@@ -104,7 +116,11 @@ class PodManagerService:
     def __init__(self, settings: PodManagerSettings, tracer_provider: TracerProvider | None = None) -> None:
         self.settings = settings
         self.tracer_provider = tracer_provider
-        self.provider: Provider = create_provider(settings)
+        self.lease: Lease | None = None
+        self.ended = asyncio.Event()  # set when the lease was lost: the process exits, to return as a standby
+        self.provider: Provider = LeaderOnly(create_provider(settings), self._check_lease)
+        self._revisions: dict[str, int] = {}  # each pod record's revision in KV: the fence of its next write
+        self._fleet_revision = 0
         self.incarnation = uuid4().hex[:12]  # this pod-manager process, as the pods it verified name it
         self.pods: dict[str, PodRecord] = {}  # every pod not yet terminated
         self.demand = Demand(at=utcnow())
@@ -144,6 +160,7 @@ class PodManagerService:
         self._fleet_kv: KeyValue | None = None
         self._session: aiohttp.ClientSession | None = None
         self._wake = asyncio.Event()
+        self._retaken = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.broker: NatsBroker = runtime.new_broker("pod-manager", settings.common, tracer_provider)
         self._pod_events = self.broker.publisher(
@@ -191,18 +208,41 @@ class PodManagerService:
         self._kv = await js.key_value(PODS_BUCKET.name)
         self._fleet_kv = await js.key_value(FLEET_BUCKET.name)
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3))
-        await self._load()
+        await serve_liveness(self.broker.connection, "pod-manager", "the GPU pod fleet")
+        self.lease = Lease(js, await js.key_value(LEASES_BUCKET.name), "pod-manager")
+        await self.lease.acquire()  # a standby waits here, connected: a takeover is a load and a sync away
         async with self.lock:
+            await self._load()
             await self.sync()
         await self._beat()
         await self.broker.start()  # the subscribers: demand, fault reports, admin calls
         self._tasks = [
+            asyncio.create_task(self._keep_lease(), name="pod-manager:lease"),
             asyncio.create_task(self._reconcile_forever(), name="pod-manager:reconcile"),
             asyncio.create_task(self._beat_forever(), name="pod-manager:heartbeat"),
         ]
-        await serve_liveness(self.broker.connection, "pod-manager", "the GPU pod fleet")
         self._started = True
-        log.info("pod-manager using the %s provider (%s)", self.provider.name, self.provider.origin)
+        log.info("pod-manager leading (lease epoch %d), using the %s provider (%s)", self.lease.epoch,
+                 self.provider.name, self.provider.origin)  # fmt: skip
+
+    def _check_lease(self) -> None:
+        if self.lease is None:
+            raise LeaseLost("pod-manager has not taken its lease yet")
+        self.lease.check()
+
+    async def _keep_lease(self) -> None:
+        assert self.lease is not None
+        await self.lease.keep(on_retaken=lambda _: self._retaken.set())
+        log.error("lost the pod-manager lease: stopping without touching the pods, to come back as a standby")
+        self.ended.set()
+
+    async def _reload_after_retake(self) -> None:
+        """The lease lapsed (NATS away longer than its TTL) and was taken again: another leader may have
+        changed the fleet meanwhile, so the records are read and fenced again before the next pass."""
+        async with self.lock:
+            self.pods.clear()
+            await self._load()
+            await self.sync()
 
     async def stop(self) -> None:
         self._stopping = True
@@ -211,7 +251,11 @@ class PodManagerService:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        if self._started:
+        if self._started and not (self.lease is not None and self.lease.held()):
+            log.warning("stopping without the lease: the pods are left to the pod-manager that holds it")
+        elif self._started and await self._standbys():
+            log.info("another pod-manager stands by: the pods are left running for it to take over")
+        elif self._started:
             await bounded(self._beat())  # the scheduler stops placing on pods about to go
             try:
                 async with asyncio.timeout(SHUTDOWN_BUDGET_S):
@@ -224,6 +268,15 @@ class PodManagerService:
             await self._session.close()
         if self._connected:
             await runtime.stop_broker(self.broker)
+        if self.lease is not None:
+            await self.lease.release()  # the standby takes over at once instead of after the TTL
+
+    async def _standbys(self) -> int:
+        """Other pod-manager replicas alive now (each answers the NATS service ping)."""
+        try:
+            return max(0, await count_instances(self.broker.connection, "pod-manager") - 1)
+        except Exception:
+            return 0
 
     def shutdown_policy(self) -> str:
         """Local processes always end (they die with us anyway); static servers are only released."""
@@ -268,8 +321,9 @@ class PodManagerService:
     async def _load(self) -> None:
         """Our records from KV; those of another provider or account are retired (never dispatched to)."""
         assert self._kv is not None
-        snapshot = await runtime.kv_snapshot(runtime.jetstream(self.broker), self._kv, PODS_BUCKET.name)
-        for value in snapshot.values():
+        entries = await runtime.kv_entries(runtime.jetstream(self.broker), self._kv, PODS_BUCKET.name)
+        self._revisions = {key: revision for key, (_, revision) in entries.items()}
+        for value, _ in entries.values():
             if not value:
                 continue
             pod = decode(value, PodRecord)
@@ -291,9 +345,12 @@ class PodManagerService:
                 )
                 continue  # fmt: skip
             self.pods[pod.id] = pod
+        for pod in list(self.pods.values()):  # fenced: every write of a paused predecessor is refused now
+            await self._save(pod, quiet=True)
         assert self._fleet_kv is not None
         with contextlib.suppress(Exception):
             entry = await self._fleet_kv.get(FLEET_STATUS_KEY)
+            self._fleet_revision = entry.revision or 0
             stored = decode(entry.value or b"", FleetStatus)
             if stored.settings == self.fingerprint and stored.breakers:
                 self.breakers.restore(stored.breakers)
@@ -379,6 +436,9 @@ class PodManagerService:
     async def _reconcile_forever(self) -> None:
         while True:
             try:
+                if self._retaken.is_set():
+                    self._retaken.clear()
+                    await self._reload_after_retake()
                 async with self.lock:
                     await self.reconcile()
             except asyncio.CancelledError:
@@ -671,6 +731,8 @@ class PodManagerService:
         report's stream sequence on the pod tells the scheduler its own suspicion can end there."""
         if event.kind != FailureKind.POD_FAULT:
             return
+        assert self.lease is not None
+        await self.lease.until_held(LAPSE_WAIT_S)  # a lapse (NATS away) is waited out, not counted as a failure
         seq = int(runtime.current_message().raw_message.metadata.sequence.stream)
         async with self.lock:
             pod = self.pods.get(event.pod_id)
@@ -709,7 +771,16 @@ class PodManagerService:
             settings=self.fingerprint,
             stopping=self._stopping,
         )
-        await self._fleet_kv.put(FLEET_STATUS_KEY, encode(status))
+        self._check_lease()
+        try:
+            self._fleet_revision = await runtime.kv_update(
+                runtime.jetstream(self.broker), FLEET_BUCKET.name, FLEET_STATUS_KEY, encode(status),
+                last=self._fleet_revision,
+            )  # fmt: skip
+        except KeyWrongLastSequenceError:
+            entry = await self._fleet_kv.get(FLEET_STATUS_KEY)
+            self._fleet_revision = entry.revision or 0  # written by another: the lease says who may go on
+            raise
 
     def fleet_health(self) -> tuple[bool, str]:
         """Whether new pods can be had, and why not."""
@@ -718,14 +789,26 @@ class PodManagerService:
             return False, "; ".join(f"circuit breaker open: {b.diagnosis}" for b in blocking)
         return True, self.note or "pods can be created"
 
-    async def _save(self, pod: PodRecord) -> PodRecord:
+    async def _save(self, pod: PodRecord, *, quiet: bool = False) -> PodRecord:
+        """Store a pod's record (fenced: only over the revision this replica knows) and announce it."""
         assert self._kv is not None
+        self._check_lease()
         pod = msgspec.structs.replace(pod, updated_at=utcnow())
+        js = runtime.jetstream(self.broker)
+        try:
+            self._revisions[pod.id] = await runtime.kv_update(
+                js, PODS_BUCKET.name, pod.id, encode(pod), last=self._revisions.get(pod.id, 0)
+            )
+        except KeyWrongLastSequenceError:
+            with contextlib.suppress(Exception):  # the lease decides whether this replica may go on
+                self._revisions[pod.id] = (await self._kv.get(pod.id)).revision or 0
+            raise
         if pod.status == PodStatus.TERMINATED:
             self.pods.pop(pod.id, None)
         else:
             self.pods[pod.id] = pod
-        await self._kv.put(pod.id, encode(pod))
+        if quiet:
+            return pod
         await runtime.publish(
             self._pod_events,
             PodEvent(pod=pod),

@@ -14,6 +14,12 @@ pending. If the commit fails, the batch's events are redelivered after a delay (
 rules, dead letters included), and memory is reloaded from the store before anything else is applied.
 Timers and pod changes commit the same way, with no event behind them.
 
+One replica decides. Any number may run: the one holding the scheduler lease (`runtime.lease`) consumes
+and commits; the others stand by, connected, and take over when the lease lapses. Every write is fenced:
+a record is written only if it is still at the revision this replica last read or wrote, and a new
+holder first rewrites every open record (`_fence`), so the writes of a paused old leader that wakes are
+refused — and it learns that it lost the lease and exits (to come back as a standby).
+
 It follows pod-manager's heartbeat (KV `fleet`): work goes only to pods the live pod-manager verified,
 and while a GPU class's circuit breaker is open its waiting requests fail with the breaker's diagnosis.
 A pod fault makes the pod suspect here at once (see `placement`) and the retry waits out a backoff.
@@ -45,6 +51,7 @@ from vibewave.contracts.events import (
     DISPATCH_STREAM,
     FLEET_BUCKET,
     FLEET_STATUS_KEY,
+    LEASES_BUCKET,
     PODS_BUCKET,
     REQ_PREFIX,
     REQUESTS_BUCKET,
@@ -77,6 +84,7 @@ from vibewave.contracts.events import (
 from vibewave.contracts.models import RequestStatus
 from vibewave.runtime import broker as runtime
 from vibewave.runtime.health import serve_liveness
+from vibewave.runtime.lease import Lease
 from vibewave.runtime.logs import request_id_var
 from vibewave.runtime.telemetry import records_spans, trace_headers
 from vibewave.scheduler import lifecycle
@@ -88,6 +96,7 @@ log = logging.getLogger("vibewave.scheduler")
 
 COMMIT_TIMEOUT_S = 20.0  # a commit stuck on NATS (e.g. across a server restart) gives up; its events come back
 FETCH_BATCH = 64  # events fetched at once; they share one commit
+LAPSE_WAIT_S = 30.0  # events in hand wait this long for a lapsed lease to be taken again, not failing meanwhile
 # A change is announced at once, but at most one announcement per gap: a burst of requests (each one a
 # change) becomes a few announcements instead of one per request, each waking pod-manager.
 DEMAND_MIN_GAP_S = 0.02
@@ -127,6 +136,10 @@ class SchedulerService:
         # Every open request's record as last changed. The scheduler is KV `requests`' only writer, so
         # (between commits) this is what the bucket holds: events are applied without a read round trip.
         self._open: dict[str, RequestRecord] = {}
+        self._revisions: dict[str, int] = {}  # each open record's revision in KV: the fence of its next write
+        self.lease: Lease | None = None
+        self._fenced_epoch = 0  # the lease epoch whose takeover rewrote every open record
+        self.ended = asyncio.Event()  # set when the lease was lost: the process exits, to return as a standby
         self._in_sync = False  # memory matches the store; false until loaded, and after a failed commit
         # What the next commit stores, and what waits for it
         self._changed: dict[str, RequestRecord] = {}
@@ -186,15 +199,20 @@ class SchedulerService:
         await runtime.connect(self.broker)
         await runtime.provision(self.broker, self.settings.common)
         await runtime.ensure_consumer(runtime.jetstream(self.broker), self.consumer, self.settings.common.replicas)
-        self._requests = await runtime.jetstream(self.broker).key_value(REQUESTS_BUCKET.name)
-        await self._step()  # loads the open requests and sends any dispatch a predecessor left unsent
+        js = runtime.jetstream(self.broker)
+        self._requests = await js.key_value(REQUESTS_BUCKET.name)
+        await serve_liveness(self.broker.connection, "scheduler", "request lifecycle and placement")
+        self.lease = Lease(js, await js.key_value(LEASES_BUCKET.name), "scheduler")
+        await self.lease.acquire()  # a standby waits here, connected: a takeover is a load away
+        await self._step()  # fences and loads the open requests, sends any dispatch a predecessor left unsent
         await self.broker.start()
         self._tasks = [
+            asyncio.create_task(self._keep_lease(), name="scheduler:lease"),
             asyncio.create_task(self._place_on_pod_changes(), name="scheduler:placement"),
             asyncio.create_task(self._announce_demand(), name="scheduler:demand"),
             asyncio.create_task(self._watch_time(), name="scheduler:timeouts"),
         ]
-        await serve_liveness(self.broker.connection, "scheduler", "request lifecycle and placement")
+        log.info("leading (scheduler lease epoch %d)", self.lease.epoch)
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -203,6 +221,18 @@ class SchedulerService:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await runtime.stop_broker(self.broker)
+        if self.lease is not None:
+            await self.lease.release()  # a standby takes over at once instead of after the TTL
+
+    async def _keep_lease(self) -> None:
+        assert self.lease is not None
+        await self.lease.keep(on_retaken=lambda _: self._distrust())
+        log.error("lost the scheduler lease: stopping, to come back as a standby")
+        self.ended.set()
+
+    def _distrust(self) -> None:
+        """The lease lapsed and was taken again: another leader may have written meanwhile."""
+        self._in_sync = False
 
     async def _on_reconnect(self) -> None:
         """A NATS restart silences KV watches: open them again (they replay current values)."""
@@ -228,6 +258,7 @@ class SchedulerService:
             if not events:
                 return
             try:
+                await self._leader().until_held(LAPSE_WAIT_S)  # the batch is kept alive meanwhile
                 await self._step(lambda: self._decide_all(events))
             except Exception as exc:
                 for raw, _ in events:
@@ -348,6 +379,7 @@ class SchedulerService:
         async with self._lock:
             try:
                 async with asyncio.timeout(COMMIT_TIMEOUT_S):
+                    self._leader().check()
                     if not self._in_sync:
                         await self._load()
                     if change is not None:
@@ -359,8 +391,13 @@ class SchedulerService:
                 self._changed, self._new, self._dispatches, self._announcements = {}, set(), [], []
                 raise
 
+    def _leader(self) -> Lease:
+        assert self.lease is not None, "scheduler not started"
+        return self.lease
+
     async def _load(self) -> None:
-        """Rebuild memory from the store: the open requests, queued or on their pods.
+        """Rebuild memory from the store: the open requests, queued or on their pods — fenced first if
+        this replica has just taken the lease.
 
         A failed commit's writes may still have landed (the client sends what it buffered once it has
         reconnected), so its announcements go out if their record is stored as finished; else the state
@@ -368,7 +405,8 @@ class SchedulerService:
         js = runtime.jetstream(self.broker)
         open_requests: list[RequestRecord] = []
         finished: set[str] = set()
-        for key, value in (await runtime.kv_snapshot(js, self.requests, REQUESTS_BUCKET.name)).items():
+        revisions: dict[str, int] = {}
+        for key, (value, revision) in (await runtime.kv_entries(js, self.requests, REQUESTS_BUCKET.name)).items():
             try:
                 record = runtime.decode(value, RequestRecord)
             except msgspec.DecodeError:
@@ -378,6 +416,12 @@ class SchedulerService:
                 finished.add(record.id)
             else:
                 open_requests.append(record)
+                revisions[record.id] = revision
+        epoch = self._leader().epoch
+        if self._fenced_epoch != epoch:
+            revisions = await self._fence(open_requests, revisions)
+            self._fenced_epoch = epoch
+        self._revisions = revisions
         self._announcements += [pending for pending in self._orphans if pending.request_id in finished]
         self._orphans = []
         self._open = {record.id: record for record in open_requests}
@@ -385,6 +429,21 @@ class SchedulerService:
         await self._redispatch(r for r in open_requests if r.status == RequestStatus.ASSIGNED)
         self._in_sync = True
         log.info("loaded %d open requests", len(open_requests))
+
+    async def _fence(self, records: list[RequestRecord], revisions: dict[str, int]) -> dict[str, int]:
+        """A takeover rewrites every open record (revision-checked), so each write a paused old leader
+        still has in hand is refused, whichever record it touches. Returns the new revisions; a refusal
+        means another replica wrote meanwhile (it still thinks it leads): this load fails and is redone."""
+        written = await runtime.kv_write_many(
+            runtime.jetstream(self.broker),
+            self.requests,
+            REQUESTS_BUCKET.name,
+            {record.id: runtime.encode(record) for record in records},
+            last=revisions,
+        )
+        _raise_first(result for result in written.values() if isinstance(result, BaseException))
+        log.info("fenced %d open requests at lease epoch %d", len(records), self._leader().epoch)
+        return {key: result for key, result in written.items() if isinstance(result, int)}
 
     async def _redispatch(self, assigned: Iterable[RequestRecord]) -> None:
         """Send assigned requests' dispatches again: an earlier commit may have stored an assignment and
@@ -430,16 +489,29 @@ class SchedulerService:
         from every index that follows it) once the retention has passed; returns the ids refused as
         duplicates (a redelivered submission of a request that is already stored and finished)."""
         retention = self.settings.common.retention_s
-        failures = await runtime.kv_write_many(
+        unknown = [key for key in changed if key not in new and key not in self._revisions]
+        if unknown:
+            raise StaleMemory(f"no revision known for {len(unknown)} records (e.g. {unknown[0]}): reloading")
+        results = await runtime.kv_write_many(
             runtime.jetstream(self.broker),
             self.requests,
             REQUESTS_BUCKET.name,
             {key: runtime.encode(record) for key, record in changed.items()},
             new=new,
+            last={key: self._revisions[key] for key in changed if key not in new},
             ttls={key: retention for key, record in changed.items() if record.status.terminal},
         )
-        duplicates = {key for key, failure in failures.items() if isinstance(failure, KeyWrongLastSequenceError)}
-        _raise_first(failure for failure in failures.values() if not isinstance(failure, KeyWrongLastSequenceError))
+        for key, result in results.items():
+            if isinstance(result, int) and not changed[key].status.terminal:
+                self._revisions[key] = result
+            elif isinstance(result, int):
+                self._revisions.pop(key, None)
+        refused = {key for key, result in results.items() if isinstance(result, KeyWrongLastSequenceError)}
+        if refused - new:  # a record changed under us: another replica wrote it
+            raise StaleMemory(f"{len(refused - new)} writes refused by their revision check: another scheduler wrote")
+        duplicates = refused & new
+        _raise_first(result for result in results.values() if isinstance(result, BaseException) and
+                     not isinstance(result, KeyWrongLastSequenceError))  # fmt: skip
         for key in duplicates:
             log.info("duplicate submission ignored", extra={"request_id": key})
             self._open.pop(key, None)
@@ -628,6 +700,10 @@ class SchedulerService:
             with contextlib.suppress(Exception):
                 await self._demand.publish(demand)
             await asyncio.sleep(DEMAND_MIN_GAP_S)
+
+
+class StaleMemory(Exception):
+    """Memory no longer matches the store: the step fails and the next one reloads."""
 
 
 def _raise_first(results: Iterable[object]) -> None:
