@@ -83,6 +83,7 @@ TRANSIENT = (
     nats.errors.ConnectionReconnectingError,
     nats.errors.OutboundBufferLimitError,
     nats.js.errors.ServiceUnavailableError,
+    nats.js.errors.NoStreamResponseError,  # a stream electing its leader (a cluster node was lost)
 )
 
 T = TypeVar("T")

@@ -23,8 +23,6 @@ import time
 from collections.abc import Callable
 from uuid import uuid4
 
-import msgspec
-import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
@@ -115,7 +113,7 @@ class Lease:
         """Wait until this process holds the lease (a standby waits here); the epoch."""
         announced = False
         while True:
-            with contextlib.suppress(*_UNREACHABLE):
+            with contextlib.suppress(Exception):  # NATS away or electing: try again
                 if await self.try_take():
                     return self.epoch
                 if not announced:
@@ -168,8 +166,8 @@ class Lease:
             except LeaseLost as exc:
                 log.error("%s", exc)
                 return
-            except _UNREACHABLE as exc:
-                log.warning("renewing the %s lease failed (%s); retrying", self.role, type(exc).__name__)
+            except Exception as exc:  # NATS away, a stream electing its leader (503), no responders, …
+                log.warning("renewing the %s lease failed (%s: %s); retrying", self.role, type(exc).__name__, exc)
 
     async def release(self) -> None:
         """Give the lease up at a clean stop, so a standby takes over without waiting out the TTL."""
@@ -200,15 +198,3 @@ class Lease:
             role=self.role, holder=self.holder, epoch=epoch, taken_at=self._taken_at, renewed_at=now, ttl_s=self.ttl_s
         )
         return await kv_update(self.js, LEASES_BUCKET.name, self.role, encode(record), last=last, ttl=self.ttl_s)
-
-
-_UNREACHABLE = (
-    nats.errors.TimeoutError,
-    nats.errors.NoRespondersError,
-    nats.errors.ConnectionClosedError,
-    nats.errors.ConnectionReconnectingError,
-    nats.errors.OutboundBufferLimitError,
-    nats.js.errors.ServiceUnavailableError,
-    TimeoutError,
-    msgspec.DecodeError,
-)

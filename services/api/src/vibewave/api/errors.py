@@ -17,6 +17,7 @@ from litestar.types import ExceptionHandlersMap
 
 from vibewave.api.gateway import IndexLoading, Unavailable
 from vibewave.contracts.models import ErrorBody
+from vibewave.runtime.broker import TRANSIENT
 
 log = logging.getLogger("vibewave.api.errors")
 
@@ -73,6 +74,17 @@ def on_unavailable(_: Request[Any, Any, Any], exc: Unavailable) -> Response[Erro
     return _json(HTTP_503_SERVICE_UNAVAILABLE, str(exc))
 
 
+def on_nats_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
+    """NATS away, or a stream of a cluster electing its leader: a retry (with the same Idempotency-Key
+    for a create, so that it is recorded once whether or not this one was) succeeds shortly."""
+    log.warning("NATS unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+    detail = (
+        f"The message bus is unavailable right now ({type(exc).__name__}); retry shortly (a create with the "
+        "same Idempotency-Key is recorded once)"
+    )
+    return _json(HTTP_503_SERVICE_UNAVAILABLE, detail, {"Retry-After": "1"})
+
+
 def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return _json(HTTP_500_INTERNAL_SERVER_ERROR, "Internal server error")
@@ -83,5 +95,6 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     HTTPException: on_http,
     IndexLoading: on_index_loading,
     Unavailable: on_unavailable,
+    **{transient: on_nats_unavailable for transient in TRANSIENT},
     Exception: on_unexpected,
 }

@@ -232,8 +232,11 @@ class PodManagerService:
 
     async def _keep_lease(self) -> None:
         assert self.lease is not None
-        await self.lease.keep(on_retaken=lambda _: self._retaken.set())
-        log.error("lost the pod-manager lease: stopping without touching the pods, to come back as a standby")
+        try:
+            await self.lease.keep(on_retaken=lambda _: self._retaken.set())
+            log.error("lost the pod-manager lease: stopping without touching the pods, to come back as a standby")
+        except Exception:
+            log.exception("keeping the pod-manager lease failed: stopping without touching the pods")
         self.ended.set()
 
     async def _reload_after_retake(self) -> None:

@@ -226,8 +226,11 @@ class SchedulerService:
 
     async def _keep_lease(self) -> None:
         assert self.lease is not None
-        await self.lease.keep(on_retaken=lambda _: self._distrust())
-        log.error("lost the scheduler lease: stopping, to come back as a standby")
+        try:
+            await self.lease.keep(on_retaken=lambda _: self._distrust())
+            log.error("lost the scheduler lease: stopping, to come back as a standby")
+        except Exception:
+            log.exception("keeping the scheduler lease failed: stopping, to come back as a standby")
         self.ended.set()
 
     def _distrust(self) -> None:
