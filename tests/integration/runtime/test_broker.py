@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 import pytest
 from faststream import AckPolicy
-from faststream.nats import NatsBroker, NatsMessage, PullSub
+from faststream.nats import KvWatch, NatsBroker, NatsMessage, PullSub
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from vibewave.contracts.events import (
     BUCKETS,
     DEAD_LETTER_STREAM,
+    PODS_BUCKET,
     REQUESTS_STREAM,
     STREAMS,
     ConsumerSpec,
@@ -302,5 +303,41 @@ async def test_a_fetch_that_times_out_the_builtin_way_does_not_end_the_pull_loop
         assert (await asyncio.wait_for(handled.get(), 10)).value == 2
         assert timeouts == 1
         assert not loop_task.done() and list(subscriber.tasks) == [loop_task]  # the same loop, never restarted
+    finally:
+        await runtime.stop_broker(broker)
+
+
+async def test_a_kv_watch_that_cannot_reopen_at_once_is_retried_until_it_does(nats_url, vibewave_home):
+    """After a reconnect on a cluster, a bucket may still be electing its leader: the first reopen fails,
+    and the watch must still come back (it was left closed: the scheduler then never saw the fleet again)."""
+    settings = common(nats_url, vibewave_home)
+    broker = runtime.new_broker("watcher", settings)
+    seen: list[str] = []
+    changed = asyncio.Event()
+
+    async def on_pod() -> None:
+        seen.append((runtime.current_kv_entry().value or b"").decode())
+        changed.set()
+
+    watch = broker.subscriber("*", kv_watch=KvWatch(PODS_BUCKET.name, declare=False))
+    watch(on_pod)
+    try:
+        await started(broker, settings)
+        kv = await runtime.jetstream(broker).key_value(PODS_BUCKET.name)
+        real_start, failures = watch.start, [1, 1]
+
+        async def start_failing_twice() -> None:
+            if failures:
+                failures.pop()
+                raise TimeoutError("the bucket is electing its leader")
+            await real_start()
+
+        watch.start = start_failing_twice  # type: ignore[method-assign]
+        await asyncio.wait_for(runtime.reopen_kv_watches(broker), 10)
+        assert not failures, "both failed tries were made"
+        changed.clear()
+        await kv.put("pod-after", b"after the reopen")
+        await asyncio.wait_for(changed.wait(), 5)
+        assert "after the reopen" in seen
     finally:
         await runtime.stop_broker(broker)

@@ -665,10 +665,16 @@ async def reopen_kv_watches(broker: NatsBroker) -> None:
         if isinstance(subscriber, KeyValueWatchSubscriber) and subscriber.running:
             with contextlib.suppress(Exception):
                 await subscriber.stop()
-            try:
-                await subscriber.start()
-            except Exception:
-                log.exception("could not reopen the watch of %s", subscriber.kv_watch.name)
+            delay = 0.25
+            while True:  # until it opens: a bucket of a cluster may still be electing its leader
+                try:
+                    await subscriber.start()
+                    break
+                except Exception as exc:
+                    log.warning("could not reopen the watch of %s (%s); retrying in %.2fs",
+                                subscriber.kv_watch.name, type(exc).__name__, delay)  # fmt: skip
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
 
 
 # ---------------------------------------------------------------------------------------------- stopping
