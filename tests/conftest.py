@@ -20,33 +20,25 @@ class _ContainerNats:
     """The same surface as EmbeddedNats, backed by testcontainers (restart is not supported)."""
 
     def __init__(self) -> None:
-        from testcontainers.community.nats import NatsContainer
+        from tests.support.containers import NatsNodeContainer
+        from tests.support.stack import free_port
 
-        self.container = NatsContainer(jetstream=True)
-        self.url = ""
+        self.node = NatsNodeContainer(free_port())
+        self.url = self.node.url
 
     def start(self) -> str:
-        self.container.start()
-        self.url = self.container.nats_uri()
+        self.node.start()
         return self.url
 
     def stop(self) -> None:
-        self.container.stop()
-
-
-def _docker_reachable() -> bool:
-    try:
-        import docker
-
-        docker.from_env().ping()
-    except Exception:
-        return False
-    return True
+        self.node.stop()
 
 
 @pytest.fixture(scope="session")
 def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNats | _ContainerNats]:
-    if os.environ.get("VIBEWAVE_TEST_DOCKER") == "1" and _docker_reachable():
+    from tests.support.containers import docker_available
+
+    if os.environ.get("VIBEWAVE_TEST_DOCKER") == "1" and docker_available():
         server: EmbeddedNats | _ContainerNats = _ContainerNats()
     else:
         server = EmbeddedNats(tmp_path_factory.mktemp("nats"))

@@ -12,7 +12,7 @@ from vibewave.runtime.broker import decode, kv_snapshot
 
 async def wait_for_record(nats_url: str, request_id: str, statuses: set[str], timeout: float) -> RequestRecord:
     """The request's record once its status is one of `statuses` (fails after `timeout` seconds)."""
-    nc = await nats.connect(nats_url)
+    nc = await nats.connect(nats_url.split(","))  # one server, or a cluster's comma-separated list
     try:
         kv = await nc.jetstream().key_value(REQUESTS_BUCKET.name)
         watcher = await kv.watch(request_id)
@@ -30,7 +30,7 @@ async def wait_for_record(nats_url: str, request_id: str, statuses: set[str], ti
 
 async def read_bucket(nats_url: str, bucket: str) -> list[bytes]:
     """Every current value of a KV bucket, read in one pass."""
-    nc = await nats.connect(nats_url)
+    nc = await nats.connect(nats_url.split(","))  # one server, or a cluster's comma-separated list
     try:
         js = nc.jetstream()
         return list((await kv_snapshot(js, await js.key_value(bucket), bucket)).values())

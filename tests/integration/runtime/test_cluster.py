@@ -15,6 +15,7 @@ import nats.errors
 import nats.js.errors
 import pytest
 
+from tests.support.cluster import cluster_nodes
 from vibewave.contracts.events import BUCKETS, OBJECT_STORES, REQUESTS_BUCKET, REQUESTS_STREAM, STREAMS
 from vibewave.devstack.nats_cluster import NatsCluster
 from vibewave.runtime import broker as runtime
@@ -25,7 +26,8 @@ FAILOVER_BOUND_S = 20.0
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
-    with NatsCluster(tmp_path / "cluster") as started:
+    """Through testcontainers when Docker answers, else the binary (`tests.support.cluster`)."""
+    with cluster_nodes(tmp_path / "cluster") as started:
         yield started
 
 
@@ -71,9 +73,16 @@ async def test_r3_everywhere_and_the_requests_stream_survives_losing_its_leader(
         after = await js.stream_info(REQUESTS_STREAM.name)
         assert after.cluster is not None and after.cluster.leader not in (None, old_leader)
         assert after.state.messages == before + 1
-        assert [msgspec.json.decode((await kv.get(f"req-{i}")).value or b"") for i in range(20)] == [
-            {"n": i} for i in range(20)
-        ]
+
+        async def stored() -> list[object]:  # KV_requests may have led from the lost node too: it elects anew
+            while True:
+                try:
+                    return [msgspec.json.decode((await kv.get(f"req-{i}")).value or b"") for i in range(20)]
+                except (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.Error):
+                    assert time.monotonic() < deadline, f"the requests bucket unreadable {FAILOVER_BOUND_S}s on"
+                    await asyncio.sleep(0.1)
+
+        assert await stored() == [{"n": i} for i in range(20)]
         print(f"requests stream: leader {old_leader} killed, {after.cluster.leader} took over in {failover_s:.2f}s")
     finally:
         await runtime.stop_broker(broker)
