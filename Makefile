@@ -55,7 +55,7 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: install ## performance benchmarks → bench/results/ (one: SCENARIO=edge|pipeline|deepqueue|history|scale)
+bench: install ## performance benchmarks → bench/results/ (one: SCENARIO=edge|pipeline|deepqueue|history|scale|cluster)
 	$(PY) -m bench $(if $(SCENARIO),--scenario $(SCENARIO))
 
 clean:

@@ -108,7 +108,7 @@ async def put_records(nc: NATS, records: list[RequestRecord], window: int = 2000
 
 
 async def connect(url: str) -> NATS:
-    return await nats.connect(url, pending_size=64 * 1024 * 1024)
+    return await nats.connect(url.split(","), pending_size=64 * 1024 * 1024)  # one server or a cluster
 
 
 async def probe(

@@ -54,6 +54,14 @@ def summary_rows(scenarios: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                      _mark(b["success→readable p50 <= 10 ms"] and b["success→readable p99 <= 30 ms"])))  # fmt: skip
         rows.append((f"end-to-end overhead ({pipe['requests']} sequential)", _ms(pipe, "e2e_overhead"),
                      "p50 ≤ 20 ms", _mark(b["e2e overhead p50 <= 20 ms"])))  # fmt: skip
+    cluster = scenarios.get("cluster")
+    if cluster and "cluster_r3" in cluster:
+        for leg, what in (("accept_to_prompt", "dispatch: accept → sim POST /prompt"),
+                          ("success_to_readable", "dispatch: sim execution_success → readable"),
+                          ("e2e_overhead", "end-to-end overhead")):  # fmt: skip
+            rows.append((f"cluster: {what}, one server (R1) → 3-node cluster (R3)",
+                         f"{_ms(cluster['single_node'], leg)} → {_ms(cluster['cluster_r3'], leg)}",
+                         "(reported)", "-"))  # fmt: skip
     dq = scenarios.get("deepqueue")
     if dq and "bytes_per_pending" in dq:
         b = dq["budget"]

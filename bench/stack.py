@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 
+from vibewave.devstack.nats_cluster import NatsCluster
 from vibewave.devstack.nats_server import EmbeddedNats
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,10 +49,13 @@ def cpu_seconds(pid: int) -> float:
 class Stack:
     """One scenario's NATS and service processes; `close()` stops everything it started."""
 
-    def __init__(self, home: Path, **env: str) -> None:
+    def __init__(self, home: Path, *, cluster: bool = False, **env: str) -> None:
+        """`cluster`: a local 3-node NATS cluster (R3 streams, buckets and store) instead of one server."""
         self.home = home
         home.mkdir(parents=True, exist_ok=True)
-        self.nats = EmbeddedNats(home / "nats")
+        self.nats: EmbeddedNats | NatsCluster = (
+            NatsCluster(home / "cluster") if cluster else EmbeddedNats(home / "nats")
+        )
         self.nats_url = ""
         self.env: dict[str, str] = {}
         self.extra_env = env
@@ -63,6 +67,7 @@ class Stack:
         self.env = {
             **os.environ,
             "NATS_URL": self.nats_url,
+            "NATS_REPLICAS": "3" if isinstance(self.nats, NatsCluster) else "1",
             "VIBEWAVE_HOME": str(self.home),
             "LOG_LEVEL": "WARNING",
             "API_HOST": "127.0.0.1",

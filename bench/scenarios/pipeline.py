@@ -17,6 +17,7 @@ truncated, so the first leg reads up to 1 ms short and the second up to 1 ms lon
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import datetime
 from typing import Any
@@ -50,9 +51,16 @@ async def ready_pods(nats_url: str) -> list[PodRecord]:
 
 
 async def run(ctx: Context) -> dict[str, Any]:
-    stack = Stack(ctx.home("pipeline"), MAX_PODS=str(WARM_PODS), MIN_WARM_PODS=str(WARM_PODS), SIM_STEP_TIME="0")
+    return await measure(ctx, cluster=False)
+
+
+async def measure(ctx: Context, *, cluster: bool, label: str = "pipeline") -> dict[str, Any]:
+    """The series on one NATS server, or (`cluster`) on a local 3-node cluster with R3 everywhere."""
+    stack = Stack(
+        ctx.home(label), cluster=cluster, MAX_PODS=str(WARM_PODS), MIN_WARM_PODS=str(WARM_PODS), SIM_STEP_TIME="0"
+    )
     try:
-        stack.start_nats()
+        await asyncio.to_thread(stack.start_nats)  # a cluster's start waits for JetStream with its own loop
         for name in ("scheduler", "pod-manager", "executor"):
             stack.start_service(name)
         port = stack.start_api()
@@ -106,6 +114,7 @@ async def run(ctx: Context) -> dict[str, Any]:
     readable = summarize(success_to_readable)
     e2e = summarize(overhead)
     return {
+        "nats": "3-node cluster, R3" if cluster else "one server, R1",
         "requests": len(samples),
         "joined": len(overhead),
         "warm_pods": WARM_PODS,
