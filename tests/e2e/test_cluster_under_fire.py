@@ -296,6 +296,15 @@ def test_cluster_under_fire(stack: tuple[Stack, Any]) -> None:
     assert "unhandled error" not in logs, [line[:300] for line in logs.splitlines() if "unhandled error" in line][:3]
     # The pod admin calls are answered, by the pod-manager that leads now.
     assert services.client.get("/api/runpod/pods").status_code == 200
+    # Any api answers for any request (each keeps its index from KV), and a sync call waits on either.
+    second = services.second_url  # type: ignore[attr-defined]
+    for request_id in sorted(ids)[:20]:
+        assert httpx.get(f"{second}/api/qwen/status/{request_id}", timeout=10).json()["status"] == "completed"
+        assert services.client.get(f"/api/qwen/status/{request_id}").json()["status"] == "completed"
+    for base in (services.base_url, second):
+        body = {"prompt": "after the fire", "width": 256, "height": 256, "steps": 4}
+        answer = httpx.post(f"{base}/api/qwen/generate", json=body, timeout=60)
+        assert answer.status_code == 200 and answer.json()["success"], answer.text
 
     report = ", ".join(f"{what} {seconds:.1f}s" for what, seconds in failovers.items())
     print(f"\ncluster under fire: {dict(states)}; pods created {emulator_state['podsCreated']}; failovers: {report}")

@@ -9,12 +9,22 @@ import contextlib
 from datetime import UTC, datetime
 
 import msgspec
+import nats.errors
 import pytest
 from nats.js.errors import KeyWrongLastSequenceError
 
 from tests.integration.pod_manager.test_service import nc, settings_for  # noqa: F401
-from vibewave.contracts.events import PodRecord, PodStatus
+from vibewave.contracts.events import (
+    PodAdminReply,
+    PodAdminRequest,
+    PodOperation,
+    PodRecord,
+    PodStatus,
+    pod_rpc_subject,
+)
 from vibewave.pod_manager.service import PodManagerService
+from vibewave.runtime import broker as runtime
+from vibewave.runtime.broker import decode, encode
 from vibewave.runtime.lease import LEASE_TTL_S, LeaseLost
 
 pytestmark = pytest.mark.integration
@@ -57,3 +67,33 @@ async def test_a_stale_pod_manager_cannot_overwrite_its_successors_state(nats_ur
             await taking_over
         await old.stop()
         await new.stop()
+
+
+async def test_pod_admin_calls_are_answered_by_the_leader_only(nats_url, vibewave_home, nc):  # noqa: F811
+    """While the leader is gone and its lease not yet lapsed, a standby answers no admin call (no
+    responders); once it has taken the lease, it answers them."""
+    leader = PodManagerService(settings_for(nats_url, vibewave_home))
+    standby = PodManagerService(settings_for(nats_url, vibewave_home))
+    await leader.start()
+    taking_over = asyncio.create_task(standby.start())
+    call = PodAdminRequest()
+    try:
+        reply = await nc.request(pod_rpc_subject(PodOperation.LIST), encode(call), timeout=5)
+        assert decode(reply.data, PodAdminReply).status == 200
+        for task in leader._tasks:  # the leader hangs: no renewals, and it no longer serves its subscribers
+            task.cancel()
+        await runtime.stop_broker(leader.broker)
+        await asyncio.sleep(0.3)  # let the standby's connection see the interest go away
+        assert not taking_over.done()
+        with pytest.raises(nats.errors.NoRespondersError):
+            await nc.request(pod_rpc_subject(PodOperation.LIST), encode(call), timeout=5)
+        await asyncio.wait_for(taking_over, timeout=LEASE_TTL_S + 15)
+        reply = await nc.request(pod_rpc_subject(PodOperation.LIST), encode(call), timeout=5)
+        assert decode(reply.data, PodAdminReply).status == 200
+    finally:
+        taking_over.cancel()
+        with contextlib.suppress(BaseException):
+            await taking_over
+        await standby.stop()
+        leader._connected = False  # its broker is stopped already
+        await leader.stop()
