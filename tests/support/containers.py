@@ -27,6 +27,7 @@ from vibewave.devstack.nats_cluster import CLUSTER_NAME, free_ports, wait_for_je
 
 NATS_IMAGE = "vibewave-nats:test"
 OWNER_LABEL = "vibewave-test-session"
+STARTED: list[str] = []  # what this session ran in containers, for the summary at its end (tests/conftest.py)
 DOCKERFILE = """FROM scratch
 COPY nats-server /nats-server
 ENTRYPOINT ["/nats-server"]
@@ -98,6 +99,8 @@ class NatsNodeContainer:
         """Start the container; a standalone server is waited for until JetStream answers (a cluster node
         cannot answer before its peers are up: `NatsContainerCluster` waits for them all)."""
         self.container.start()
+        container = self.container.get_wrapped_container().short_id
+        STARTED.append(f"NATS node {self.server_name}: container {container} ({NATS_IMAGE}) at {self.url}")
         if self.route_port is None:
             import asyncio
 
@@ -141,9 +144,7 @@ class NatsContainerCluster:
         try:
             for node in self.nodes:
                 node.start()
-                container = node.container.get_wrapped_container().short_id
-                print(f"testcontainers: NATS node {node.server_name} in container {container} at {node.url}")
-            asyncio.run(wait_for_jetstream(self.url, timeout - (time.monotonic() - began)))
+            asyncio.run(wait_for_jetstream(self.url, timeout - (time.monotonic() - began), replicas=len(self.nodes)))
         except BaseException:
             self.stop()
             raise

@@ -25,10 +25,12 @@ from types import TracebackType
 import nats
 import nats.errors
 import nats.js.errors
+from nats.js.api import StorageType, StreamConfig
 
 from vibewave.devstack.nats_server import ClusterMembership, EmbeddedNats
 
 CLUSTER_NAME = "vibewave"
+PROBE_STREAM = "VIBEWAVE_CLUSTER_PROBE"  # created and deleted once at start: every peer has joined
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
@@ -72,7 +74,7 @@ class NatsCluster:
         try:
             for node in self.nodes:
                 node.start(timeout=max(deadline - time.monotonic(), 1.0), die_with_parent=die_with_parent)
-            asyncio.run(wait_for_jetstream(self.url, deadline - time.monotonic()))
+            asyncio.run(wait_for_jetstream(self.url, deadline - time.monotonic(), replicas=len(self.nodes)))
         except BaseException:
             self.stop()
             raise
@@ -90,15 +92,24 @@ class NatsCluster:
         self.stop()
 
 
-async def wait_for_jetstream(url: str, timeout: float) -> None:
-    """Until JetStream answers through `url` (its meta leader is elected), within `timeout`."""
+async def wait_for_jetstream(url: str, timeout: float, replicas: int = 1) -> None:
+    """Until JetStream answers through `url` (its meta leader is elected) and, for `replicas` > 1, can
+    place a stream of that many replicas (every peer has joined: before that, creating an R3 stream is
+    refused with "no suitable peers for placement") — within `timeout`."""
     deadline = time.monotonic() + timeout
     nc = await nats.connect(url.split(","), connect_timeout=2, max_reconnect_attempts=-1)
     try:
         js = nc.jetstream(timeout=1)
+        probe = StreamConfig(
+            name=PROBE_STREAM, subjects=["_vibewave.cluster.probe"], num_replicas=replicas,
+            storage=StorageType.MEMORY,
+        )  # fmt: skip
         while True:
             try:
                 await js.account_info()
+                if replicas > 1:
+                    await js.add_stream(probe)
+                    await js.delete_stream(PROBE_STREAM)
                 return
             except (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.APIError):
                 if time.monotonic() > deadline:
