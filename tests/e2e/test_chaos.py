@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +16,7 @@ import pytest
 
 from tests.e2e.conftest import StackFactory
 from tests.support.requests import read_bucket
-from tests.support.stack import Stack, wait_for
+from tests.support.stack import Stack, submit_until_accepted, wait_for
 from vibewave.contracts.events import PODS_BUCKET, REQUESTS_BUCKET, PodRecord, RequestRecord
 from vibewave.devstack.nats_server import EmbeddedNats
 from vibewave.runtime.broker import decode
@@ -40,23 +39,9 @@ def stack(start_stack: StackFactory, chaos_nats: EmbeddedNats) -> Stack:
     return start_stack(chaos_nats, MAX_PODS="3", EXECUTOR_ACK_WAIT="3", SIM_STEP_TIME="0.02", POD_IDLE_TIMEOUT="600")
 
 
-def submit_until_accepted(base_url: str, index: int) -> str:
-    """A client that retries (with its Idempotency-Key) until the request is accepted, within a bound."""
+def _submit(base_url: str, index: int) -> str:
     body = {"prompt": f"chaos {index}", "seed": index, "width": 256, "height": 256}
-    headers = {"Idempotency-Key": f"chaos-{index}"}
-    deadline = time.monotonic() + 90
-    with httpx.Client(base_url=base_url, timeout=15) as client:
-        while True:
-            try:
-                response = client.post("/api/qwen/generate-async", json=body, headers=headers)
-                if response.status_code == 202:
-                    request_id: str = response.json()["request_id"]
-                    return request_id
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"request {index} was never accepted")
-            time.sleep(0.2)
+    return submit_until_accepted(base_url, body, f"chaos-{index}", bound=90)
 
 
 def test_burst_through_scheduler_executor_and_nats_restarts(stack: Stack, chaos_nats: EmbeddedNats):
@@ -64,7 +49,7 @@ def test_burst_through_scheduler_executor_and_nats_restarts(stack: Stack, chaos_
     lock = threading.Lock()
 
     def submit(index: int) -> None:
-        request_id = submit_until_accepted(stack.base_url, index)
+        request_id = _submit(stack.base_url, index)
         with lock:
             accepted.append(request_id)
 

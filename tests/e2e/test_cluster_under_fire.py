@@ -32,7 +32,7 @@ import pytest
 from tests.support.cluster import cluster_nodes
 from tests.support.emulator import Emulator
 from tests.support.requests import read_bucket
-from tests.support.stack import Stack, free_port, wait_for
+from tests.support.stack import Stack, free_port, submit_until_accepted, wait_for
 from vibewave.contracts.events import (
     LEASES_BUCKET,
     REQUESTS_BUCKET,
@@ -90,23 +90,8 @@ def _healthy(base_url: str) -> bool:
 
 
 def _submit(base_url: str, index: int) -> str:
-    """A client that retries with its Idempotency-Key until the request is accepted, within a bound."""
     body = {"prompt": f"under fire {index}", "seed": index, "width": 256, "height": 256, "steps": 4}
-    deadline = time.monotonic() + 120
-    with httpx.Client(base_url=base_url, timeout=15) as client:
-        while True:
-            try:
-                response = client.post(
-                    "/api/qwen/generate-async", json=body, headers={"Idempotency-Key": f"fire-{index}"}
-                )
-                if response.status_code == 202:
-                    request_id: str = response.json()["request_id"]
-                    return request_id
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"request {index} was never accepted")
-            time.sleep(0.2)
+    return submit_until_accepted(base_url, body, f"fire-{index}", bound=120)
 
 
 async def _lease_holders(url: str) -> dict[str, LeaseRecord]:

@@ -132,3 +132,21 @@ class Stack:
     def close(self) -> None:
         self.stop()
         self.client.close()
+
+
+def submit_until_accepted(base_url: str, body: dict[str, Any], key: str, bound: float = 90) -> str:
+    """A client that retries `POST /api/qwen/generate-async` (with its Idempotency-Key, so a retry never
+    makes a second request) until the request is accepted, within `bound` seconds; the request id."""
+    deadline = time.monotonic() + bound
+    with httpx.Client(base_url=base_url, timeout=15) as client:
+        while True:
+            try:
+                response = client.post("/api/qwen/generate-async", json=body, headers={"Idempotency-Key": key})
+                if response.status_code == 202:
+                    request_id: str = response.json()["request_id"]
+                    return request_id
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"request {key} was never accepted")
+            time.sleep(0.2)
