@@ -13,11 +13,11 @@ from vibewave.devstack.nats_cluster import NatsCluster
 
 @contextmanager
 def cluster_nodes(root: Path) -> Iterator[NatsCluster]:
-    from tests.support.containers import NatsContainerCluster, docker_available
+    from tests.support.containers import container_cluster, docker_available
 
     if docker_available():
-        with NatsContainerCluster() as containers:
-            yield containers  # type: ignore[misc]  # the same surface
+        with container_cluster() as containers:
+            yield containers
         return
     with NatsCluster(root) as cluster:
         yield cluster

