@@ -14,6 +14,7 @@ import pytest
 from nats.js.errors import KeyWrongLastSequenceError
 
 from tests.integration.pod_manager.test_service import nc, settings_for  # noqa: F401
+from tests.support.leaders import pause
 from vibewave.contracts.events import (
     PodAdminReply,
     PodAdminRequest,
@@ -43,11 +44,8 @@ async def test_a_stale_pod_manager_cannot_overwrite_its_successors_state(nats_ur
     try:
         await old._save(pod, quiet=True)
         assert not taking_over.done()
-        for task in old._tasks:  # paused: nothing runs (no renewals, no passes), and its clock stands still
-            task.cancel()
+        pause(old)
         assert old.lease is not None
-        frozen = old.lease.clock()
-        old.lease.clock = lambda: frozen
         await asyncio.wait_for(taking_over, timeout=LEASE_TTL_S + 15)
         assert old.lease.held(), "it believes it still leads"
 

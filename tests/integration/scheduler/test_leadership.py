@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import pytest
 
 from tests.integration.scheduler.test_steps import nc, publish, settings, submitted  # noqa: F401
+from tests.support.leaders import pause
 from tests.support.requests import wait_for_record
 from vibewave.contracts.events import REQUESTS_BUCKET, CancelRequested, RequestRecord
 from vibewave.contracts.models import RequestStatus
@@ -19,15 +20,6 @@ from vibewave.runtime.lease import LEASE_TTL_S, LeaseLost
 from vibewave.scheduler.service import SchedulerService, StaleMemory
 
 pytestmark = pytest.mark.integration
-
-
-def _pause(scheduler: SchedulerService) -> None:
-    """As a process stopped by the OS would be: no renewals, and its clock stands still until it wakes."""
-    for task in scheduler._tasks:  # the lease keeper, placement, demand and timeouts
-        task.cancel()
-    assert scheduler.lease is not None
-    frozen = scheduler.lease.clock()
-    scheduler.lease.clock = lambda: frozen
 
 
 async def test_a_stale_leaders_write_after_losing_the_lease_is_refused(nats_url, vibewave_home, nc):  # noqa: F811
@@ -40,7 +32,7 @@ async def test_a_stale_leaders_write_after_losing_the_lease_is_refused(nats_url,
         await wait_for_record(nats_url, "req-stale-1", {RequestStatus.PENDING}, timeout=10)
         assert not taking_over.done(), "the standby must wait while the leader renews"
 
-        _pause(old)
+        pause(old)
         await asyncio.wait_for(taking_over, timeout=LEASE_TTL_S + 10)
         assert new.lease is not None and old.lease is not None
         assert new.lease.epoch > old.lease.epoch
