@@ -185,6 +185,14 @@ async def connect(broker: NatsBroker, timeout: float = 10.0) -> None:
             await asyncio.sleep(0.2)
 
 
+async def serve(broker: NatsBroker, timeout: float = 10.0) -> None:
+    """Start the subscribers and flush, so the server holds every subscription when this returns. A
+    subscribe is only queued on the connection: without the flush, a replica that has just taken over
+    could say it serves while a request to it still meets "no responders"."""
+    await broker.start()
+    await broker.connection.flush(timeout=max(1, round(timeout)))
+
+
 JETSTREAM_SUBJECT_LISTENER = """A core-NATS subscriber on a stream's subject (`no_reply=True`): a JetStream publish is a
 request whose reply is the stream's PubAck, and a FastStream core subscriber answers every message that
 has a reply subject — with its handler's None, an empty body. When that empty answer came first, the

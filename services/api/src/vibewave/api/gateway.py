@@ -172,7 +172,7 @@ class Gateway:
         common = self.settings.common
         await runtime.connect(self.broker)
         await runtime.provision(self.broker, common)
-        await self.broker.start()
+        await runtime.serve(self.broker)
         self._connected = True
         self.follower.start()
 

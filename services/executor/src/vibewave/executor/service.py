@@ -173,7 +173,7 @@ class ExecutorService:
         )
         self._requests = await js.key_value(REQUESTS_BUCKET.name)
         self._session = aiohttp.ClientSession()
-        await self.broker.start()
+        await runtime.serve(self.broker)
         await serve_liveness(self.broker.connection, "executor", "runs workflows on ComfyUI")
 
     async def stop(self) -> None:

@@ -215,7 +215,7 @@ class PodManagerService:
             await self._load()
             await self.sync()
         await self._beat()
-        await self.broker.start()  # the subscribers: demand, fault reports, admin calls
+        await runtime.serve(self.broker)  # the subscribers: demand, fault reports, admin calls
         self._tasks = [
             asyncio.create_task(self._keep_lease(), name="pod-manager:lease"),
             asyncio.create_task(self._reconcile_forever(), name="pod-manager:reconcile"),

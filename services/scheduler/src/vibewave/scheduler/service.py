@@ -205,7 +205,7 @@ class SchedulerService:
         self.lease = Lease(js, await js.key_value(LEASES_BUCKET.name), "scheduler")
         await self.lease.acquire()  # a standby waits here, connected: a takeover is a load away
         await self._step()  # fences and loads the open requests, sends any dispatch a predecessor left unsent
-        await self.broker.start()
+        await runtime.serve(self.broker)
         self._tasks = [
             asyncio.create_task(self._keep_lease(), name="scheduler:lease"),
             asyncio.create_task(self._place_on_pod_changes(), name="scheduler:placement"),
