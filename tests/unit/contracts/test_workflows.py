@@ -1,7 +1,11 @@
+import json
+import re
+import shutil
+
 import pytest
 
 from vibewave.contracts.models import DEFAULT_WORKFLOW
-from vibewave.contracts.workflows import InvalidInput, load_catalog
+from vibewave.contracts.workflows import SHIPPED_DIR, InvalidInput, load_catalog, load_workflow
 
 pytestmark = pytest.mark.unit
 
@@ -123,3 +127,48 @@ def test_catalog_picks_up_a_folder_added_while_running(tmp_path):
     broken.mkdir()
     (broken / "workflow.json").write_text("{not json")
     assert "late_flow" in catalog.names(), "a broken folder does not hide the others"
+
+
+def test_every_shipped_workflow_declares_the_model_files_its_graphs_load():
+    """load_catalog refuses a models.json that differs from what a variant's graph loads; here: every
+    shipped workflow has one, and every checksum it gives is a sha256."""
+    catalog = load_catalog()
+    for workflow in catalog.values():
+        assert workflow.models, f"{workflow.name} declares no models"
+        for model in workflow.models:
+            assert model.url.startswith("https://huggingface.co/") and "/resolve/" in model.url
+            assert model.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", model.sha256)
+            assert model.sha256 is not None or model.source, "an unpublished checksum says so"
+
+
+def test_the_variant_picks_the_model_files_a_request_needs():
+    qwen = load_catalog()["comfyui_image_qwen"]
+    files = {
+        s: {m.file for m in qwen.models_for(qwen.resolve_inputs({"prompt": "x", "steps": s}))} for s in (4, 8, 12, 30)
+    }
+    assert "Qwen-Image-Lightning-4steps-V1.0.safetensors" in files[4] and not files[4] & {
+        "Qwen-Image-Lightning-8steps-V1.0.safetensors",
+        "qwen_image_distill_full_fp8_e4m3fn.safetensors",
+    }
+    assert "Qwen-Image-Lightning-8steps-V1.0.safetensors" in files[8]
+    assert files[12] == {
+        "qwen_image_distill_full_fp8_e4m3fn.safetensors",
+        "qwen_2.5_vl_7b_fp8_scaled.safetensors",
+        "qwen_image_vae.safetensors",
+    }
+    assert files[30] == {
+        "qwen_image_fp8_e4m3fn.safetensors",
+        "qwen_2.5_vl_7b_fp8_scaled.safetensors",
+        "qwen_image_vae.safetensors",
+    }
+    core = sum(m.size or 0 for m in qwen.models if not m.optional)
+    assert core == 31_768_063_166, "the Qwen set of the reference (fp8, text encoder, VAE, 8-step LoRA)"
+
+
+def test_a_models_json_that_does_not_match_the_graph_is_refused(tmp_path):
+    folder = tmp_path / "wf"
+    shutil.copytree(SHIPPED_DIR / "comfyui_video_wan22", folder)
+    models = json.loads((folder / "models.json").read_text())
+    (folder / "models.json").write_text(json.dumps(models[:-1]))
+    with pytest.raises(ValueError, match=r"models\.json declares"):
+        load_workflow(folder)

@@ -226,3 +226,26 @@ def test_expired_lists_requests_past_the_queue_ttl():
     assert placer.expired(ttl_s=50) == ["r2"]
     assert placer.demand() == {0: (2, 0)}
     assert placer.waiting_in_class(0) == ["r2", "r90"] and placer.waiting_in_class(48) == []
+
+
+def test_a_request_goes_only_to_a_pod_that_lists_its_model_files():
+    placer = Placer(clock=fixed_clock)
+    lora4 = "loras/Qwen-Image-Lightning-4steps-V1.0.safetensors"
+    base = ["diffusion_models/qwen_image_fp8_e4m3fn.safetensors", "vae/qwen_image_vae.safetensors"]
+    downloading = msgspec.structs.replace(pod(1), models=base, models_missing=[lora4])
+    complete = msgspec.structs.replace(pod(2), models=[*base, lora4])
+    placer.update_pod(downloading)
+    needs_lora = msgspec.structs.replace(request(1), models=[*base, lora4])
+    placer.enqueue(needs_lora)
+    placer.enqueue(msgspec.structs.replace(request(2, workflow="other"), models=base))
+    assert placed(placer) == [("r2", "p1")], "the pod without the LoRA takes only what it can run"
+    placer.update_pod(complete)
+    assert placed(placer) == [("r1", "p2")]
+    assert placer.listing([*base, lora4]) and not placer.listing(["loras/other.safetensors"])
+
+
+def test_a_pod_whose_models_were_not_checked_serves_every_request():
+    placer = Placer(clock=fixed_clock)
+    placer.update_pod(pod(1))  # a local or static server: models None
+    placer.enqueue(msgspec.structs.replace(request(1), models=["loras/any.safetensors"]))
+    assert placed(placer) == [("r1", "p1")]

@@ -128,6 +128,7 @@ class RequestSubmitted(msgspec.Struct, kw_only=True):
     batch_id: str | None = None
     execution_timeout_s: float | None = None
     min_gpu_memory_gb: int = 0
+    models: list[str] = msgspec.field(default_factory=list)  # `folder/file` the chosen graph loads
 
 
 class RequestAssigned(msgspec.Struct, kw_only=True):
@@ -245,6 +246,7 @@ class Assignment(msgspec.Struct, kw_only=True):
     pod_ip: str | None
     comfyui_url: str
     execution_timeout_s: float | None = None
+    pod_name: str = ""  # the executor derives the pod's ComfyUI token from it (runtime.pod_token)
 
 
 class PodStatus(StrEnum):
@@ -261,9 +263,11 @@ class PodStatus(StrEnum):
 class PodRecord(msgspec.Struct, kw_only=True):
     """A pod as pod-manager knows it (KV `pods`).
 
-    A pod serves any workflow whose GPU needs it meets (`gpu_memory_gb`; None: unknown, serves all).
-    `origin` names the provider account it lives in; `manager` the pod-manager incarnation that last
-    verified it — the scheduler places work only on pods verified by the live one (see FleetStatus)."""
+    A pod serves any workflow whose GPU needs it meets (`gpu_memory_gb`; None: unknown, serves all) and
+    whose model files it has (`models`, as ComfyUI lists them; None: not checked — a local or static
+    server — serves all). `origin` names the provider account it lives in; `manager` the pod-manager
+    incarnation that last verified it — the scheduler places work only on pods verified by the live one
+    (see FleetStatus)."""
 
     id: str
     name: str
@@ -284,8 +288,13 @@ class PodRecord(msgspec.Struct, kw_only=True):
     checked_at: datetime | None = None  # the last probe that passed
     fault_seq: int = 0  # REQUESTS stream sequence of the last pod-fault report pod-manager has handled for it
     error: str | None = None
+    models: list[str] | None = None  # `folder/file` of the fleet's model set that ComfyUI lists on the pod
+    models_missing: list[str] = msgspec.field(default_factory=list)  # of the fleet's set, not (yet) listed
+    boot: str | None = None  # what the pod's bootstrap says it is doing (installing, downloading 43 %, …)
 
-    def serves(self, min_gpu_memory_gb: int) -> bool:
+    def serves(self, min_gpu_memory_gb: int, models: list[str] | None = None) -> bool:
+        if models and self.models is not None and not set(models) <= set(self.models):
+            return False
         return not min_gpu_memory_gb or self.gpu_memory_gb is None or self.gpu_memory_gb >= min_gpu_memory_gb
 
 
@@ -338,6 +347,7 @@ class FleetStatus(msgspec.Struct, kw_only=True):
     note: str | None = None  # why pods are short right now (backoff after a refusal, rate limit, …)
     settings: str = ""  # fingerprint of the pod settings the breakers were opened under
     stopping: bool = False
+    models: list[str] | None = None  # `folder/file` every new pod fetches (None: pods have every model)
 
     def fresh(self, now: datetime) -> bool:
         return not self.stopping and (now - self.heartbeat_at).total_seconds() <= max(
@@ -410,6 +420,7 @@ class RequestRecord(msgspec.Struct, kw_only=True):
     min_gpu_memory_gb: int = 0
     attempt_log: list[AttemptNote] = msgspec.field(default_factory=list)
     not_before: datetime | None = None  # a retry waits (backoff) until then
+    models: list[str] = msgspec.field(default_factory=list)  # `folder/file` its graph loads: pods listing them run it
 
 
 # ------------------------------------------------------------------------------ streams, buckets, consumers

@@ -210,6 +210,9 @@ class PodView(msgspec.Struct, kw_only=True):
     created_at: datetime | None = None
     updated_at: datetime | None = None
     error: str | None = None
+    models: list[str] | None = None  # model files (`folder/file`) its ComfyUI lists; None: not checked
+    models_missing: list[str] = msgspec.field(default_factory=list)  # of the fleet's set, not listed yet
+    boot: str | None = None  # what its bootstrap is doing while it starts (installing, downloading 37 %)
     details: dict[str, Any] = msgspec.field(default_factory=dict)
 
 

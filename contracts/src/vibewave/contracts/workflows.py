@@ -66,6 +66,38 @@ class PresetDef(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     sync_timeout_s: float | None = None  # how long a synchronous call waits before answering 408
 
 
+MODEL_EXTENSIONS = (".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft")
+"""What ComfyUI lists in a model folder (`folder_paths.supported_pt_extensions`): `x.safetensors.part` is hidden."""
+MODEL_FOLDERS = ("checkpoints", "diffusion_models", "text_encoders", "vae", "loras")
+"""ComfyUI's own folder names (`folder_paths` keys: `GET /models/{folder}` answers only these, not `unet`/`clip`)."""
+
+
+class ModelFile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """One model file a workflow's graphs load: where it goes, where it comes from, what it must be.
+
+    `sha256` is None only where no checksum is published (the pod pins the hash of its first download and
+    checks every later boot against it); `variants` names the graph variants that load it (empty: all).
+    An `optional` file is fetched only when the operator asks for it (a large file few requests need)."""
+
+    folder: Literal["checkpoints", "diffusion_models", "text_encoders", "vae", "loras"]
+    file: str
+    url: str
+    size: int | None
+    sha256: str | None
+    variants: tuple[str, ...] = ()
+    optional: bool = False
+    source: str = ""  # where size and checksum come from
+
+    @property
+    def key(self) -> str:
+        """`folder/file`: how requests name what they need and pods what they have."""
+        return f"{self.folder}/{self.file}"
+
+    def manifest_entry(self) -> dict[str, Any]:
+        """What the pod bootstrap reads (`VIBEWAVE_MODELS`)."""
+        return {"folder": self.folder, "file": self.file, "url": self.url, "size": self.size, "sha256": self.sha256}
+
+
 class WorkflowDef(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     name: str
     description: str = ""
@@ -99,6 +131,12 @@ class InvalidInput(ValueError):
 class Workflow(msgspec.Struct, frozen=True, kw_only=True):
     definition: WorkflowDef
     graphs: dict[str, dict[str, Any]]  # by file name
+    models: tuple[ModelFile, ...] = ()  # `models.json`: every file any variant loads
+
+    def models_for(self, inputs: dict[str, Any]) -> list[ModelFile]:
+        """The files the graph variant these (resolved) inputs pick loads."""
+        variant = self.variant_for(inputs).name
+        return [m for m in self.models if not m.variants or variant in m.variants]
 
     @property
     def name(self) -> str:
@@ -214,7 +252,43 @@ def load_workflow(folder: Path) -> Workflow:
         unknown = set(found.inputs) - set(definition.inputs)
         if unknown:
             raise ValueError(f"{folder}: preset {preset!r} sets unknown inputs {sorted(unknown)}")
-    return Workflow(definition=definition, graphs=graphs)
+    models_path = folder / "models.json"
+    models = tuple(msgspec.json.decode(models_path.read_bytes(), type=list[ModelFile])) if models_path.is_file() else ()
+    _check_models(folder, variants, graphs, models)
+    return Workflow(definition=definition, graphs=graphs, models=models)
+
+
+def graph_model_files(graph: dict[str, Any]) -> set[str]:
+    """The model file names a graph's loader nodes name (inputs ending in `_name` with a model extension)."""
+    found: set[str] = set()
+    for node in graph.values():
+        for key, value in (node.get("inputs") or {}).items():
+            if key.endswith("_name") and isinstance(value, str) and value.endswith(MODEL_EXTENSIONS):
+                found.add(value)
+    return found
+
+
+def _check_models(
+    folder: Path, variants: list[VariantDef], graphs: dict[str, dict[str, Any]], models: tuple[ModelFile, ...]
+) -> None:
+    """With a `models.json`, each variant's graph loads exactly the files declared for it: what a pod fetches
+    is what the graphs will ask for."""
+    if not models:
+        return
+    names = {v.name for v in variants}
+    for model in models:
+        unknown = set(model.variants) - names
+        if unknown:
+            raise ValueError(f"{folder}/models.json: {model.file} names unknown variants {sorted(unknown)}")
+        if model.sha256 is not None and len(model.sha256) != 64:
+            raise ValueError(f"{folder}/models.json: {model.file} has a malformed sha256")
+    for variant in variants:
+        declared = {m.file for m in models if not m.variants or variant.name in m.variants}
+        loaded = graph_model_files(graphs[variant.graph])
+        if declared != loaded:
+            raise ValueError(
+                f"{folder}: variant {variant.name!r} loads {sorted(loaded)} but models.json declares {sorted(declared)}"
+            )
 
 
 def load_catalog(extra_dir: Path | None = None) -> dict[str, Workflow]:

@@ -12,6 +12,24 @@ DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
+class Secret:
+    """A value that never shows itself in a repr, a log line or an exception."""
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret(<hidden>)" if self._value else "Secret(<empty>)"
+
+    __str__ = __repr__
+
+
 def parse_duration(raw: str) -> float:
     """`90`, `90s`, `15m`, `12h`, `7d`, `2w` → seconds (ValueError otherwise)."""
     text = raw.strip().lower()

@@ -218,6 +218,7 @@ class Gateway:
             batch_id=batch_id,
             execution_timeout_s=workflow.timeout_for(preset),
             min_gpu_memory_gb=workflow.definition.min_gpu_memory_gb,
+            models=[m.key for m in workflow.models_for(dict(inputs))],
         )
 
     async def submit(self, submission: Submission, idempotency_key: str | None = None) -> Submission:

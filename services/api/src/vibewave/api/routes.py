@@ -276,18 +276,41 @@ class QwenController(Controller):
 
     @get("/health", operation_id="qwenHealth")
     async def health(self, state: State) -> Response[dict[str, Any]]:
-        """Whether Qwen generation can run now: the services are alive and the workflow is loaded."""
+        """Whether Qwen generation can run now: the services are alive, the workflow is loaded, and which of
+        its model files each pod's ComfyUI lists (a pod that lacks some is given no request that needs them)."""
         gateway = gateway_of(state)
         report = await gateway.health()  # the api itself is unhealthy while its index loads
         workflow = gateway.catalog.get(DEFAULT_WORKFLOW)
-        pods = [p for p in gateway.index.active_pods() if p.workflow_name == DEFAULT_WORKFLOW]
+        needed = [m.key for m in workflow.models] if workflow else []
+        core = [m.key for m in workflow.models if not m.optional] if workflow else []
+        pods = gateway.index.active_pods()
+        serving = [p for p in pods if p.serves(0, core)]
         loaded = gateway.index.loaded.is_set()
         body = {
             "status": "healthy" if not report.unhealthy and workflow else "unhealthy",
             "workflow_name": DEFAULT_WORKFLOW,
             "workflow_loaded": workflow is not None,
             "presets": sorted(workflow.definition.presets) if workflow else [],
-            "pods": {"active": len(pods), "ready": sum(1 for p in pods if p.status == "ready")},
+            "pods": {
+                "active": len(serving),
+                "ready": sum(1 for p in serving if p.status == "ready"),
+                "booting": sum(1 for p in pods if p.status == "starting"),
+            },
+            "models": {
+                "files": needed,
+                "optional": [m.key for m in workflow.models if m.optional] if workflow else [],
+                "pods": [
+                    {
+                        "pod_id": p.id,
+                        "status": p.status,
+                        "checked": p.models is not None,  # False: a local or static server, not checked
+                        "present": [k for k in needed if p.models is None or k in p.models],
+                        "missing": [k for k in core if p.models is not None and k not in p.models],
+                        "boot": p.boot,
+                    }
+                    for p in pods
+                ],
+            },
             "queue": {"pending": gateway.stats().pending_requests if loaded else None},
             "unhealthy": report.unhealthy,
         }

@@ -158,6 +158,7 @@ def submitted(existing: RequestRecord | None, event: RequestSubmitted, tracepare
         execution_timeout_s=event.execution_timeout_s,
         traceparent=traceparent,
         min_gpu_memory_gb=event.min_gpu_memory_gb,
+        models=event.models,
     )
     return Decision(record)
 

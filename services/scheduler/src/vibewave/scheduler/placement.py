@@ -9,6 +9,7 @@ among equal ranks the higher class, then the oldest. Only queue heads are compar
 cheap however deep the queue. The request then takes the free pod that last ran its workflow (its
 models are loaded), else a pod whose last workflow has nobody waiting, else the smallest that fits.
 
+A request goes only to a pod whose ComfyUI lists the model files its graph loads (`PodRecord.models`).
 A pod holds one request at a time and a request is on at most one pod: nothing is double-booked. Work
 goes only to pods that are ready, verified by the live pod-manager (`manager`), and not suspected: a
 pod on which a run faulted stays out until pod-manager has seen the fault and a probe passed since
@@ -178,10 +179,10 @@ class Placer:
             for (workflow, queue_priority), queue in self._queues.items():
                 if queue_priority != priority or not queue:
                     continue
-                needs = self._class_of.get(workflow, 0)
-                if needs and not any(pod.serves(needs) for pod in free):
-                    continue
                 head = self._queued[queue[0]]
+                needs = self._class_of.get(workflow, 0)
+                if (needs or head.models) and not any(pod.serves(needs, head.models) for pod in free):
+                    continue
                 candidate = (self._running[workflow], head.created_at.timestamp(), head.id, (workflow, priority))
                 if fairest is None or candidate[:2] < fairest[:2]:
                     fairest = candidate
@@ -205,7 +206,7 @@ class Placer:
                 pod.gpu_memory_gb or 0,  # the smallest that fits: big pods stay free for big requests
             )
 
-        return min((pod for pod in free if pod.serves(record.min_gpu_memory_gb)), key=preference)
+        return min((pod for pod in free if pod.serves(record.min_gpu_memory_gb, record.models)), key=preference)
 
     def expired(self, ttl_s: float) -> list[str]:
         """Waiting requests older than `ttl_s` (heads only: each queue is oldest first)."""
@@ -241,6 +242,13 @@ class Placer:
 
     def busy_pods(self) -> list[str]:
         return sorted(self._request_on)
+
+    def listing(self, models: list[str]) -> bool:
+        """Whether any known pod (of any status but gone) lists these model files."""
+        return any(pod.models is None or set(models) <= set(pod.models) for pod in self._pods.values())
+
+    def waiting(self) -> list[RequestRecord]:
+        return [*self._queued.values(), *self._delayed.values()]
 
     def on_pod(self) -> dict[str, str]:
         return dict(self._pod_of)

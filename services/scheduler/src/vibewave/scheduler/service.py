@@ -333,6 +333,10 @@ class SchedulerService:
         if breaker is not None:
             self._apply(lifecycle.no_capacity(record, breaker.diagnosis, utcnow()))
             return
+        unfetched = self._never_fetched(record)
+        if unfetched is not None:
+            self._apply(lifecycle.no_capacity(record, unfetched, utcnow()))
+            return
         self.placer.enqueue(record)
         self._demand_changed.set()
         log.info("request queued", extra={"workflow": record.workflow_name, "priority": record.priority})
@@ -572,6 +576,7 @@ class SchedulerService:
                 pod_ip=pod.ip,
                 comfyui_url=pod.comfyui_url or "",
                 execution_timeout_s=record.execution_timeout_s,
+                pod_name=pod.name,
             )
             assigned = RequestAssigned(request_id=record.id, pod_id=pod.id, attempt=record.attempts)
             _raise_first(
@@ -634,6 +639,20 @@ class SchedulerService:
         fleet, now = self._fleet, utcnow()
         return fleet.blocking(now) if fleet is not None and fleet.fresh(now) else []
 
+    def _never_fetched(self, record: RequestRecord) -> str | None:
+        """Why no pod will ever have this request's model files (None: one may): the live pod-manager's
+        new pods do not fetch them and no pod lists them."""
+        fleet = self._fleet
+        if not record.models or fleet is None or fleet.models is None or not fleet.fresh(utcnow()):
+            return None
+        missing = sorted(set(record.models) - set(fleet.models))
+        if not missing or self.placer.listing(record.models):
+            return None
+        return (
+            f"its graph loads {', '.join(missing)}, which the fleet's pods do not fetch (add its workflow to "
+            "POD_WORKFLOWS, or set POD_OPTIONAL_MODELS=true for optional files, on pod-manager)"
+        )
+
     def _open_breaker(self, min_gpu_memory_gb: int) -> Breaker | None:
         return next((b for b in self._blocking_breakers() if b.min_gpu_memory_gb == min_gpu_memory_gb), None)
 
@@ -675,6 +694,10 @@ class SchedulerService:
             fail = functools.partial(lifecycle.no_capacity, diagnosis=breaker.diagnosis, now=now)
             for request_id in self.placer.waiting_in_class(breaker.min_gpu_memory_gb):
                 self._end_waiting(request_id, fail)
+        for waiting in self.placer.waiting():
+            unfetched = self._never_fetched(waiting)
+            if unfetched is not None:
+                self._end_waiting(waiting.id, functools.partial(lifecycle.no_capacity, diagnosis=unfetched, now=now))
         for request_id in list(self.placer.on_pod()):
             record = self._open.get(request_id)
             limit = lifecycle.run_overdue(record, 900.0, self.settings.run_grace_s, now) if record else None
