@@ -250,7 +250,10 @@ def test_cluster_under_fire(stack: tuple[Stack, Any]) -> None:
     emulator_state = httpx.get(f"{emulator_url}/emulator/state", timeout=10).json()
     runs: Counter[str] = Counter()
     for pod in emulator_state["pods"]:
-        response = httpx.get(f"{emulator_url}/proxy/{pod['id']}-8188/history", timeout=30)
+        token = services.pod_token(pod["name"])  # the bootstrap's proxy in front of each pod's ComfyUI asks for it
+        response = httpx.get(f"{emulator_url}/proxy/{pod['id']}-8188/history", timeout=30,
+                             headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+        assert response.status_code not in (401, 403), f"pod {pod['id']} refused its token: {response.text[:200]}"
         if response.status_code != 200:
             continue
         for prompt_id, entry in response.json().items():

@@ -23,6 +23,7 @@ import pytest
 from tests.e2e.conftest import StackFactory
 from tests.support.emulator import Emulator
 from tests.support.stack import Stack, wait_for
+from vibewave.runtime.pod_token import POD_TOKEN_KEY_ENV, new_key
 
 pytestmark = pytest.mark.e2e
 
@@ -31,6 +32,8 @@ FIXTURE_WORKFLOWS = Path(__file__).resolve().parents[1] / "fixtures" / "workflow
 FAST = {"POD_SYNC_INTERVAL": "1", "POD_TERMINATE_TIMEOUT": "600", "SCHEDULER_QUEUE_TTL": "120"}
 
 FleetFactory = Callable[..., tuple[Stack, Emulator]]
+# The REST v2 operations pod-manager calls (RUNPOD_API=rest, the default), as the emulator counts them.
+CREATE, RESUME, TERMINATE = "rest:createPod", "rest:podAction:start", "rest:deletePod"
 
 
 @pytest.fixture
@@ -72,7 +75,7 @@ def test_a_stopped_pod_whose_host_is_busy_is_terminated_and_a_new_pod_serves(fle
     second = stack.record(stack.generate(), {"completed", "failed"})
     assert second.status == "completed" and second.pod_id != old, "a new pod served it"
     state = emulator.state()
-    assert state["calls"]["podResume"] == 2, "the admin's try and one by the fleet: no resume loop"
+    assert state["calls"][RESUME] == 2, "the admin's try and one by the fleet: no resume loop"
     assert state["podsCreated"] == 2 and old in state["terminatedPodIds"]
     assert [p["id"] for p in state["pods"]] == [second.pod_id]
 
@@ -83,18 +86,19 @@ def test_pods_that_never_become_ready_stop_after_the_attempts_with_a_diagnosis(f
     failed = stack.record(stack.generate(), {"completed", "failed"}, timeout=60)
     assert failed.status == "failed"
     assert failed.error is not None and failed.error.startswith(
-        "no pod can be started for it: no ComfyUI answered /system_stats within 2s on 2 pods in a row"
+        "no pod can be started for it: 2 pods in a row never became ready: ComfyUI did not answer within 2s ("
     ), failed.error
     assert "image runpod/pytorch:2.1.0-py3.10-cuda11.8.0-devel-ubuntu22.04" in failed.error
     state = emulator.state()
-    assert state["podsCreated"] == 2 and state["calls"]["podFindAndDeployOnDemand"] == 2
+    assert state["podsCreated"] == 2 and state["calls"][CREATE] == 2
     assert len(state["terminatedPodIds"]) == 2 and state["pods"] == [], "both terminated: nothing left billing"
 
     health = stack.client.get("/api/runpod/health")
-    assert health.status_code == 503 and "circuit breaker open: no ComfyUI answered" in health.json()["detail"]
+    assert health.status_code == 503
+    assert "circuit breaker open: 2 pods in a row never became ready" in health.json()["detail"]
     overall = stack.client.get("/health")
     assert overall.status_code == 503 and "fleet" in overall.json()["unhealthy"]
-    assert "no ComfyUI answered" in overall.json()["fleet"]["detail"]
+    assert "never became ready: ComfyUI did not answer" in overall.json()["fleet"]["detail"]
 
     started = time.monotonic()
     again = stack.record(stack.generate(), {"completed", "failed"}, timeout=30)
@@ -107,25 +111,25 @@ def test_a_failed_terminate_is_retried_until_the_pod_is_gone(fleet: FleetFactory
     created = stack.client.post("/api/runpod/pods", json={})
     assert created.status_code == 201, created.text
     pod_id = created.json()["id"]
-    emulator.faults({"internal_error": {"operations": ["podTerminate"], "times": 2}})
+    emulator.faults({"internal_error": {"operations": [TERMINATE], "times": 2}})
     refused = stack.client.post(f"/api/runpod/pods/{pod_id}/terminate")
     assert refused.status_code == 409 and "pod-manager keeps trying" in refused.json()["detail"]
     assert stack.client.get(f"/api/runpod/pods/{pod_id}").json()["status"] == "terminating"
     wait_for(lambda: emulator_pod(emulator, pod_id) is None, 30, "the terminate to land on a later try")
     state = emulator.state()
-    assert state["calls"]["podTerminate"] == 3 and state["terminatedPodIds"] == [pod_id]
+    assert state["calls"][TERMINATE] == 3 and state["terminatedPodIds"] == [pod_id]
     wait_for(lambda: stack.client.get(f"/api/runpod/pods/{pod_id}").status_code == 404, 10, "the record to follow")
 
 
 def test_rate_limits_are_waited_out_then_the_call_succeeds(fleet: FleetFactory):
-    stack, emulator = fleet({"rate_limit": {"operations": ["podFindAndDeployOnDemand"], "times": 2,
+    stack, emulator = fleet({"rate_limit": {"operations": [CREATE], "times": 2,
                                             "retry_after": 1}})  # fmt: skip
     started = time.monotonic()
     done = stack.record(stack.generate(), {"completed", "failed"}, timeout=60)
     assert done.status == "completed", done.error
     assert time.monotonic() - started >= 2, "Retry-After (1 s, twice) was honoured"
     state = emulator.state()
-    assert state["calls"]["podFindAndDeployOnDemand"] == 3 and state["rateLimited"] == 2
+    assert state["calls"][CREATE] == 3 and state["rateLimited"] == 2
     assert state["podsCreated"] == 1
 
 
@@ -133,7 +137,8 @@ def test_an_unknown_gpu_type_id_is_a_start_up_error_naming_the_valid_ones(tmp_pa
     emulator = Emulator(tmp_path, KEY)
     try:
         env = {**os.environ, **emulator.pod_manager_env(), "RUNPOD_GPU_TYPES": "NVIDIA GeForce RTX 4090x",
-               "NATS_URL": "nats://127.0.0.1:1", "VIBEWAVE_HOME": str(tmp_path / "home")}  # fmt: skip
+               "NATS_URL": "nats://127.0.0.1:1", "VIBEWAVE_HOME": str(tmp_path / "home"),
+               POD_TOKEN_KEY_ENV: new_key()}  # fmt: skip
         run = subprocess.run([sys.executable, "-m", "vibewave.pod_manager"], env=env, capture_output=True,
                              timeout=60, stdin=subprocess.DEVNULL)  # fmt: skip
         output = (run.stdout + run.stderr).decode(errors="replace")
@@ -142,7 +147,8 @@ def test_an_unknown_gpu_type_id_is_a_start_up_error_naming_the_valid_ones(tmp_pa
         assert "valid ids: " in output and "NVIDIA GeForce RTX 4090," in output
         assert "Traceback" not in output
         calls = emulator.state()["calls"]
-        assert calls.get("podFindAndDeployOnDemand", 0) == 0 and emulator.state()["podsCreated"] == 0
+        assert calls.get(CREATE, 0) == calls.get("podFindAndDeployOnDemand", 0) == 0, calls
+        assert emulator.state()["podsCreated"] == 0
     finally:
         emulator.close()
 
@@ -152,7 +158,7 @@ def test_an_idle_pod_whose_comfyui_was_killed_costs_at_most_one_attempt(fleet: F
     warm = wait_for(lambda: [p for p in stack.client.get("/api/runpod/pods").json() if p["status"] == "ready"],
                     60, "the warm pod")  # fmt: skip
     pod_id = warm[0]["id"]
-    emulator.kill_comfyui(pod_id)  # SIGKILL; the container brings it back shortly
+    emulator.kill_comfyui(pod_id)  # SIGKILL to what serves 8188 (the bootstrap's token proxy); it comes back shortly
     done = stack.record(stack.generate(), {"completed", "failed"}, timeout=60)
     assert done.status == "completed", done.error
     assert done.attempts <= 2 and done.pod_id == pod_id
@@ -166,12 +172,12 @@ def test_a_ready_pod_that_stays_silent_is_terminated_after_the_unhealthy_timeout
     warm = wait_for(lambda: [p for p in stack.client.get("/api/runpod/pods").json() if p["status"] == "ready"],
                     60, "the warm pod")  # fmt: skip
     dead = warm[0]["id"]
-    emulator.kill_comfyui(dead)  # and it never comes back: the pod bills for nothing
+    emulator.kill_container(dead)  # ComfyUI, its proxy and the bootstrap; never restarted: the pod bills for nothing
     wait_for(lambda: dead in emulator.state()["terminatedPodIds"], 30, "the silent pod to be terminated")
     done = stack.record(stack.generate(), {"completed", "failed"}, timeout=60)
     assert done.status == "completed" and done.pod_id != dead, "a new pod serves"
     state = emulator.state()
-    assert state["calls"]["podTerminate"] == 1 and state["podsCreated"] == 2
+    assert state["calls"][TERMINATE] == 1 and state["podsCreated"] == 2
 
 
 def test_when_every_attempt_faults_the_error_lists_each_attempt(fleet: FleetFactory):
@@ -205,8 +211,8 @@ def test_a_workflow_that_needs_a_bigger_gpu_runs_only_on_a_pod_that_has_it(fleet
     assert [r.status for r in done.values()] == ["completed", "completed"], [r.error for r in done.values()]
     pods = {p["id"]: p for p in stack.client.get("/api/runpod/pods").json()}
     assert pods[done[big].pod_id or ""]["gpu_type"] == "RTX A6000", "the first preferred GPU type with 48 GB"
-    creates = emulator.state()["calls"]["podFindAndDeployOnDemand"]
+    creates = emulator.state()["calls"][CREATE]
     impossible = stack.record(queue("still_200gb"), {"completed", "failed"}, timeout=30)
     assert impossible.status == "failed" and impossible.error is not None
     assert "no GPU type of RUNPOD_GPU_TYPES has 200 GB or more" in impossible.error, impossible.error
-    assert emulator.state()["calls"]["podFindAndDeployOnDemand"] == creates, "no pod is created for it"
+    assert emulator.state()["calls"][CREATE] == creates, "no pod is created for it"

@@ -5,7 +5,10 @@ every /api/runpod endpoint, and the key found nowhere it must not be."""
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 from collections.abc import Iterator
+from contextlib import ExitStack
 from typing import Any
 from uuid import uuid4
 
@@ -13,10 +16,10 @@ import httpx
 import nats
 import pytest
 
-from tests.e2e.conftest import StackFactory
 from tests.support.emulator import Emulator
 from tests.support.stack import Stack, wait_for
 from vibewave.contracts.events import PODS_STREAM, PodEvent
+from vibewave.devstack.nats_server import EmbeddedNats
 from vibewave.runtime.broker import decode
 
 pytestmark = pytest.mark.e2e
@@ -26,27 +29,44 @@ MAX_PODS = 3
 IDLE_S, TERMINATE_S, READY_S = 2.0, 3.0, 4.0
 
 
+@pytest.fixture(scope="module", params=["rest", "graphql"])
+def api(request: pytest.FixtureRequest) -> str:
+    """RUNPOD_API: the whole module runs once over REST v2 (the default) and once over GraphQL."""
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
-def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
-    running = Emulator(tmp_path_factory.mktemp("emulator"), KEY)
+def emulator(tmp_path_factory: pytest.TempPathFactory, api: str) -> Iterator[Emulator]:
+    running = Emulator(tmp_path_factory.mktemp(f"emulator-{api}"), KEY)
     yield running
     running.close()
 
 
 @pytest.fixture(scope="module")
-def stack(start_stack: StackFactory, emulator: Emulator) -> Stack:
+def stack(tmp_path_factory: pytest.TempPathFactory, emulator: Emulator, api: str) -> Iterator[Stack]:
+    """A stack on a NATS server of each transport's own: the tests count every pod event on the streams."""
     pod_manager_env = {
         **emulator.pod_manager_env(),
+        "RUNPOD_API": api,
         "OTEL_TRACES_EXPORTER": "console",  # spans go to the captured output, where the key must not be
     }
-    services = start_stack(
-        service_env={"pod-manager": pod_manager_env},
-        MAX_PODS=str(MAX_PODS), POD_IDLE_TIMEOUT=str(IDLE_S), POD_TERMINATE_TIMEOUT=str(TERMINATE_S),
-        POD_READY_TIMEOUT=str(READY_S), POD_SYNC_INTERVAL="1", LOG_LEVEL="DEBUG",
-    )  # fmt: skip
-    services.responses: list[str] = []  # type: ignore[misc]
-    services.client.event_hooks["response"] = [lambda r: services.responses.append(r.read().decode(errors="replace"))]
-    return services
+    with ExitStack() as cleanup:
+        server = EmbeddedNats(tmp_path_factory.mktemp(f"fleet-nats-{api}"))
+        server.start()
+        cleanup.callback(server.stop)
+        services = Stack(
+            server.url, tmp_path_factory.mktemp(f"fleet-home-{api}"), service_env={"pod-manager": pod_manager_env},
+            MAX_PODS=str(MAX_PODS), POD_IDLE_TIMEOUT=str(IDLE_S), POD_TERMINATE_TIMEOUT=str(TERMINATE_S),
+            POD_READY_TIMEOUT=str(READY_S), POD_SYNC_INTERVAL="1", LOG_LEVEL="DEBUG",
+        )  # fmt: skip
+        cleanup.callback(services.close)
+        services.start()
+        services.wait_healthy(timeout=60)
+        services.responses: list[str] = []  # type: ignore[misc]
+        services.client.event_hooks["response"] = [
+            lambda r: services.responses.append(r.read().decode(errors="replace"))
+        ]
+        yield services
 
 
 def record(stack: Stack, request_id: str, statuses: set[str], timeout: float = 90) -> Any:
@@ -139,7 +159,7 @@ def test_a_pod_that_never_becomes_ready_is_replaced(stack: Stack, emulator: Emul
     assert done.pod_id != failed[-1].id
 
 
-def test_a_capacity_error_falls_over_to_the_next_gpu_type(stack: Stack, emulator: Emulator):
+def test_a_capacity_error_falls_over_to_the_next_gpu_type(stack: Stack, emulator: Emulator, api: str):
     emulator.faults({"capacity": {"gpu_types": ["NVIDIA GeForce RTX 4090"], "times": 3}})
     try:
         created = stack.client.post("/api/runpod/pods", json={})
@@ -147,7 +167,11 @@ def test_a_capacity_error_falls_over_to_the_next_gpu_type(stack: Stack, emulator
         emulator.faults(None)
     assert created.status_code == 201, created.text
     pod = created.json()
-    assert pod["gpu_type"] == "RTX A6000" and pod["details"]["machine"]["gpuDisplayName"] == "RTX A6000"
+    assert pod["gpu_type"] == "RTX A6000"
+    if api == "rest":
+        assert pod["details"]["gpu"]["id"] == "NVIDIA RTX A6000"
+    else:
+        assert pod["details"]["machine"]["gpuDisplayName"] == "RTX A6000"
     assert stack.client.post(f"/api/runpod/pods/{pod['id']}/terminate").status_code == 200
 
 
@@ -167,7 +191,7 @@ def test_a_restarted_pod_manager_adopts_its_pods(stack: Stack, emulator: Emulato
     assert {p["id"] for p in emulator.pods()} <= ours, "no orphan"
 
 
-def test_every_runpod_endpoint(stack: Stack, emulator: Emulator):
+def test_every_runpod_endpoint(stack: Stack, emulator: Emulator, api: str):
     c = stack.client
     health = c.get("/api/runpod/health")
     assert health.status_code == 200 and health.json()["provider"] == "runpod" and health.json()["healthy"]
@@ -184,7 +208,15 @@ def test_every_runpod_endpoint(stack: Stack, emulator: Emulator):
     wait_for(lambda: len(live_pods(stack)) < MAX_PODS, 60, "room in the fleet for one more pod", interval=0.5)
     pod = c.post("/api/runpod/pods", json={"workflow_name": "comfyui_image_qwen"}).json()
     pod_id = pod["id"]
-    assert len(pod_id) == 14 and pod["managed"] and pod["details"]["ports"].startswith("22/tcp")
+    ports = pod["details"]["ports"]  # REST v2: a list; GraphQL: one comma-separated string
+    assert len(pod_id) == 14 and pod["managed"] and (ports[0] if api == "rest" else ports).startswith("22/tcp")
+    env = pod["details"].get("env") or {}  # REST v2 pods carry theirs (GraphQL's selection has none)
+    assert all(value == "<hidden>" for value in env.values()), "env keys only: the pod's token stays hidden"
+    assert stack.pod_token(pod["name"]) not in json.dumps(pod)
+    rest_calls = emulator.calls("rest:createPod") + emulator.calls("rest:listPods") + emulator.calls("rest:getPod")
+    graphql_calls = emulator.calls("podFindAndDeployOnDemand") + emulator.calls("pod") + emulator.calls("myself")
+    assert (rest_calls > 0) == (api == "rest"), f"RUNPOD_API={api}: {emulator.state()['calls']}"
+    assert graphql_calls > 0, "the balance is read over GraphQL in both modes"
     assert pod_id in {p["id"] for p in c.get("/api/runpod/pods").json()}
     wait_for(lambda: c.get(f"/api/runpod/pods/{pod_id}/ip").json()["ip"], 20, "the pod's runtime")
     address = c.get(f"/api/runpod/pods/{pod_id}/ip").json()
@@ -228,7 +260,7 @@ def test_every_runpod_endpoint(stack: Stack, emulator: Emulator):
         emulator.faults(None)
 
 
-def test_the_key_appears_in_no_log_trace_event_or_response(stack: Stack):
+def test_the_key_and_pod_tokens_appear_in_no_log_trace_event_or_response(stack: Stack, emulator: Emulator):
     async def bus_contents() -> list[bytes]:
         nc = await nats.connect(stack.env["NATS_URL"])
         found: list[bytes] = []
@@ -251,7 +283,16 @@ def test_the_key_appears_in_no_log_trace_event_or_response(stack: Stack):
     outputs = [p.read_text(errors="replace") for p in stack.home.glob("*.out")]
     assert any('"trace_id"' in text or "span_id" in text for text in outputs), "traces were captured"
     assert stack.responses, "responses were captured"  # type: ignore[attr-defined]
-    secret = KEY.encode()
-    assert not [c for c in contents if secret in c], "the key is in a NATS message or KV value"
-    for text in [*logs, *outputs, *stack.responses]:  # type: ignore[attr-defined]
-        assert KEY not in text
+    names = set(re.findall(rb'"name":"(vibewave-[0-9a-z-]+)"', b"".join(contents)))
+    assert names, "pods were created and their events read"
+    secrets = [KEY, stack.pod_token_key, *(stack.pod_token(name.decode()) for name in names)]
+    emulator_log = "\n".join(  # the emulator's own log and every pod's container log (the bootstrap, ComfyUI)
+        p.read_text(errors="replace") for p in [emulator.work / "emulator.out", *emulator.work.rglob("*.log")]
+    )
+    assert "vibewave-bootstrap:" in emulator_log, "the pods' own logs were read"
+    for secret in secrets:
+        assert not [c for c in contents if secret.encode() in c], "a secret is in a NATS message or KV value"
+        for text in [*logs, *outputs, *stack.responses]:  # type: ignore[attr-defined]
+            assert secret not in text
+    for secret in secrets[1:]:  # RunPod's side (the emulator) knows its own key, never the pods' tokens
+        assert secret not in emulator_log

@@ -26,6 +26,7 @@ import pytest
 from tests.chaos.harness import REPO, MakeRun, kill_all, processes_of
 from tests.support.emulator import Emulator
 from tests.support.stack import free_port
+from vibewave.runtime.pod_token import pod_token
 
 pytestmark = pytest.mark.e2e
 
@@ -241,7 +242,9 @@ def test_the_next_stack_on_another_provider_dispatches_nothing_to_the_old_pods(
     assert_clean_stop(first, began)
     kept = {pod["id"] for pod in emulator.pods()}
     assert kept == set(old_pods), "POD_SHUTDOWN=keep leaves the pods at the provider"
-    before = {pod_id: set(emulator.history(pod_id)) for pod_id in kept}
+    key = (tmp_path / "home" / "pod-token.key").read_text().strip()  # the first stack's (its devstack made it)
+    tokens = {pod["id"]: pod_token(key, pod["name"]) for pod in emulator.pods()}  # the pods' proxies ask for them
+    before = {pod_id: set(emulator.history(pod_id, tokens[pod_id])) for pod_id in kept}
 
     second = make_run(tmp_path / "home")  # the local provider: no key
     second.wait_healthy()
@@ -250,5 +253,5 @@ def test_the_next_stack_on_another_provider_dispatches_nothing_to_the_old_pods(
     assert done["pod_id"] not in kept
     prompt_ids = {str(uuid5(NAMESPACE_URL, f"vibewave:{request_id}:{attempt}")) for attempt in range(1, 5)}
     for pod_id in kept:
-        new = set(emulator.history(pod_id)) - before[pod_id]
+        new = set(emulator.history(pod_id, tokens[pod_id])) - before[pod_id]
         assert not new, f"emulator pod {pod_id} ran {new} (ours: {new & prompt_ids})"

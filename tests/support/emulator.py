@@ -15,6 +15,7 @@ from tests.support.stack import free_port, wait_for
 class Emulator:
     def __init__(self, work: Path, key: str, *args: str) -> None:
         work.mkdir(parents=True, exist_ok=True)
+        self.work = work  # emulator.out (its log) and emu/ (pods' disks and container logs, network volumes)
         self.port = free_port()
         self.key = key
         self.url = f"http://127.0.0.1:{self.port}"
@@ -54,9 +55,11 @@ class Emulator:
         pods: list[dict[str, Any]] = self.state()["pods"]
         return pods
 
-    def history(self, pod_id: str) -> dict[str, Any]:
-        """The prompts the pod's ComfyUI has run (its `/history`, through the emulator's proxy)."""
-        response = httpx.get(f"{self.url}/proxy/{pod_id}-8188/history", timeout=10)
+    def history(self, pod_id: str, token: str | None = None) -> dict[str, Any]:
+        """The prompts the pod's ComfyUI has run (its `/history`, through the emulator's proxy; `token`: the
+        pod's ComfyUI token, which the bootstrap's proxy asks for)."""
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        response = httpx.get(f"{self.url}/proxy/{pod_id}-8188/history", headers=headers, timeout=10)
         response.raise_for_status()
         history: dict[str, Any] = response.json()
         return history
@@ -65,7 +68,12 @@ class Emulator:
         return int(self.state()["calls"].get(operation, 0))
 
     def kill_comfyui(self, pod_id: str) -> None:
+        """SIGKILL what listens on the pod's 8188 (ComfyUI, or the bootstrap's token proxy in front of it)."""
         httpx.post(f"{self.url}/emulator/pods/{pod_id}/kill-comfyui").raise_for_status()
+
+    def kill_container(self, pod_id: str) -> None:
+        """SIGKILL every process of the pod's container; it restarts unless `--comfyui-no-restart`."""
+        httpx.post(f"{self.url}/emulator/pods/{pod_id}/kill-container").raise_for_status()
 
     def close(self) -> None:
         self.process.terminate()

@@ -16,6 +16,7 @@ import httpx
 
 from tests.support.requests import wait_for_record
 from vibewave.contracts.events import RequestRecord
+from vibewave.runtime.pod_token import POD_TOKEN_KEY_ENV, new_key, pod_token
 
 SERVICES = ("scheduler", "pod-manager", "executor", "api")
 
@@ -58,6 +59,9 @@ class Stack:
             **env,
         }
         self.service_env = service_env or {}  # e.g. the RunPod key for pod-manager only
+        self.pod_token_key = new_key()  # as make run does: pods' ComfyUI tokens, for pod-manager and executor only
+        for holder in ("pod-manager", "executor"):
+            self.service_env.setdefault(holder, {}).setdefault(POD_TOKEN_KEY_ENV, self.pod_token_key)
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.client = httpx.Client(base_url=self.base_url, timeout=10)
 
@@ -74,6 +78,10 @@ class Stack:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
+
+    def pod_token(self, pod_name: str) -> str:
+        """The ComfyUI token of one of this stack's pods (what the executor presents)."""
+        return pod_token(self.service_env["pod-manager"][POD_TOKEN_KEY_ENV], pod_name)
 
     def stop(self, *names: str) -> None:
         for name in names or tuple(reversed(list(self.processes))):

@@ -1,5 +1,5 @@
-"""Each running pod serves a ComfyUI simulator behind `/proxy/{podId}-8188`: HTTP, WebSocket, 502/524 cases,
-stop/resume/terminate, crashes, never-ready pods and simulator faults passed through pod env."""
+"""A `runpod/comfyui` pod's container is a ComfyUI simulator behind `/proxy/{podId}-8188`: HTTP, WebSocket,
+502/524 cases, stop/resume/terminate, crashes, never-ready pods and simulator faults passed through pod env."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ async def gql(http: aiohttp.ClientSession, emu: RunningEmulator, query: str, var
 async def create(http: aiohttp.ClientSession, emu: RunningEmulator, **extra: Any) -> str:
     inp: dict[str, Any] = {
         "name": "comfy",
-        "imageName": "vibewave/comfyui:0.33",
+        "imageName": "runpod/comfyui:latest",
         "gpuTypeId": "NVIDIA GeForce RTX 4090",
     }
     inp |= {"cloudType": "SECURE", "ports": "8188/http,22/tcp", "containerDiskInGb": 40} | extra
@@ -97,8 +97,10 @@ async def test_proxy_reaches_comfyui_over_http_and_websocket(http: aiohttp.Clien
     image = next(img for out in outputs.values() for img in out.get("images", []))
     async with http.get(f"{base}/view", params={"filename": image["filename"], "type": "output"}) as resp:
         assert resp.status == 200 and (await resp.read()).startswith(b"\x89PNG")
-    output_dir = Path((await pod_state(http, emu, pod_id))["comfyui"]["outputDir"])
+    container = (await pod_state(http, emu, pod_id))["container"]
+    output_dir = Path(container["workspace"]) / "runpod-slim" / "ComfyUI" / "output"
     assert (output_dir / image["filename"]).is_file()
+    assert container["runs"] == "image ENTRYPOINT" and container["listening"] is True
 
     assert await status_of(http, emu.proxy_url(pod_id, 8888) + "/") == 502  # not a declared port
     assert await status_of(http, emu.proxy_url("nopodnopodnopo") + "/") == 502
@@ -109,7 +111,8 @@ async def test_proxy_reaches_comfyui_over_http_and_websocket(http: aiohttp.Clien
 async def test_stop_resume_terminate_restart_the_simulator(http: aiohttp.ClientSession, emu: RunningEmulator) -> None:
     pod_id = await create(http, emu)
     await ready(http, emu, pod_id)
-    first_pid = (await pod_state(http, emu, pod_id))["comfyui"]["pid"]
+    first = (await pod_state(http, emu, pod_id))["container"]
+    await asyncio.to_thread((Path(first["workspace"]) / "scratch.txt").write_text, "on the container disk")
     ws_url = emu.proxy_url(pod_id).replace("http://", "ws://") + "/ws"
     headers = {"Origin": emu.url}  # a browser's Origin must not trip ComfyUI's loopback check behind the proxy
     async with http.ws_connect(ws_url, headers=headers) as ws:
@@ -119,13 +122,16 @@ async def test_stop_resume_terminate_restart_the_simulator(http: aiohttp.ClientS
         assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING)
     assert await status_of(http, emu.proxy_url(pod_id) + "/system_stats") == 502
     await emu.emulator.settle()
-    assert (await pod_state(http, emu, pod_id))["comfyui"]["running"] is False
+    stopped = (await pod_state(http, emu, pod_id))["container"]
+    assert stopped["running"] is False and stopped["listening"] is False
+    assert not await asyncio.to_thread(Path(first["workspace"]).exists), "RunPod wipes the container disk on stop"
     resume = "mutation($i: PodResumeInput!) { podResume(input: $i) { id } }"
     await gql(http, emu, resume, {"i": {"podId": pod_id, "gpuCount": 1}})
     await ready(http, emu, pod_id)
     state = await pod_state(http, emu, pod_id)
-    assert state["comfyui"]["pid"] != first_pid and state["comfyui"]["starts"] == 2
-    pod_dir = Path(state["comfyui"]["outputDir"]).parent
+    assert state["container"]["pid"] != first["pid"] and state["container"]["starts"] == 2
+    assert not await asyncio.to_thread((Path(first["workspace"]) / "scratch.txt").exists)
+    pod_dir = Path(state["container"]["log"]).parent
     assert pod_dir.is_dir()
     await gql(http, emu, "mutation($i: PodTerminateInput!) { podTerminate(input: $i) }", {"i": {"podId": pod_id}})
     assert await status_of(http, emu.proxy_url(pod_id) + "/system_stats") == 502
@@ -147,7 +153,7 @@ async def test_crash_is_restarted_and_platform_exit(http: aiohttp.ClientSession,
 
 
 async def _crashed(http: aiohttp.ClientSession, emu: RunningEmulator, pod_id: str) -> bool:
-    return int((await pod_state(http, emu, pod_id))["comfyui"]["crashes"]) >= 1
+    return int((await pod_state(http, emu, pod_id))["container"]["crashes"]) >= 1
 
 
 async def test_never_ready_modes(http: aiohttp.ClientSession, emu: RunningEmulator) -> None:
@@ -174,7 +180,7 @@ async def test_never_ready_modes(http: aiohttp.ClientSession, emu: RunningEmulat
 
 
 async def _listening(http: aiohttp.ClientSession, emu: RunningEmulator, pod_id: str) -> bool:
-    port = (await pod_state(http, emu, pod_id))["comfyui"]["port"]
+    port = (await pod_state(http, emu, pod_id))["container"]["port"]
     if port is None:
         return False
     try:

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.integration
 AUTH = {"Authorization": "Bearer test-key", "User-Agent": "vibewave-pod-manager/0.1"}
 GPU = "NVIDIA GeForce RTX 4090"
 POD = {"name": "vw-rest", "image": "vibewave/comfyui:0.33", "gpu": {"id": GPU, "count": 1}, "disk": 40}
-COMFY_POD = POD | {"ports": ["8188/http", "22/tcp"]}
+COMFY_POD = POD | {"image": "runpod/comfyui:latest", "ports": ["8188/http", "22/tcp"]}
 PROBLEM = "application/problem+json"
 
 
@@ -281,7 +281,7 @@ async def test_restart_in_place_restarts_comfyui(http: aiohttp.ClientSession, em
 
     async def comfy() -> dict[str, Any]:
         pods = (await state(http, emu))["pods"]
-        return dict(next(p for p in pods if p["id"] == pod_id)["comfyui"])
+        return dict(next(p for p in pods if p["id"] == pod_id)["container"])
 
     await wait_for(lambda: _is(proxy_status(), 200), timeout=15)
     before = await rest(http, emu, "GET", f"/v2/pods/{pod_id}")
@@ -293,7 +293,7 @@ async def test_restart_in_place_restarts_comfyui(http: aiohttp.ClientSession, em
     await wait_for(lambda: _is(proxy_status(), 200), timeout=15)
     second = await comfy()
     assert second["pid"] != first["pid"] and second["starts"] == first["starts"] + 1 and second["crashes"] == 0
-    assert Path(second["log"]).name == "comfyui-2.log"
+    assert Path(second["log"]).name == "container-2.log"
     after = (await rest(http, emu, "GET", f"/v2/pods/{pod_id}")).body
     old_ssh, new_ssh = before.body["ssh"]["direct"], after["ssh"]["direct"]
     assert new_ssh["host"] == old_ssh["host"] and new_ssh["port"] != old_ssh["port"]
@@ -318,7 +318,7 @@ async def test_pod_simulators_get_model_files(http: aiohttp.ClientSession, emu: 
 
     async def environ(pod_id: str) -> dict[str, str] | None:
         pods = (await state(http, emu))["pods"]
-        pid = next(p for p in pods if p["id"] == pod_id)["comfyui"]["pid"]
+        pid = next(p for p in pods if p["id"] == pod_id)["container"]["pid"]
         if pid is None:
             return None
         raw = await asyncio.to_thread(Path(f"/proc/{pid}/environ").read_bytes)

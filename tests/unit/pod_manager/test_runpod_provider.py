@@ -177,9 +177,14 @@ def test_answers_map_to_precise_errors(status, body, error):
 
 def test_the_key_never_shows(monkeypatch):
     monkeypatch.setenv("RUNPOD_API_KEY", "rpa_SUPERSECRET")
+    monkeypatch.delenv("VIBEWAVE_POD_TOKEN_KEY", raising=False)
+    with pytest.raises(ConfigurationError, match="VIBEWAVE_POD_TOKEN_KEY is not set"):
+        PodManagerSettings.from_env()  # pods' ComfyUI would have no token
+    monkeypatch.setenv("VIBEWAVE_POD_TOKEN_KEY", "TOKENKEYSECRET")
     settings = PodManagerSettings.from_env()
     assert settings.provider == "runpod", "a key selects the runpod provider by default"
     assert "SUPERSECRET" not in repr(settings) and "SUPERSECRET" not in str(settings.runpod.api_key)
+    assert "TOKENKEYSECRET" not in repr(settings)
     transport = RunPodHttp("http://127.0.0.1:9", settings.runpod.api_key.reveal())
     assert "SUPERSECRET" not in repr(transport)
     assert Secret("x").reveal() == "x"

@@ -35,6 +35,7 @@ from types import FrameType
 from vibewave.devstack.nats_server import EmbeddedNats
 from vibewave.devstack.processes import HomeBusy, HomeLock, PidsFile, die_with_parent, find_leftovers, stop_leftovers
 from vibewave.runtime.logs import LOG_FILE_BACKUPS, LOG_FILE_BYTES
+from vibewave.runtime.pod_token import POD_TOKEN_KEY_ENV, new_key
 from vibewave.runtime.process import EX_CONFIG
 
 SERVICES = ("scheduler", "pod-manager", "executor", "api")
@@ -44,6 +45,8 @@ STOP_BOUND = 10.0  # seconds a child has between SIGTERM and SIGKILL of its proc
 STOP_BOUNDS = {"pod-manager": 15.0}  # it terminates the pods it owns on the way out
 KILL_WAIT = 5.0  # seconds to wait for a SIGKILLed process to be gone
 POD_MANAGER_ONLY = ("RUNPOD_API_KEY",)  # secrets no other child sees
+POD_TOKEN_HOLDERS = ("pod-manager", "executor")  # the only children that derive pods' ComfyUI tokens
+SECRETS = (*POD_MANAGER_ONLY, POD_TOKEN_KEY_ENV)
 EX_SOFTWARE = 1  # the stack could not start (home in use, NATS did not start)
 LINE_LIMIT = 1 << 20  # a log line longer than this is cut (asyncio's default of 64 KiB is too small)
 
@@ -428,15 +431,34 @@ def emulator_environments(settings: StackSettings, env: dict[str, str]) -> tuple
 
 
 def without_secrets(env: Mapping[str, str]) -> dict[str, str]:
-    return {key: value for key, value in env.items() if key not in POD_MANAGER_ONLY}
+    return {key: value for key, value in env.items() if key not in SECRETS}
 
 
-def child_environments(settings: StackSettings, nats_url: str) -> tuple[dict[str, str], dict[str, str]]:
-    """(every child's environment, what pod-manager gets on top): secrets only where they are needed."""
+def pod_token_key(home: Path) -> str:
+    """VIBEWAVE_POD_TOKEN_KEY if set, else the home's own (made once, mode 0600), so pods adopted after a
+    restart keep answering to the tokens they were created with."""
+    given = os.environ.get(POD_TOKEN_KEY_ENV, "").strip()
+    if given:
+        return given
+    path = home / "pod-token.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(new_key())
+    return path.read_text().strip()
+
+
+def child_environments(settings: StackSettings, nats_url: str) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """(every child's environment, what each child gets on top): secrets only where they are needed."""
     common = without_secrets(os.environ)
     common.update(NATS_URL=nats_url, VIBEWAVE_HOME=str(settings.home), API_PORT=str(settings.api_port))
-    pod_manager = {key: os.environ[key] for key in POD_MANAGER_ONLY if key in os.environ}
-    return common, pod_manager
+    extra: dict[str, dict[str, str]] = {name: {} for name in SERVICES}
+    extra["pod-manager"].update({key: os.environ[key] for key in POD_MANAGER_ONLY if key in os.environ})
+    key = pod_token_key(settings.home)
+    for name in POD_TOKEN_HOLDERS:
+        extra[name][POD_TOKEN_KEY_ENV] = key
+    return common, extra
 
 
 class Stack:
@@ -493,14 +515,14 @@ class Stack:
         if self.stop_asked.is_set():
             await self.shutdown()
             return self.exit_code
-        env, pod_manager_env = child_environments(settings, nats_url)
+        env, extra = child_environments(settings, nats_url)
         if settings.runpod_emulator:
             emulator_env, for_pod_manager = emulator_environments(settings, env)
-            pod_manager_env.update(for_pod_manager)
+            extra["pod-manager"].update(for_pod_manager)
             self.services.append(self._service("runpod-emu", emulator_env, module="vibewave.runpod_emu"))
             self.console.say(f"pods come from the RunPod emulator at {for_pod_manager['RUNPOD_API_BASE_URL']}")
         for name in SERVICES:
-            self.services.append(self._service(name, {**env, **pod_manager_env} if name == "pod-manager" else env))
+            self.services.append(self._service(name, {**env, **extra[name]}))
         for service in self.services:
             service.start()
         ready = asyncio.create_task(_wait_healthy(settings.api_port, self.console, started))

@@ -124,10 +124,22 @@ def _isolated(callback: Callable[..., Awaitable[None]]) -> Callable[..., Awaitab
 
 
 class ComfyUIClient:
-    def __init__(self, base_url: str, session: aiohttp.ClientSession, *, connect_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        session: aiohttp.ClientSession,
+        *,
+        connect_timeout: float = 10.0,
+        token: str | None = None,
+    ) -> None:
+        """`token`: the pod's ComfyUI token, presented on every call and on the WebSocket upgrade."""
         self.base_url = base_url.rstrip("/")
         self.session = session
         self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=60)
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    def __repr__(self) -> str:
+        return f"ComfyUIClient({self.base_url!r})"
 
     async def run(
         self,
@@ -225,12 +237,18 @@ class ComfyUIClient:
 
     async def _connect(self, client_id: str) -> aiohttp.ClientWebSocketResponse:
         return await self.session.ws_connect(
-            f"{self.base_url}/ws", params={"clientId": client_id}, heartbeat=30, timeout=aiohttp.ClientWSTimeout()
+            f"{self.base_url}/ws",
+            params={"clientId": client_id},
+            heartbeat=30,
+            timeout=aiohttp.ClientWSTimeout(),
+            headers=self.headers,
         )
 
     async def submit(self, graph: dict[str, Any], client_id: str, prompt_id: str) -> None:
         body = {"prompt": graph, "client_id": client_id, "prompt_id": prompt_id}
-        async with self.session.post(f"{self.base_url}/prompt", json=body, timeout=self.timeout) as response:
+        async with self.session.post(
+            f"{self.base_url}/prompt", json=body, timeout=self.timeout, headers=self.headers
+        ) as response:
             if response.status == 400:
                 try:
                     rejection = await response.json(content_type=None)
@@ -349,7 +367,7 @@ class ComfyUIClient:
     async def _get_json(self, path: str) -> dict[str, Any]:
         """A GET answered 200 with a JSON object, or a PodFault saying what came instead (a proxy's 502
         page, HTML, a body that is not JSON, an unexpected status)."""
-        async with self.session.get(f"{self.base_url}{path}", timeout=self.timeout) as response:
+        async with self.session.get(f"{self.base_url}{path}", timeout=self.timeout, headers=self.headers) as response:
             text = await response.text(errors="replace")
             if response.status != 200:
                 raise PodFault(f"ComfyUI answered {response.status} to GET {path}: {text[:200]}")
@@ -383,14 +401,18 @@ class ComfyUIClient:
         return None
 
     async def _post_empty(self, path: str, body: dict[str, Any]) -> None:
-        async with self.session.post(f"{self.base_url}{path}", json=body, timeout=self.timeout) as response:
+        async with self.session.post(
+            f"{self.base_url}{path}", json=body, timeout=self.timeout, headers=self.headers
+        ) as response:
             await response.read()
 
     async def download(self, ref: OutputRef) -> tuple[bytes, str]:
         """An output file's bytes and type; anything but a 200 with a body is a PodFault."""
         params = {"filename": ref.filename, "subfolder": ref.subfolder, "type": ref.type}
         try:
-            async with self.session.get(f"{self.base_url}/view", params=params, timeout=self.timeout) as response:
+            async with self.session.get(
+                f"{self.base_url}/view", params=params, timeout=self.timeout, headers=self.headers
+            ) as response:
                 if response.status != 200:
                     raise PodFault(f"ComfyUI answered {response.status} for output {ref.filename}")
                 return await response.read(), response.content_type

@@ -63,6 +63,7 @@ from vibewave.executor.settings import ExecutorSettings
 from vibewave.runtime import broker as runtime
 from vibewave.runtime.health import serve_liveness
 from vibewave.runtime.logs import request_id_var
+from vibewave.runtime.pod_token import pod_token
 
 log = logging.getLogger("vibewave.executor")
 
@@ -266,7 +267,10 @@ class ExecutorService:
 
     async def _run(self, a: Assignment, workflow: Workflow, graph: dict[str, object], cancel: asyncio.Event) -> None:
         assert self._session is not None
-        client = ComfyUIClient(a.comfyui_url, self._session, connect_timeout=self.settings.connect_timeout_s)
+        key = self.settings.pod_token_key
+        token = pod_token(key.reveal(), a.pod_name) if key and a.pod_name else None
+        timeout = self.settings.connect_timeout_s
+        client = ComfyUIClient(a.comfyui_url, self._session, connect_timeout=timeout, token=token)
         prompt_id = prompt_id_for(a.request_id, a.attempt)
         reporter = _ProgressReporter(self, a, self.settings.progress_interval_s)
 

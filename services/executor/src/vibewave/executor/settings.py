@@ -6,7 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from vibewave.runtime.settings import CommonSettings, env_float, env_int
+from vibewave.runtime.pod_token import POD_TOKEN_KEY_ENV
+from vibewave.runtime.settings import CommonSettings, Secret, env_float, env_int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -20,6 +21,7 @@ class ExecutorSettings:
     # EXECUTOR_ACK_WAIT: an assignment whose executor went silent this long is redelivered (None: the
     # contract's EXECUTOR_CONSUMER ack wait, 3 s; a running handler keeps its assignment alive meanwhile)
     ack_wait_s: float | None
+    pod_token_key: Secret  # VIBEWAVE_POD_TOKEN_KEY: derives each pod's ComfyUI token (unset: send none)
 
     @classmethod
     def from_env(cls, common: CommonSettings | None = None) -> ExecutorSettings:
@@ -32,4 +34,5 @@ class ExecutorSettings:
             progress_interval_s=env_float("EXECUTOR_PROGRESS_INTERVAL", 0.25),
             workflows_dir=Path(workflows_dir) if workflows_dir else None,
             ack_wait_s=float(ack_wait) if (ack_wait := os.environ.get("EXECUTOR_ACK_WAIT", "").strip()) else None,
+            pod_token_key=Secret(os.environ.get(POD_TOKEN_KEY_ENV, "").strip()),
         )

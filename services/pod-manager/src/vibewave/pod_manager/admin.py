@@ -54,6 +54,9 @@ def pod_view(manager: PodManagerService, found: ProviderPod | None, record: PodR
         created_at=record.created_at if record else None,
         updated_at=record.updated_at if record else None,
         error=record.error if record else None,
+        models=record.models if record else None,
+        models_missing=record.models_missing if record else [],
+        boot=record.boot if record else None,
         details=found.details if found else {},
     )
 

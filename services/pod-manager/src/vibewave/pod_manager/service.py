@@ -1,8 +1,9 @@
 """Pod-manager: the only writer of pod state. It keeps the fleet matched to the scheduler's demand.
 
 A reconcile loop compares demand with the pods it has, resumes, creates, stops and terminates pods
-through the provider, and marks a pod ready only once its ComfyUI answers `/system_stats`. Every loop
-that spends money is bounded:
+through the provider, and marks a pod ready only once its ComfyUI answers `/system_stats` — and, for
+RunPod pods, lists every file of the fleet's model set (`boot`, `probe`). A RunPod pod boots our
+bootstrap with its own ComfyUI token. Every loop that spends money is bounded:
 
 - a stopped pod that cannot resume (its host's GPU was rented out) is terminated — or, with
   `POD_UNRESUMABLE=keep`, left stopped and never tried again — and a new pod is created in the same pass;
@@ -68,9 +69,12 @@ from vibewave.contracts.events import (
     pod_subject,
     utcnow,
 )
+from vibewave.contracts.workflows import load_catalog
 from vibewave.pod_manager.admin import register_admin
+from vibewave.pod_manager.boot import BootPlan, check_disk, fleet_models
 from vibewave.pod_manager.breakers import Breakers
 from vibewave.pod_manager.fleet import LIVE, FleetLimits, plan_fleet
+from vibewave.pod_manager.probe import Probe, probe_pod
 from vibewave.pod_manager.providers import (
     Conflict,
     HostBusy,
@@ -119,6 +123,13 @@ class PodManagerService:
         self.lease: Lease | None = None
         self.ended = asyncio.Event()  # set when the lease was lost: the process exits, to return as a standby
         self.provider: Provider = LeaderOnly(create_provider(settings), self._check_lease)
+        self.cloud = settings.provider == "runpod"  # pods boot our bootstrap and must list the fleet's models
+        self.models = fleet_models(
+            load_catalog(settings.workflows_dir), settings.pod_workflows,
+            optional=settings.optional_models, overrides=settings.models_file,
+        )  # fmt: skip
+        self.boot = BootPlan(self.models, settings.pod_token_key, bootstrap=self.cloud and settings.runpod.bootstrap)
+        self.wanted: list[str] | None = self.models.keys if self.cloud else None
         self._revisions: dict[str, int] = {}  # each pod record's revision in KV: the fence of its next write
         self._fleet_revision = 0
         self.incarnation = uuid4().hex[:12]  # this pod-manager process, as the pods it verified name it
@@ -139,6 +150,7 @@ class PodManagerService:
             self.provider.describe(),
             settings.ready_timeout_s,
             settings.runpod.gpu_types,
+            self.boot.describe(),
         )
         self.fingerprint = hashlib.sha256(repr(pod_settings).encode()).hexdigest()[:16]  # the breakers' settings
         self.note: str | None = None  # why pods are short right now, for health and timed-out requests
@@ -199,6 +211,9 @@ class PodManagerService:
 
     async def start(self) -> None:
         await self.provider.validate()
+        if self.cloud:
+            check_disk(self.models, self.settings.runpod.container_disk_gb, self.settings.runpod.network_volume_id)
+            log.info("new pods boot %s", self.boot.describe())
         common = self.settings.common
         await runtime.connect(self.broker)
         self._connected = True
@@ -524,7 +539,7 @@ class PodManagerService:
         if not surface_errors:
             self.breakers.creating(gpu_class)
         try:
-            found = await self.provider.create(name, gpu_class)
+            found = await self.provider.create(name, gpu_class, boot=self.boot.for_pod(name))
         except RateLimited:
             raise
         except ProviderError as exc:
@@ -661,33 +676,32 @@ class PodManagerService:
         for pod in live:
             self._probed_at[pod.id] = now
             self._probe_now.discard(pod.id)
-        results = await asyncio.gather(*(self._answers(p) for p in live))
-        for pod, answers in zip(live, results, strict=True):
+        results = await asyncio.gather(*(self._probe(p) for p in live))
+        for pod, probe in zip(live, results, strict=True):
             current = self.pods.get(pod.id)
             if current is not None and current.status == pod.status:  # unchanged while we probed
-                await self._judge(current, answers)
+                await self._judge(current, probe)
 
-    async def _answers(self, pod: PodRecord) -> bool:
+    async def _probe(self, pod: PodRecord) -> Probe:
         assert self._session is not None
         if not pod.comfyui_url:
-            return False
-        try:
-            async with self._session.get(f"{pod.comfyui_url}/system_stats") as response:
-                return response.status == 200
-        except (aiohttp.ClientError, TimeoutError):
-            return False
+            return Probe(answers=False)
+        return await probe_pod(self._session, pod.comfyui_url, self.boot.token(pod.name), self.wanted)
 
-    async def _judge(self, pod: PodRecord, answers: bool) -> None:
-        """Starting pods must answer within POD_READY_TIMEOUT. A pod that was ready and misses a probe is
-        suspect (no work) until it answers again; silent for POD_UNHEALTHY_TIMEOUT, it has failed."""
-        if answers:
+    async def _judge(self, pod: PodRecord, probe: Probe) -> None:
+        """A starting pod must answer within POD_READY_TIMEOUT — within POD_BOOT_TIMEOUT while our bootstrap
+        reports it installs and downloads — and is ready once ComfyUI lists the fleet's models. A pod that
+        was ready and misses a probe is suspect (no work) until it answers again; silent for
+        POD_UNHEALTHY_TIMEOUT, it has failed."""
+        if probe.ready:
             self._silent_since.pop(pod.id, None)
-            if pod.status != PodStatus.READY or pod.manager != self.incarnation:
+            if pod.status != PodStatus.READY or pod.manager != self.incarnation or pod.models != probe.listed:
                 await self._save(
                     msgspec.structs.replace(
-                        pod, status=PodStatus.READY, manager=self.incarnation, checked_at=utcnow(), error=None
+                        pod, status=PodStatus.READY, manager=self.incarnation, checked_at=utcnow(), error=None,
+                        models=probe.listed, models_missing=[], boot=None,
                     )
-                )
+                )  # fmt: skip
                 if pod.status == PodStatus.STARTING:
                     self.breakers.succeeded(self.class_of(pod))
                     log.info("pod %s ready", pod.id, extra={"pod_id": pod.id})
@@ -695,8 +709,17 @@ class PodManagerService:
                     log.info("pod %s answers again; ready", pod.id, extra={"pod_id": pod.id})
             return
         if pod.status == PodStatus.STARTING:
-            if (utcnow() - (pod.started_at or pod.created_at)).total_seconds() > self.settings.ready_timeout_s:
-                await self._never_ready(pod)
+            if probe.boot_failed is not None:
+                await self._never_ready(pod, f"its bootstrap gave up: {probe.boot_failed}")
+                return
+            if probe.boot != pod.boot or (probe.answers and pod.models_missing != probe.missing):
+                pod = await self._save(msgspec.structs.replace(
+                    pod, boot=probe.boot, models=probe.listed, models_missing=probe.missing,
+                ))  # fmt: skip
+            booting = probe.booting or probe.answers
+            bound = self.settings.boot_timeout_s if booting else self.settings.ready_timeout_s
+            if (utcnow() - (pod.started_at or pod.created_at)).total_seconds() > bound:
+                await self._never_ready(pod, self._unready_reason(probe, bound))
             return
         silent_since = self._silent_since.setdefault(pod.id, time.monotonic())
         if time.monotonic() - silent_since >= self.settings.unhealthy_timeout_s:
@@ -704,15 +727,30 @@ class PodManagerService:
         elif pod.status == PodStatus.READY:
             await self._save(msgspec.structs.replace(pod, status=PodStatus.SUSPECT, error="missed a probe"))
 
-    async def _never_ready(self, pod: PodRecord) -> None:
+    def _unready_reason(self, probe: Probe, bound: float) -> str:
+        if probe.answers:
+            return f"ComfyUI answered but did not list {', '.join(probe.missing)} within {bound:.0f}s"
+        if probe.refused:
+            return f"the pod's ComfyUI proxy refused our token for {bound:.0f}s (VIBEWAVE_POD_TOKEN_KEY changed?)"
+        if probe.booting:
+            return f"its bootstrap did not start ComfyUI within {bound:.0f}s (last: {probe.boot})"
+        reason = f"ComfyUI did not answer within {bound:.0f}s"
+        if not self.boot.bootstrap and self.settings.runpod.image.startswith("runpod/pytorch"):
+            reason += (
+                f": the image {self.settings.runpod.image} starts no ComfyUI by itself (its /start.sh runs nginx, "
+                "sshd and Jupyter only) — set RUNPOD_BOOTSTRAP=on (the default) or RUNPOD_IMAGE to an image that "
+                f"serves ComfyUI on port {self.settings.runpod.comfyui_port}"
+            )
+        return reason
+
+    async def _never_ready(self, pod: PodRecord, reason: str) -> None:
         gpu_class = self.class_of(pod)
-        reason = f"ComfyUI did not answer within {self.settings.ready_timeout_s:.0f}s"
         count = self.breakers.failures(gpu_class, "never_ready") + 1
         size = f" for workflows needing {gpu_class} GB" if gpu_class else ""
         diagnosis = (
-            f"no ComfyUI answered /system_stats within {self.settings.ready_timeout_s:.0f}s on {count} "
-            f"pod{'s' if count > 1 else ''} in a row{size} ({self.provider.describe()}; last: pod {pod.id} on "
-            f"{pod.gpu_type or 'an unknown GPU'}, probed at {pod.comfyui_url})"
+            f"{count} pod{'s' if count > 1 else ''} in a row never became ready{size}: {reason} "
+            f"({self.provider.describe()}; last: pod {pod.id} on {pod.gpu_type or 'an unknown GPU'}, probed at "
+            f"{pod.comfyui_url})"
         )
         breaker = self.breakers.failed(gpu_class, "never_ready", diagnosis)
         if breaker is not None:
@@ -773,6 +811,7 @@ class PodManagerService:
             note=self.note,
             settings=self.fingerprint,
             stopping=self._stopping,
+            models=self.wanted,
         )
         self._check_lease()
         try:

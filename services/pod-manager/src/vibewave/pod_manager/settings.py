@@ -3,40 +3,32 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
 from dataclasses import dataclass
+from pathlib import Path
 
+from vibewave.runtime.pod_token import POD_TOKEN_KEY_ENV
 from vibewave.runtime.process import ConfigurationError
-from vibewave.runtime.settings import CommonSettings, env_float, env_int, env_str
+from vibewave.runtime.settings import CommonSettings, Secret, env_bool, env_float, env_int, env_str
 
 DEFAULT_GPU_TYPES = "NVIDIA GeForce RTX 4090,NVIDIA RTX A6000,NVIDIA L40S,NVIDIA GeForce RTX 3090"
 DEFAULT_IMAGE = "runpod/pytorch:2.1.0-py3.10-cuda11.8.0-devel-ubuntu22.04"
 DEFAULT_PORTS = "22/tcp,8080/http,8188/http,8888/http,11434/http"
 DEFAULT_PROXY_TEMPLATE = "https://{pod_id}-{port}.proxy.runpod.net"
-
-
-class Secret:
-    """A value that never shows itself in a repr, a log line or an exception."""
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
-
-    def __repr__(self) -> str:
-        return "Secret(<hidden>)" if self._value else "Secret(<empty>)"
-
-    __str__ = __repr__
+DEFAULT_POD_WORKFLOWS = "comfyui_image_qwen"  # its ~33 GB fit the 50 GB container disk; with a volume, add more
+RUNPOD_APIS = ("rest", "graphql")
+# Host CUDA versions whose drivers run CUDA 12.8 wheels: the pod bootstrap installs torch 2.8 cu128, which a
+# 12.4/12.6 driver cannot load. An exact list (not a minimum) because it is the one CUDA filter both APIs share.
+DEFAULT_ALLOWED_CUDA_VERSIONS = "12.8,12.9,13.0"
+CUDA_VERSION = re.compile(r"^\d+\.\d+$")
 
 
 @dataclass(frozen=True, kw_only=True)
 class RunPodSettings:
     api_key: Secret  # RUNPOD_API_KEY
     base_url: str  # RUNPOD_API_BASE_URL (https://api.runpod.io; the emulator's URL in tests)
+    api: str = "rest"  # RUNPOD_API: rest (REST v2, default) or graphql (retired by RunPod early 2027)
     gpu_types: tuple[str, ...]  # RUNPOD_GPU_TYPES: preference order, comma-separated
     image: str  # RUNPOD_IMAGE
     container_disk_gb: int  # RUNPOD_CONTAINER_DISK_GB
@@ -48,12 +40,27 @@ class RunPodSettings:
     proxy_url_template: str  # RUNPOD_PROXY_URL_TEMPLATE: where a pod's ComfyUI answers ({pod_id}, {port})
     comfyui_port: int  # RUNPOD_COMFYUI_PORT
     timeout_s: float  # RUNPOD_TIMEOUT: per API call
+    # RUNPOD_ALLOWED_CUDA_VERSIONS: host CUDA versions a pod may land on, comma-separated ("any": no filter)
+    allowed_cuda_versions: tuple[str, ...] = ()
+    network_volume_id: str | None = None  # RUNPOD_NETWORK_VOLUME_ID: at /workspace; pods go to its data center
+    bootstrap: bool = True  # RUNPOD_BOOTSTRAP: pods boot deploy/pod's bootstrap (off: the image boots itself)
 
     @classmethod
     def from_env(cls) -> RunPodSettings:
+        api = env_str("RUNPOD_API", "rest").lower()
+        if api not in RUNPOD_APIS:
+            raise ConfigurationError(f"RUNPOD_API={api!r}: use one of {', '.join(RUNPOD_APIS)}")
+        cuda = env_str("RUNPOD_ALLOWED_CUDA_VERSIONS", DEFAULT_ALLOWED_CUDA_VERSIONS)
+        allowed_cuda = () if cuda.lower() == "any" else tuple(v.strip() for v in cuda.split(",") if v.strip())
+        malformed = [v for v in allowed_cuda if not CUDA_VERSION.match(v)]
+        if malformed:
+            raise ConfigurationError(
+                f"RUNPOD_ALLOWED_CUDA_VERSIONS names {', '.join(map(repr, malformed))}: use versions like 12.8, or any"
+            )
         return cls(
             api_key=Secret(os.environ.get("RUNPOD_API_KEY", "").strip()),
             base_url=env_str("RUNPOD_API_BASE_URL", "https://api.runpod.io"),
+            api=api,
             gpu_types=tuple(g.strip() for g in env_str("RUNPOD_GPU_TYPES", DEFAULT_GPU_TYPES).split(",") if g.strip()),
             image=env_str("RUNPOD_IMAGE", DEFAULT_IMAGE),
             container_disk_gb=env_int("RUNPOD_CONTAINER_DISK_GB", 50),
@@ -65,6 +72,9 @@ class RunPodSettings:
             proxy_url_template=env_str("RUNPOD_PROXY_URL_TEMPLATE", DEFAULT_PROXY_TEMPLATE),
             comfyui_port=env_int("RUNPOD_COMFYUI_PORT", 8188),
             timeout_s=env_float("RUNPOD_TIMEOUT", 30.0),
+            allowed_cuda_versions=allowed_cuda,
+            network_volume_id=os.environ.get("RUNPOD_NETWORK_VOLUME_ID", "").strip() or None,
+            bootstrap=env_bool("RUNPOD_BOOTSTRAP", True),
         )
 
 
@@ -81,6 +91,12 @@ class PodManagerSettings:
     idle_timeout_s: float  # POD_IDLE_TIMEOUT: an unneeded idle pod is stopped after this
     terminate_timeout_s: float  # POD_TERMINATE_TIMEOUT: a stopped pod is terminated after this
     ready_timeout_s: float  # POD_READY_TIMEOUT: a pod whose ComfyUI does not answer by then has failed
+    boot_timeout_s: float  # POD_BOOT_TIMEOUT: the same bound while the pod's bootstrap reports it installs/downloads
+    pod_workflows: list[str] | None  # POD_WORKFLOWS: workflows whose model files new RunPod pods fetch (all: every one)
+    optional_models: bool  # POD_OPTIONAL_MODELS: fetch the files models.json marks optional too
+    models_file: Path | None  # POD_MODELS_FILE: a model list replacing files' url/size/sha256 (a mirror)
+    workflows_dir: Path | None  # WORKFLOWS_DIR: operator's workflow folders (their models.json too)
+    pod_token_key: Secret  # VIBEWAVE_POD_TOKEN_KEY: derives each pod's ComfyUI token (shared with the executor)
     unhealthy_timeout_s: float  # POD_UNHEALTHY_TIMEOUT: a ready pod silent this long has failed (is replaced)
     ready_attempts: int  # POD_READY_ATTEMPTS: pods of a GPU class that never become ready before its breaker opens
     breaker_cooldown_s: float  # POD_BREAKER_COOLDOWN: an open breaker allows one more try after this (doubling)
@@ -110,6 +126,12 @@ class PodManagerSettings:
                 idle_timeout_s=env_float("POD_IDLE_TIMEOUT", 300.0),
                 terminate_timeout_s=env_float("POD_TERMINATE_TIMEOUT", 3600.0),
                 ready_timeout_s=env_float("POD_READY_TIMEOUT", 600.0),
+                boot_timeout_s=env_float("POD_BOOT_TIMEOUT", 3600.0),
+                pod_workflows=_workflows(env_str("POD_WORKFLOWS", DEFAULT_POD_WORKFLOWS)),
+                optional_models=env_bool("POD_OPTIONAL_MODELS", False),
+                models_file=Path(models_file) if (models_file := os.environ.get("POD_MODELS_FILE")) else None,
+                workflows_dir=Path(workflows) if (workflows := os.environ.get("WORKFLOWS_DIR")) else None,
+                pod_token_key=Secret(os.environ.get(POD_TOKEN_KEY_ENV, "").strip()),
                 unhealthy_timeout_s=env_float("POD_UNHEALTHY_TIMEOUT", 60.0),
                 ready_attempts=env_int("POD_READY_ATTEMPTS", 2),
                 breaker_cooldown_s=env_float("POD_BREAKER_COOLDOWN", 1800.0),
@@ -143,8 +165,29 @@ class PodManagerSettings:
             raise ConfigurationError("MAX_PODS and MIN_WARM_PODS must be 0 or more, POD_READY_ATTEMPTS 1 or more")
         if self.local_output_keep_s < 0:
             raise ConfigurationError(f"LOCAL_OUTPUT_KEEP ({self.local_output_keep_s}) must be 0 (keep) or more")
+        if self.provider == "runpod" and self.runpod.bootstrap and not self.pod_token_key:
+            raise ConfigurationError(
+                f"{POD_TOKEN_KEY_ENV} is not set: every RunPod pod's ComfyUI sits behind a token derived from it, "
+                "and the executor needs the same key (make run makes one; elsewhere set it on pod-manager and "
+                "executor, e.g. from `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+            )
+        if self.provider == "runpod" and self.runpod.bootstrap and self.runpod.docker_args:
+            raise ConfigurationError(
+                "RUNPOD_DOCKER_ARGS would replace the pod bootstrap's start command: set RUNPOD_BOOTSTRAP=off to "
+                "boot pods with your own command (then the image must serve ComfyUI on its port by itself)"
+            )
+        if self.boot_timeout_s < self.ready_timeout_s:
+            raise ConfigurationError(
+                f"POD_BOOT_TIMEOUT ({self.boot_timeout_s:.0f}) is shorter than POD_READY_TIMEOUT "
+                f"({self.ready_timeout_s:.0f})"
+            )
         if self.min_warm_pods > self.max_pods:
             raise ConfigurationError(f"MIN_WARM_PODS ({self.min_warm_pods}) is more than MAX_PODS ({self.max_pods})")
+
+
+def _workflows(raw: str) -> list[str] | None:
+    names = [n.strip() for n in raw.split(",") if n.strip()]
+    return None if names == ["all"] else names
 
 
 def _optional_int(name: str) -> int | None:

@@ -54,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the --models files are on disk (default: absent, like a ComfyUI with empty model folders, "
         f"so model graphs fail validation) (env {present_env}=1)",
     )
+    add(
+        "--models-dir",
+        "list the model files really present below DIR/<folder>/ (ComfyUI's models/ directory), re-read when it "
+        "changes; replaces --models and --models-present",
+    )
     add("--cache-size", "node results kept for cached re-runs", "1000", type=int)
     add("--history-size", "history entries kept", "10000", type=int)
     add("--max-upload-size", "request size limit in MB", "100", type=float)
@@ -135,6 +140,7 @@ def config_from_args(argv: Sequence[str] | None = None) -> tuple[SimConfig, str]
         max_upload_size=int(float(args.max_upload_size) * 1024 * 1024),
         models=models,
         models_present=bool(args.models_present),
+        models_dir=path(args.models_dir),
         comfyui_version=str(args.comfyui_version),
         faults=faults,
     )

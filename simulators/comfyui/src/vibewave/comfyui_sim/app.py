@@ -461,8 +461,7 @@ async def models_folder(request: web.Request) -> web.Response:
     folder = request.match_info["folder"]
     if folder not in s.dialect.model_folders:
         return web.Response(status=404)
-    present = s.config.models_present
-    return web.json_response(sorted(s.config.models.get(folder, [])) if present else [])
+    return web.json_response(s.catalogue.folders.files(folder))
 
 
 async def index(request: web.Request) -> web.Response:
@@ -568,6 +567,7 @@ async def sim_info(request: web.Request) -> web.Response:
             "temp_dir": str(s.config.tmp),
             "models": s.config.models,
             "models_present": s.config.models_present,
+            "models_dir": None if s.config.models_dir is None else str(s.config.models_dir),
             "faults": s.faults.to_json(),
             "pid": os.getpid(),
         }
@@ -619,7 +619,7 @@ def create_app(config: SimConfig) -> web.Application:
     """Build the aiohttp application; the worker starts with the app and stops on cleanup."""
     config.resolve_dirs()
     version = dialect(config.comfyui_version)
-    catalogue = Catalogue(config.models, config.inp, version.version, lambda: config.models_present)
+    catalogue = Catalogue(config.models, config.inp, version.version, lambda: config.models_present, config.models_dir)
     hub = Hub(features(config))
     holder: list[Simulator] = []
     queue = PromptQueue(lambda: holder[0].broadcast_status(), config.history_size)
@@ -680,7 +680,7 @@ def log_banner(config: SimConfig, port: int) -> None:
         "model files %s) listening on http://%s:%s (python %s on %s, output %s)",
         SIM_NAME,
         config.comfyui_version,
-        "present" if config.models_present else "absent",
+        f"listed from {config.models_dir}" if config.models_dir else "present" if config.models_present else "absent",
         config.host,
         port,
         platform.python_version(),

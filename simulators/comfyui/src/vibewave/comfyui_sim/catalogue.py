@@ -4,8 +4,8 @@
 `GET /object_info` (reference/comfyui/transcripts/object_info_full.json.gz);
 `data/object_info_0.3.64.json.gz` the same classes as a real ComfyUI 0.3.64 answered them (ColorTransfer does
 not exist there). Only the model-file combos are rewritten at runtime from the simulator's model lists
-(empty while the models are not present), and LoadImage's list from the input directory, just as ComfyUI
-rebuilds them from disk on every request.
+(`models.py`: the known names while they are present, or what a models directory holds), and LoadImage's
+list from the input directory, just as ComfyUI rebuilds them from disk on every request.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vibewave.comfyui_sim.models import ModelFiles
 from vibewave.comfyui_sim.versions import DEFAULT_VERSION, dialect
 
 DATA_DIR = Path(__file__).parent / "data"
@@ -57,12 +58,12 @@ class Catalogue:
         input_dir: Path,
         version: str = DEFAULT_VERSION,
         present: Callable[[], bool] | None = None,
+        models_dir: Path | None = None,
     ) -> None:
         with gzip.open(DATA_DIR / dialect(version).catalogue_file, "rt", encoding="utf-8") as f:
             self._base: dict[str, dict[str, Any]] = json.load(f)
-        self.models = models
+        self.folders = ModelFiles(models, present or (lambda: True), models_dir)
         self.input_dir = input_dir
-        self.present = present or (lambda: True)
 
     def __contains__(self, class_type: object) -> bool:
         return class_type in self._base
@@ -72,8 +73,8 @@ class Catalogue:
         return list(self._base)
 
     def model_files(self, folder: str) -> list[str]:
-        """What folder_paths.get_filename_list(folder) would find: nothing while the models are absent."""
-        files = sorted(self.models.get(folder, [])) if self.present() else []
+        """A loader's combo list: the folder's files (VAELoader adds `pixel_space`)."""
+        files = self.folders.files(folder)
         if folder == "vae":
             files.append("pixel_space")
         return files

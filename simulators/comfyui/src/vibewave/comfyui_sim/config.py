@@ -162,7 +162,8 @@ class SimConfig:
     `comfyui_version` picks the dialect (wording, routes, catalogue) of one recorded ComfyUI release.
     `models_present` says whether the files in `models` are on disk: False (the default) behaves like a
     ComfyUI whose model folders are empty, so model combos list nothing and model graphs fail validation.
-    It is the start-up value; the control route can switch it at runtime.
+    It is the start-up value; the control route can switch it at runtime. `models_dir` replaces both: the
+    folders then list the files really present below it (ComfyUI's `models/` directory).
     """
 
     host: str = "127.0.0.1"
@@ -177,6 +178,7 @@ class SimConfig:
     max_upload_size: int = 100 * 1024 * 1024
     models: dict[str, list[str]] = field(default_factory=lambda: {k: list(v) for k, v in DEFAULT_MODELS.items()})
     models_present: bool = False
+    models_dir: Path | None = None
     comfyui_version: str = "0.33.0"
     faults: Faults = field(default_factory=Faults)
 
@@ -190,6 +192,8 @@ class SimConfig:
         self.temp_dir = Path(self.temp_dir or base / "temp").resolve()
         for d in (self.output_dir, self.input_dir, self.temp_dir):
             d.mkdir(parents=True, exist_ok=True)
+        if self.models_dir is not None:
+            self.models_dir = Path(self.models_dir).resolve()  # not created: a missing folder lists nothing
 
     @property
     def out(self) -> Path:

@@ -2,7 +2,7 @@
 
 Every flag also reads `VIBEWAVE_RUNPOD_EMU_<FLAG>` (dashes as underscores, upper case) so a deployment can
 configure the emulator without changing its command line; flags win. Environment variables `VIBEWAVE_SIM_*`
-are inherited by every pod's ComfyUI simulator (its own fault switches).
+reach every pod's container, so the ComfyUI simulators in them see them (their own fault switches).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m vibewave.runpod_emu",
         description="vibewave-runpod-emulator: an offline emulator of RunPod's pod GraphQL API and HTTP proxy, "
-        "whose pods run ComfyUI simulators.",
+        "whose pods run their start command or their image's emulated CMD.",
     )
 
     def add(flag: str, help: str, default: str | None = None, type: Callable[[str], Any] = str) -> None:
@@ -70,13 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("--spend-limit", "account spendLimit in $/hour (overrides the seed)", type=int)
     add("--boot-delay", "seconds a new/resumed pod shows runtime null before its ports appear", "3", type=float)
     add("--latency", "seconds added before every /graphql answer", "0", type=float)
-    add("--work-dir", "directory for per-pod ComfyUI output and logs (default: a new temp dir)")
-    switch("--no-comfyui", "do not start ComfyUI simulators in pods (the proxy then always answers 502)")
-    add("--comfyui-port", "pod port on which the ComfyUI simulator listens behind the proxy", "8188", type=int)
-    add("--comfyui-step-time", "--step-time passed to each pod's ComfyUI simulator", "0.05", type=float)
-    add("--comfyui-args", "extra arguments for each ComfyUI simulator, shell-quoted", "")
-    switch("--comfyui-no-restart", "do not restart a pod's ComfyUI simulator after it crashes")
-    add("--comfyui-restart-delay", "seconds before a crashed ComfyUI simulator is restarted", "1", type=float)
+    add("--work-dir", "directory for pod disks, network volumes and container logs (default: a new temp dir)")
+    switch("--no-comfyui", "do not run pod containers (the proxy then always answers 502)")
+    add("--comfyui-port", "pod port the proxy maps to the container's VIBEWAVE_LISTEN_PORT", "8188", type=int)
+    add("--comfyui-step-time", "VIBEWAVE_SIM_STEP_TIME for the ComfyUI simulators in pods", "0.05", type=float)
+    add("--comfyui-args", "extra arguments for the simulator that emulates runpod/comfyui, shell-quoted", "")
+    switch("--comfyui-no-restart", "do not restart a pod's container after its main process exits")
+    add("--comfyui-restart-delay", "seconds before a container whose main process exited restarts", "1", type=float)
     add("--proxy-timeout", "seconds the proxy waits for an answer before 524 (Cloudflare: 100)", "100", type=float)
     add("--billing-speed", "billed seconds per real second (60: a minute per second)", "1", type=float)
     add("--tick", "seconds between clock ticks (boot, billing, zero-balance checks)", "0.2", type=float)

@@ -127,7 +127,13 @@ async def get_faults(request: web.Request) -> web.Response:
 async def post_faults(request: web.Request) -> web.Response:
     emu = emulator(request)
     try:
-        emu.faults.update(await _json_object(request))
+        update = await _json_object(request)
+        model_host = update.pop("model_host", None)
+        if model_host is not None:
+            if not isinstance(model_host, dict):
+                raise ValueError("model_host: an object of fault switches (corrupt, drop, fail, ignore_range)")
+            emu.model_host.configure(model_host)
+        emu.faults.update(update)
     except ValueError as exc:
         return _error(str(exc))
     log.warning("faults now %s", emu.faults.to_json())
@@ -137,12 +143,14 @@ async def post_faults(request: web.Request) -> web.Response:
 async def delete_faults(request: web.Request) -> web.Response:
     emu = emulator(request)
     emu.config.faults = emu.initial_faults.copy()
+    emu.model_host.reset()
     return web.json_response(emu.faults.to_json())
 
 
 async def post_reset(request: web.Request) -> web.Response:
     emu = emulator(request)
     emu.reset()
+    await emu.settle()  # containers gone, volumes emptied: the next test starts clean
     return web.json_response(emu.state_json())
 
 
@@ -187,12 +195,24 @@ async def post_pod_exit(request: web.Request) -> web.Response:
 
 
 async def post_kill_comfyui(request: web.Request) -> web.Response:
-    """Crash the pod's ComfyUI simulator (SIGKILL); it is restarted like a container unless disabled."""
+    """Crash what serves the pod's 8188 (SIGKILL). If that is the container's main process, the container is
+    restarted (unless disabled); a process the main process started is the main process's business."""
     emu = emulator(request)
     pod_id = request.match_info["pod_id"]
-    if not await emu.fleet.kill(pod_id):
-        return _error("no running ComfyUI simulator for this pod", 404)
-    return web.json_response({"killed": pod_id})
+    pid = await emu.fleet.kill(pod_id)
+    if pid is None:
+        return _error(f"nothing listens on {emu.config.comfyui_port} in this pod's container", 404)
+    return web.json_response({"killed": pod_id, "pid": pid})
+
+
+async def post_kill_container(request: web.Request) -> web.Response:
+    """Crash the pod's whole container (SIGKILL to its process group); it is restarted unless disabled."""
+    emu = emulator(request)
+    pod_id = request.match_info["pod_id"]
+    pid = await emu.fleet.crash(pod_id)
+    if pid is None:
+        return _error("this pod's container is not running", 404)
+    return web.json_response({"killed": pod_id, "pid": pid})
 
 
 def _pod_state(emu: Emulator, pod_id: str) -> dict[str, Any]:
@@ -218,6 +238,7 @@ def create_app(config: EmuConfig) -> web.Application:
     app.router.add_post("/graphql", graphql)
     app.router.add_post("//graphql", graphql)
     rest_routes.add_routes(app)
+    emu.model_host.add_routes(app)
     app.router.add_route("*", "/proxy/{target}", proxy.handle)
     app.router.add_route("*", "/proxy/{target}{tail:/.*}", proxy.handle)
     app.router.add_get("/emulator/state", get_state)
@@ -230,6 +251,7 @@ def create_app(config: EmuConfig) -> web.Application:
     app.router.add_patch("/emulator/pods/{pod_id}", patch_pod)
     app.router.add_post("/emulator/pods/{pod_id}/exit", post_pod_exit)
     app.router.add_post("/emulator/pods/{pod_id}/kill-comfyui", post_kill_comfyui)
+    app.router.add_post("/emulator/pods/{pod_id}/kill-container", post_kill_container)
 
     async def on_startup(app: web.Application) -> None:
         await emu.start()
@@ -268,8 +290,8 @@ class RunningEmulator:
 
 def log_banner(config: EmuConfig, port: int) -> None:
     log.warning(
-        "%s: an EMULATOR of RunPod's pod API (GraphQL, REST v2 + HTTP proxy; not RunPod, no GPUs, pods run ComfyUI "
-        "simulators) listening on http://%s:%s (python %s on %s, work dir %s)",
+        "%s: an EMULATOR of RunPod's pod API (GraphQL, REST v2 + HTTP proxy; not RunPod, no GPUs, pods run their "
+        "start command or their image's emulated CMD) listening on http://%s:%s (python %s on %s, work dir %s)",
         EMULATOR_NAME,
         config.host,
         port,
@@ -278,10 +300,10 @@ def log_banner(config: EmuConfig, port: int) -> None:
         config.work_dir,
     )
     log.info(
-        "api keys: %s; boot delay %.1fs; ComfyUI %s; proxy URL template http://%s:%s/proxy/{pod_id}-{port}",
+        "api keys: %s; boot delay %.1fs; containers %s; proxy URL template http://%s:%s/proxy/{pod_id}-{port}",
         ", ".join(config.api_keys),
         config.faults.boot_delay,
-        f"on port {config.comfyui_port} of each pod" if config.comfyui else "disabled",
+        f"serve port {config.comfyui_port}" if config.comfyui else "disabled",
         config.host,
         port,
     )

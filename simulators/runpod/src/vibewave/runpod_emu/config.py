@@ -32,7 +32,9 @@ class EmuConfig:
     pod_scoped_keys: list[str] = field(default_factory=list)
     seed: Seed = field(default_factory=Seed.default)
     faults: Faults = field(default_factory=Faults)
-    # Per-pod ComfyUI simulators.
+    # Pod containers (the names are older than containers): whether pods run them at all; the pod port the
+    # proxy maps to the container's VIBEWAVE_LISTEN_PORT; VIBEWAVE_SIM_STEP_TIME for the simulators in them;
+    # extra arguments of the simulator that emulates runpod/comfyui; restart after the main process exits.
     comfyui: bool = True
     comfyui_port: int = 8188
     comfyui_step_time: float = 0.05
@@ -59,7 +61,7 @@ class EmuConfig:
     rest_omitted_gpu_count_capacity: bool = False
 
     def resolve_work_dir(self) -> Path:
-        """Where per-pod directories (ComfyUI output, logs) live; a fresh temp dir unless configured."""
+        """Where pod directories (disks, logs) and network volumes live; a fresh temp dir unless configured."""
         if self.work_dir is None:
             self.work_dir = Path(tempfile.mkdtemp(prefix="vibewave-runpod-emu-"))
         self.work_dir = self.work_dir.resolve()

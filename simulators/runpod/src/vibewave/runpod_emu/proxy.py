@@ -1,8 +1,11 @@
 """RunPod's HTTP proxy, locally: `/proxy/{podId}-{port}/...` stands for `https://{podId}-{port}.proxy.runpod.net/...`.
 
-Like the real proxy (reference §4): only ports declared `/http` are reachable; 502 with an HTML page while
-nothing listens (pod booting, stopped, ComfyUI not up yet or crashed); 524 when the service takes longer than
-the Cloudflare limit to answer; WebSockets pass through (ComfyUI's `/ws`).
+Like the real proxy (reference §4): only ports declared `/http` are reachable, and of those the one the
+container's service listens on (8188, mapped to the container's VIBEWAVE_LISTEN_PORT); 502 with an HTML page
+while nothing listens (pod booting, stopped, the service not up yet or crashed, an image that serves nothing);
+524 when the service takes longer than the Cloudflare limit to answer; WebSockets pass through (ComfyUI's
+`/ws`). Requests go on unchanged apart from hop-by-hop headers: `Authorization` and the query string (a
+`?token=`) reach the pod as sent, and checking them is the pod's business.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from collections.abc import Mapping
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
+from yarl import URL
 
 from vibewave.runpod_emu.service import EMULATOR_KEY, Emulator
 from vibewave.runpod_emu.state import parse_ports
@@ -79,15 +83,27 @@ def _forward_headers(headers: Mapping[str, str], host: str, websocket: bool) -> 
     return out
 
 
-def upstream_port(emulator: Emulator, pod_id: str, port: int) -> int | None:
-    """Local port of the service behind `{pod_id}-{port}`, or None when RunPod's proxy would answer 502."""
+def upstream(emulator: Emulator, pod_id: str, port: int) -> tuple[int, bool] | None:
+    """Local port of the service behind `{pod_id}-{port}` and whether the pod is set to hang, or None when
+    RunPod's proxy would answer 502."""
     emulator.sync()
     pod = emulator.world.pods.get(pod_id)
-    if pod is None or not pod.runtime_up:
+    if pod is None or not pod.runtime_up or (port, "http") not in parse_ports(pod.ports):
         return None
-    if (port, "http") not in parse_ports(pod.ports) or port != emulator.config.comfyui_port:
-        return None
-    return emulator.fleet.port_for(pod_id)
+    local = emulator.fleet.mapped_port(pod_id, port)
+    return None if local is None else (local, pod.never_ready == "hang")
+
+
+async def _hang(emulator: Emulator, local: int, host: str) -> web.Response:
+    """never_ready "hang": the service accepts connections and never answers, so Cloudflare gives up (524);
+    a service that does not listen is a 502 as usual."""
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", local)
+    except OSError:
+        return bad_gateway()
+    writer.close()
+    await asyncio.sleep(emulator.config.proxy_timeout)
+    return gateway_timeout(host)
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
@@ -96,20 +112,22 @@ async def handle(request: web.Request) -> web.StreamResponse:
     if match is None:
         return web.Response(status=404, text="404 page not found")
     pod_id, port = match.group(1), int(match.group(2))
-    local = upstream_port(emulator, pod_id, port)
-    if local is None:
+    target = upstream(emulator, pod_id, port)
+    if target is None:
         return bad_gateway()
-    tail = request.match_info.get("tail") or "/"
-    url = f"http://127.0.0.1:{local}{tail}"
-    if request.query_string:
-        url += "?" + request.query_string
+    local, hang = target
     host = f"{pod_id}-{port}.proxy.runpod.net"
+    if hang:
+        return await _hang(emulator, local, host)
+    # The raw path and query after /proxy/{target}, still percent-encoded: forwarded byte for byte.
+    rest = re.sub(r"^/proxy/[^/?]*", "", request.raw_path)
+    url = URL(f"http://127.0.0.1:{local}{rest if rest.startswith('/') else '/' + rest}", encoded=True)
     if request.headers.get("Upgrade", "").lower() == "websocket":
         return await _websocket(request, emulator, url, host)
     return await _http(request, emulator, url, host)
 
 
-async def _http(request: web.Request, emulator: Emulator, url: str, host: str) -> web.StreamResponse:
+async def _http(request: web.Request, emulator: Emulator, url: URL, host: str) -> web.StreamResponse:
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=emulator.config.proxy_timeout)
     body = await request.read() if request.can_read_body else None
     try:
@@ -138,12 +156,12 @@ async def _http(request: web.Request, emulator: Emulator, url: str, host: str) -
         return response
 
 
-async def _websocket(request: web.Request, emulator: Emulator, url: str, host: str) -> web.StreamResponse:
+async def _websocket(request: web.Request, emulator: Emulator, url: URL, host: str) -> web.StreamResponse:
     """Connect upstream first (502 if nothing listens), then relay frames both ways until either side closes."""
     protocols = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
     try:
         upstream = await emulator.http.ws_connect(
-            url.replace("http://", "ws://", 1),
+            url.with_scheme("ws"),
             headers=_forward_headers(request.headers, host, websocket=True),
             protocols=protocols,
             max_msg_size=0,

@@ -1,4 +1,4 @@
-"""One emulator instance: the world, its clock ticker, and the per-pod ComfyUI processes.
+"""One emulator instance: the world, its clock ticker, and the pods' containers.
 
 Requests and the ticker both call `sync()`, which advances the world (boot delays, billing) and hands its
 events to the process layer, so lifecycle effects happen even when nobody polls.
@@ -17,9 +17,10 @@ import aiohttp
 from aiohttp import web
 
 from vibewave.runpod_emu.api import pod_json
-from vibewave.runpod_emu.comfy import ComfyFleet
 from vibewave.runpod_emu.config import EmuConfig
+from vibewave.runpod_emu.container import ContainerFleet
 from vibewave.runpod_emu.faults import NEVER_READY_MODES, Faults
+from vibewave.runpod_emu.model_host import ModelHost
 from vibewave.runpod_emu.state import World
 
 log = logging.getLogger("vibewave.runpod_emu")
@@ -35,7 +36,10 @@ class Emulator:
         self.owns_work_dir = owns_work_dir
         self.initial_faults: Faults = config.faults.copy()
         self.world = World(config, clock=time.monotonic)
-        self.fleet = ComfyFleet(config, self._is_current)
+        self.model_host = ModelHost.in_work_dir(config.resolve_work_dir())
+        self.fleet = ContainerFleet(
+            config, self._is_current, model_host=self.model_host, public_url=lambda: self.public_url
+        )
         self.public_url = f"http://{config.host}:{config.port}"
         self._ticker: asyncio.Task[None] | None = None
         self._http: aiohttp.ClientSession | None = None
@@ -60,22 +64,24 @@ class Emulator:
         return pod is not None and pod.runtime_up and pod.start_count == generation
 
     def sync(self) -> None:
-        """Advance time and start/stop pod processes accordingly."""
+        """Advance time and start/stop pod containers accordingly (stop and restart wipe the container disk,
+        terminate removes everything of the pod, deleting a network volume removes its files)."""
         self.world.advance()
         for event in self.world.drain_events():
             if event.kind == "up":
-                if self.fleet.wants_comfyui(event.pod):
+                if self.config.comfyui:
                     self.fleet.spawn(self.fleet.start(event.pod, dict(self.faults.sim_env)))
                 log.info("pod %s: runtime up", event.pod_id)
             elif event.kind == "down":
-                self.fleet.spawn(self.fleet.stop(event.pod_id))
+                self.fleet.spawn(self.fleet.stop(event.pod_id, wipe=True))
                 log.info("pod %s: stopped (%s)", event.pod_id, event.pod.last_status_change)
             elif event.kind == "restarting":
-                self.fleet.spawn(self.fleet.stop(event.pod_id))
+                self.fleet.spawn(self.fleet.stop(event.pod_id, wipe=True))
                 log.info("pod %s: restarting in place", event.pod_id)
             else:
-                self.fleet.spawn(self.fleet.stop(event.pod_id, remove_dir=True))
+                self.fleet.spawn(self.fleet.stop(event.pod_id, remove=True))
                 log.info("pod %s: terminated", event.pod_id)
+        self.fleet.remove_volumes(self.world.drain_dropped_volumes())
 
     async def start(self) -> None:
         self._ticker = asyncio.create_task(self._tick(), name="runpod-emu-ticker")
@@ -100,12 +106,13 @@ class Emulator:
             await asyncio.to_thread(shutil.rmtree, self.config.work_dir, True)
 
     async def settle(self) -> None:
-        """Wait until pending process starts/stops are done (tests: after reset, before asserting)."""
+        """Wait until pending container starts/stops are done (tests: after reset, before asserting)."""
         while self.fleet.tasks:
             await asyncio.gather(*list(self.fleet.tasks), return_exceptions=True)
 
     def reset(self) -> None:
-        """Back to start-up: no pods (processes killed), seeded volumes/templates/account, start-up faults."""
+        """Back to start-up: no pods (containers killed), seeded volumes (empty again), templates and account,
+        start-up faults."""
         self.config.faults = self.initial_faults.copy()
         self.world.reset(self.config.seed)
         self.sync()
@@ -121,7 +128,7 @@ class Emulator:
         for pod in world.pods.values():
             data = pod_json(world, pod)
             data["machine"].pop("gpuType", None)
-            data["comfyui"] = self.fleet.describe(pod.id)
+            data["container"] = self.fleet.describe(pod)
             data["proxyUrl"] = self.proxy_url(pod.id)
             data["neverReady"] = pod.never_ready
             data["bootDelay"] = pod.boot_delay
@@ -143,10 +150,11 @@ class Emulator:
                 "pubKey": acc.pub_key,
             },
             "pods": pods,
-            "networkVolumes": [dict(v) for v in world.volumes.values()],
+            "networkVolumes": [{**v, "dir": str(self.fleet.volume_dir(v["id"]))} for v in world.volumes.values()],
             "templates": [dict(t) for t in world.templates.values()],
             "gpuTypes": [g.to_json() for g in world.gpu_types],
             "faults": self.faults.to_json(),
+            "modelHost": self.model_host.describe(),
             "billingSpeed": self.config.billing_speed,
             "calls": dict(world.calls),
             "rateLimited": world.rate_limited,

@@ -4,8 +4,9 @@ Pure logic on an injectable clock, so unit tests can step time. The lifecycle fo
 create → desiredStatus RUNNING with `runtime` null for the boot delay → runtime up (uptime, ports) →
 podStop → EXITED (runtime null) → podResume → RUNNING on the same host (boot delay again, fresh public ports)
 → podTerminate → gone. REST v2 adds restart in place (reference-v2 §4.5-§4.6) and reads the same pods through
-its own status and `actions`. Side effects on processes (the per-pod ComfyUI simulators) are reported as
-`Event`s that the service drains after every request and tick. The world also counts what clients did
+its own status and `actions`. Side effects on processes (the pods' containers) are reported as `Event`s,
+and deleted network volumes (whose files go) in `dropped_volumes`, which the service drains after every
+request and tick. The world also counts what clients did
 (`calls`, pods created and terminated, resumes, restarts) and keeps their rate-limit windows.
 """
 
@@ -207,6 +208,7 @@ class World:
     templates: dict[str, dict[str, Any]] = field(default_factory=dict)
     gpu_types: list[GpuType] = field(default_factory=default_gpu_types)
     events: list[Event] = field(default_factory=list)
+    dropped_volumes: list[str] = field(default_factory=list)
     account: Account = field(default_factory=lambda: Account("", "", 0.0, 80, None))
     last_billed: float = 0.0
     # What clients did since the last reset: calls per operation (GraphQL root field or `rest:` operation),
@@ -240,6 +242,7 @@ class World:
         self.rate_limited = self.pods_created = self.resumes = self.restarts = 0
         self.terminated_pod_ids.clear()
         self.limiter = RateLimiter(self.config.rate_limit_per_minute)
+        self.dropped_volumes.extend(self.volumes)
         self.volumes = {v["id"]: {"type": "STANDARD", **v} for v in seed.network_volumes}
         self.templates = {}
         for tpl in seed.templates:
@@ -496,7 +499,7 @@ class World:
     def restart_pod(self, pod_id: str) -> Pod:
         """REST v2 `restart`: the container of a RUNNING pod restarts in place, on the same machine with the GPUs
         it holds (so never the busy-host error), runtime null for the boot delay, fresh public ports and a new
-        ComfyUI process; container-disk state goes as on stop. Anything but RUNNING is a 409."""
+        container (its disk wiped as on stop). Anything but RUNNING is a 409."""
         self.advance()
         pod = self._require(pod_id)
         self.check_action(pod, "restart")
@@ -695,6 +698,7 @@ class World:
         if any(p.network_volume_id == volume_id for p in self.pods.values()):
             raise ApiError("Network volume is in use by a pod.")
         del self.volumes[volume_id]
+        self.dropped_volumes.append(volume_id)
 
     def _template(self, data: dict[str, Any], template_id: str) -> dict[str, Any]:
         return {
@@ -748,6 +752,10 @@ class World:
     def drain_events(self) -> list[Event]:
         events, self.events = self.events, []
         return events
+
+    def drain_dropped_volumes(self) -> list[str]:
+        dropped, self.dropped_volumes = self.dropped_volumes, []
+        return dropped
 
 
 def _ports_spec(inp: dict[str, Any], template: dict[str, Any] | None) -> str:

@@ -68,6 +68,8 @@ def create_provider(settings: PodManagerSettings) -> Provider:
             template_id=rp.template_id,
             proxy_url_template=rp.proxy_url_template,
             comfyui_port=rp.comfyui_port,
+            allowed_cuda_versions=rp.allowed_cuda_versions,
+            network_volume_id=rp.network_volume_id,
         )
-        return RunPodProvider(RunPodClient(transport), defaults, rp.base_url)
+        return RunPodProvider(RunPodClient(transport, api=rp.api), defaults, rp.base_url)
     raise ConfigurationError(f"unknown POD_PROVIDER {settings.provider!r} (runpod, local or static)")

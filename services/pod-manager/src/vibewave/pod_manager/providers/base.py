@@ -33,6 +33,15 @@ class ProviderPod:
     details: dict[str, Any] = field(default_factory=dict)  # the provider's own view, for admin endpoints
 
 
+@dataclass(frozen=True)
+class PodBoot:
+    """What one pod boots with, beyond the provider's defaults: its environment and its start command (one shell
+    string, carried byte for byte). Providers that run no container of their own accept and ignore it."""
+
+    env: dict[str, str] = field(default_factory=dict)
+    start_command: str = ""
+
+
 class ProviderError(Exception):
     """A provider refused or failed; `status` is the HTTP status the admin endpoints answer with."""
 
@@ -124,7 +133,7 @@ class Provider(Protocol):
     def describe(self) -> str:
         """What a new pod is, for diagnoses: image, template, start command, port."""
 
-    async def create(self, name: str, min_gpu_memory_gb: int = 0) -> ProviderPod: ...
+    async def create(self, name: str, min_gpu_memory_gb: int = 0, boot: PodBoot | None = None) -> ProviderPod: ...
 
     async def get(self, pod_id: str) -> ProviderPod | None: ...
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from vibewave.pod_manager.providers.base import Provider, ProviderPod
+from vibewave.pod_manager.providers.base import PodBoot, Provider, ProviderPod
 
 
 class LeaderOnly:
@@ -22,9 +22,9 @@ class LeaderOnly:
     def describe(self) -> str:
         return self.inner.describe()
 
-    async def create(self, name: str, min_gpu_memory_gb: int = 0) -> ProviderPod:
+    async def create(self, name: str, min_gpu_memory_gb: int = 0, boot: PodBoot | None = None) -> ProviderPod:
         self.check()
-        return await self.inner.create(name, min_gpu_memory_gb)
+        return await self.inner.create(name, min_gpu_memory_gb, boot)
 
     async def get(self, pod_id: str) -> ProviderPod | None:
         return await self.inner.get(pod_id)

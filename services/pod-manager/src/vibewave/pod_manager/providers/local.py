@@ -30,6 +30,7 @@ from uuid import uuid4
 
 from vibewave.pod_manager.providers.base import (
     NoFittingGpu,
+    PodBoot,
     PodNotFound,
     ProviderPod,
     ProviderState,
@@ -96,7 +97,8 @@ class LocalProvider:
             return f"local command {' '.join(self.command)[:120]!r}"
         return "the bundled ComfyUI simulator (a local process)"
 
-    async def create(self, name: str, min_gpu_memory_gb: int = 0) -> ProviderPod:
+    async def create(self, name: str, min_gpu_memory_gb: int = 0, boot: PodBoot | None = None) -> ProviderPod:
+        """`boot` is ignored: these pods run no container of the provider's making."""
         if min_gpu_memory_gb and self.gpu_memory_gb is not None and self.gpu_memory_gb < min_gpu_memory_gb:
             raise NoFittingGpu(
                 f"local GPUs have {self.gpu_memory_gb} GB (LOCAL_GPU_MEMORY_GB), {min_gpu_memory_gb} needed"

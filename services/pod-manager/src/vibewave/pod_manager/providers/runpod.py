@@ -1,16 +1,22 @@
-"""`runpod`: GPU pods on RunPod, through its GraphQL API (and REST v2 for what only it has).
+"""`runpod`: GPU pods on RunPod, through its REST v2 API (`RUNPOD_API=rest`, the default) or its GraphQL API
+(`RUNPOD_API=graphql`, until RunPod retires it early 2027).
 
 Pods are created with the API document's defaults (GPU from a preference list, its image, 50 GB disk,
-24 GB memory, its ports); on "no capacity" the next GPU type is tried, among those with the GPU memory
-the workflow needs. The preference list and cloud type are checked against RunPod's catalogue at start:
-a typo is a start-up error, not "no capacity" for ever. ComfyUI is reached through the pod's HTTP proxy
-URL (a template, so tests can point it at the emulator). After an ambiguous failure the pod is re-read
-before anything is repeated: RunPod sometimes reports an error for an action that happened. A restart
-is RunPod's in-place restart (REST v2): the pod keeps its GPU, unlike a stop and a resume.
+24 GB memory, its ports) plus what the caller boots them with (`PodBoot`: env and start command), on hosts
+whose CUDA version runs the pod's wheels (`RUNPOD_ALLOWED_CUDA_VERSIONS`), optionally with a network volume
+at /workspace. On "no capacity" the next GPU type is tried, among those with the GPU memory the workflow
+needs; REST v2 has no cloud type ALL, so there ALL tries Secure then Community Cloud per GPU type (where the
+catalogue offers it; Secure only with a network volume, which lives in a Secure data center). The preference
+list, cloud type and volume are checked against RunPod at start: a typo is a start-up error, not "no capacity"
+for ever. ComfyUI is reached through the pod's HTTP proxy URL (a template, so tests can point it at the
+emulator). After an ambiguous failure the pod is re-read before anything is repeated: RunPod sometimes
+reports an error for an action that happened. A restart is RunPod's in-place restart (REST v2 in both modes):
+the pod keeps its GPU, unlike a stop and a resume. Pods' env values (secrets) never reach `details`.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +25,7 @@ from vibewave.pod_manager.providers.base import (
     BadRequest,
     CapacityError,
     NoFittingGpu,
+    PodBoot,
     PodNotFound,
     ProviderError,
     ProviderPod,
@@ -27,7 +34,7 @@ from vibewave.pod_manager.providers.base import (
     Unauthorized,
     Unavailable,
 )
-from vibewave.pod_manager.runpod_api import RunPodClient
+from vibewave.pod_manager.runpod_api import Forbidden, PodCreateSpec, RunPodClient
 from vibewave.runtime.process import ConfigurationError
 
 log = logging.getLogger("vibewave.pod_manager.runpod")
@@ -35,9 +42,10 @@ log = logging.getLogger("vibewave.pod_manager.runpod")
 CLOUD_TYPES = [
     {"id": "SECURE", "description": "RunPod data centers: public IP, network volumes"},
     {"id": "COMMUNITY", "description": "peer hosts: cheaper, public IP optional"},
-    {"id": "ALL", "description": "either (GraphQL create only)"},
+    {"id": "ALL", "description": "either (REST v2 has no ALL: Secure is tried first, then Community)"},
 ]
 CLOUD_TYPE_IDS = tuple(str(c["id"]) for c in CLOUD_TYPES)
+HIDDEN = "<hidden>"
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,31 @@ class RunPodPodDefaults:
     template_id: str | None
     proxy_url_template: str
     comfyui_port: int
+    allowed_cuda_versions: tuple[str, ...] = ()
+    network_volume_id: str | None = None
+
+
+def hide_env(pod: dict[str, Any]) -> dict[str, Any]:
+    """The pod with its env values replaced by "<hidden>", keys kept: REST's map, GraphQL's `"K=V"` strings
+    and `{key, value}` items alike. Env carries the pod's secrets; `details` goes to admin endpoints."""
+    env = pod.get("env")
+    if isinstance(env, dict):
+        hidden: Any = dict.fromkeys(env, HIDDEN)
+    elif isinstance(env, list):
+        hidden = [
+            {**item, "value": HIDDEN} if isinstance(item, dict) else f"{str(item).partition('=')[0]}={HIDDEN}"
+            for item in env
+        ]
+    else:
+        return pod
+    return {**pod, "env": hidden}
+
+
+def _public(ip: Any) -> bool:
+    try:
+        return bool(ip) and ipaddress.ip_address(str(ip)).is_global
+    except ValueError:
+        return False
 
 
 class RunPodProvider:
@@ -67,21 +100,31 @@ class RunPodProvider:
         self.defaults = defaults
         self.origin = f"runpod {base_url.rstrip('/')}"
         self._gpu_memory: dict[str, int] = {}  # GPU type id and display name → GB, from the catalogue
+        self._gpu_names: dict[str, str] = {}  # GPU type id → display name ("RTX 4090")
+        self._gpu_clouds: dict[str, set[str]] = {}  # GPU type id → the clouds that offer it
+        self._volume_data_center: str | None = None
 
     async def validate(self) -> None:
-        """The key is accepted, the cloud type exists, and every preferred GPU type id is in the catalogue."""
-        if self.defaults.cloud_type not in CLOUD_TYPE_IDS:
+        """The key is accepted, the cloud type exists, every preferred GPU type id is in the catalogue, and the
+        network volume exists (its data center is where pods go)."""
+        d = self.defaults
+        if d.cloud_type not in CLOUD_TYPE_IDS:
             raise ConfigurationError(
-                f"RUNPOD_CLOUD_TYPE={self.defaults.cloud_type!r} is not a RunPod cloud type; use one of "
+                f"RUNPOD_CLOUD_TYPE={d.cloud_type!r} is not a RunPod cloud type; use one of "
                 + ", ".join(CLOUD_TYPE_IDS)
+            )
+        if d.network_volume_id and d.cloud_type == "COMMUNITY":
+            raise ConfigurationError(
+                "RUNPOD_NETWORK_VOLUME_ID needs Secure Cloud (network volumes live in RunPod's data centers); "
+                "set RUNPOD_CLOUD_TYPE to SECURE or ALL"
             )
         try:
             catalogue = await self.client.gpu_types()
         except Unauthorized as exc:
             raise ConfigurationError(f"RUNPOD_API_KEY was refused by RunPod ({exc.message})") from None
         known = {str(g["id"]): g for g in catalogue}
-        unknown = [gpu for gpu in self.defaults.gpu_types if gpu not in known]
-        if unknown or not self.defaults.gpu_types:
+        unknown = [gpu for gpu in d.gpu_types if gpu not in known]
+        if unknown or not d.gpu_types:
             raise ConfigurationError(
                 "RUNPOD_GPU_TYPES names GPU types RunPod does not have: "
                 + (", ".join(repr(u) for u in unknown) or "(none given)")
@@ -89,10 +132,40 @@ class RunPodProvider:
                 + ", ".join(sorted(known))
             )
         for gpu in catalogue:
-            if gpu.get("memoryInGb"):
-                self._gpu_memory[str(gpu["id"])] = int(gpu["memoryInGb"])
-                if gpu.get("displayName"):
-                    self._gpu_memory[str(gpu["displayName"])] = int(gpu["memoryInGb"])
+            self._learn(gpu)
+        if d.network_volume_id:
+            await self._find_volume(d.network_volume_id)
+
+    def _learn(self, gpu: dict[str, Any]) -> None:
+        """A catalogue entry in either API's shape: REST `name`/`memory`/`secure`/`community`, GraphQL
+        `displayName`/`memoryInGb`/`secureCloud`/`communityCloud`."""
+        gpu_id = str(gpu["id"])
+        name = gpu.get("name") or gpu.get("displayName")
+        memory = gpu.get("memory") or gpu.get("memoryInGb")
+        if name:
+            self._gpu_names[gpu_id] = str(name)
+        if memory:
+            self._gpu_memory[gpu_id] = int(memory)
+            if name:
+                self._gpu_memory[str(name)] = int(memory)
+        offered = {
+            "SECURE": gpu.get("secure", gpu.get("secureCloud")),
+            "COMMUNITY": gpu.get("community", gpu.get("communityCloud")),
+        }
+        if any(flag is not None for flag in offered.values()):
+            self._gpu_clouds[gpu_id] = {cloud for cloud, flag in offered.items() if flag}
+
+    async def _find_volume(self, volume_id: str) -> None:
+        try:
+            volume = await self.client.network_volume(volume_id)
+        except Unauthorized as exc:
+            raise ConfigurationError(f"RUNPOD_API_KEY may not read network volumes ({exc.message})") from None
+        if volume is None:
+            ids = ", ".join(sorted(str(v.get("id")) for v in await self.client.network_volumes())) or "(none)"
+            raise ConfigurationError(
+                f"RUNPOD_NETWORK_VOLUME_ID={volume_id!r} is not a network volume of the account; its volumes: {ids}"
+            )
+        self._volume_data_center = volume.get("dataCenter") or volume.get("dataCenterId")
 
     def describe(self) -> str:
         d = self.defaults
@@ -101,9 +174,16 @@ class RunPodProvider:
             parts.append(f"template {d.template_id}")
         if d.docker_args:
             parts.append(f"start command {d.docker_args[:80]!r}")
+        if d.allowed_cuda_versions:
+            parts.append(f"CUDA {'/'.join(d.allowed_cuda_versions)} hosts")
+        if d.network_volume_id:
+            parts.append(f"network volume {d.network_volume_id} at /workspace")
         return ", ".join(parts) + f"; ComfyUI on port {d.comfyui_port}"
 
     def _view(self, pod: dict[str, Any]) -> ProviderPod:
+        """A REST v2 `Pod` (it has `status`) or a GraphQL pod (`desiredStatus`) → ProviderPod."""
+        if "status" in pod:
+            return self._rest_view(pod)
         desired = str(pod.get("desiredStatus") or "")
         runtime = pod.get("runtime")
         if desired in ("TERMINATED", "DEAD"):
@@ -115,37 +195,79 @@ class RunPodProvider:
         public = [p for p in (runtime or {}).get("ports") or [] if p.get("isIpPublic")]
         machine = pod.get("machine") or {}
         gpu = machine.get("gpuTypeId") or machine.get("gpuDisplayName")
+        return self._pod(
+            pod, state, public[0]["ip"] if public else None, machine.get("gpuDisplayName"), gpu, pod.get("costPerHr")
+        )
+
+    def _rest_view(self, pod: dict[str, Any]) -> ProviderPod:
+        """Ready is RUNNING with a runtime: live, a new pod reads RUNNING with `runtime: null` for a while. A pod
+        in ERROR is down but can be started again, like a stopped one. The public IP is a TCP port's (HTTP
+        ports carry RunPod-internal addresses), else the direct SSH host."""
+        status = str(pod.get("status") or "")
+        runtime = pod.get("runtime")
+        if status == "TERMINATED":
+            state = ProviderState.TERMINATED
+        elif status in ("EXITED", "ERROR"):
+            state = ProviderState.STOPPED
+        elif status == "RUNNING" and runtime:
+            state = ProviderState.RUNNING
+        else:
+            state = ProviderState.STARTING
+        ports = (runtime or {}).get("ports") or []
+        public = [p["ip"] for p in ports if p.get("type") == "tcp" and _public(p.get("ip"))]
+        direct = (pod.get("ssh") or {}).get("direct") or {}
+        ip = public[0] if public else direct.get("host")
+        gpu = (pod.get("gpu") or {}).get("id")
+        name = self._gpu_names.get(str(gpu), gpu) if gpu else None
+        return self._pod(pod, state, ip, name, gpu, pod.get("cost"))
+
+    def _pod(
+        self, pod: dict[str, Any], state: ProviderState, ip: Any, gpu_name: Any, gpu: Any, cost: Any
+    ) -> ProviderPod:
         return ProviderPod(
             id=str(pod["id"]),
             name=str(pod.get("name") or ""),
             state=state,
             comfyui_url=self.defaults.proxy_url_template.format(pod_id=pod["id"], port=self.defaults.comfyui_port),
-            ip=public[0]["ip"] if public else None,
-            gpu_type=machine.get("gpuDisplayName"),
+            ip=str(ip) if ip else None,
+            gpu_type=str(gpu_name) if gpu_name else None,
             gpu_memory_gb=self._gpu_memory.get(str(gpu)) if gpu else None,
-            cost_per_hr=pod.get("costPerHr"),
-            details=pod,
+            cost_per_hr=float(cost) if cost is not None else None,
+            details=hide_env(pod),
         )
 
-    def _spec(self, name: str, gpu_type: str) -> dict[str, Any]:
+    def _spec(self, name: str, gpu_type: str, cloud: str, boot: PodBoot | None) -> PodCreateSpec:
+        """The pod to ask for: `boot` adds its env and replaces the default start command (RUNPOD_DOCKER_ARGS)."""
         d = self.defaults
-        spec: dict[str, Any] = {
-            "name": name,
-            "gpuTypeId": gpu_type,
-            "gpuCount": 1,
-            "cloudType": d.cloud_type,
-            "imageName": d.image,
-            "containerDiskInGb": d.container_disk_gb,
-            "minMemoryInGb": d.min_memory_gb,
-            "ports": d.ports,
-            "volumeInGb": 0,
-            "startSsh": True,
-        }
-        if d.docker_args:
-            spec["dockerArgs"] = d.docker_args
-        if d.template_id:
-            spec["templateId"] = d.template_id
-        return spec
+        return PodCreateSpec(
+            name=name,
+            image=d.image,
+            gpu_type_id=gpu_type,
+            cloud=cloud,
+            container_disk_gb=d.container_disk_gb,
+            ports=tuple(p.strip() for p in d.ports.split(",") if p.strip()),
+            env=dict(boot.env) if boot else {},
+            start_command=boot.start_command if boot and boot.start_command else d.docker_args,
+            allowed_cuda_versions=d.allowed_cuda_versions,
+            min_memory_gb=d.min_memory_gb,
+            network_volume_id=d.network_volume_id,
+            data_center_id=self._volume_data_center,
+            template_id=d.template_id,
+        )
+
+    def _clouds(self, gpu_type: str) -> list[str]:
+        """The clouds to ask in, in order. GraphQL takes ALL as it is; REST v2 has no ALL (omitting `cloud` means
+        SECURE), so there ALL is Secure then Community where the catalogue offers the GPU type. A network volume
+        lives in a Secure data center: with one, ALL is Secure (GraphQL too, which fails ALL with a volume)."""
+        cloud = self.defaults.cloud_type
+        if cloud != "ALL":
+            return [cloud]
+        if self.defaults.network_volume_id:
+            return ["SECURE"]
+        if not self.client.rest:
+            return [cloud]
+        offered = self._gpu_clouds.get(gpu_type)
+        return [c for c in ("SECURE", "COMMUNITY") if offered is None or c in offered] or ["SECURE"]
 
     def fitting_gpu_types(self, min_gpu_memory_gb: int) -> list[str]:
         """The preferred GPU types with at least this much memory, in preference order (unknown memory
@@ -156,31 +278,44 @@ class RunPodProvider:
             if not min_gpu_memory_gb or self._gpu_memory.get(gpu, min_gpu_memory_gb) >= min_gpu_memory_gb
         ]
 
-    async def create(self, name: str, min_gpu_memory_gb: int = 0) -> ProviderPod:
-        """Try each fitting GPU type of the preference list in turn until one has capacity."""
+    async def create(self, name: str, min_gpu_memory_gb: int = 0, boot: PodBoot | None = None) -> ProviderPod:
+        """Try each fitting GPU type of the preference list (in each cloud to ask) in turn until one has capacity;
+        `boot` is the pod's own env and start command. A refusal for the account's access to a pool (403) moves
+        on too; an ambiguous failure adopts the pod if it exists by its (unique) name, else is raised."""
         candidates = self.fitting_gpu_types(min_gpu_memory_gb)
         if not candidates:
             sizes = ", ".join(f"{g} ({self._gpu_memory.get(g, '?')} GB)" for g in self.defaults.gpu_types)
             raise NoFittingGpu(f"no GPU type of RUNPOD_GPU_TYPES has {min_gpu_memory_gb} GB or more: {sizes}")
         refusals: list[str] = []
+        forbidden: Forbidden | None = None
         for gpu_type in candidates:
-            try:
-                created = await self.client.create_pod(self._spec(name, gpu_type))
-            except CapacityError:
-                refusals.append(gpu_type)
-                log.info("no %s available; trying the next GPU type", gpu_type)
-                continue
-            except RateLimited:
-                raise  # refused before anything happened
-            except Unavailable:
-                existing = await self._find_by_name(name)  # the create may have happened anyway
-                if existing is None:
-                    raise
-                log.warning("RunPod reported a failure but pod %s exists; adopting it", existing.id)
-                return existing
-            log.info("RunPod pod %s created on %s", created["id"], gpu_type, extra={"pod_id": created["id"]})
-            pod = await self.client.pod(str(created["id"]))
-            return self._view(pod or {**created, "name": name, "desiredStatus": "RUNNING"})
+            for cloud in self._clouds(gpu_type):
+                label = gpu_type if cloud == self.defaults.cloud_type else f"{gpu_type} in {cloud}"
+                try:
+                    created = await self.client.create_pod(self._spec(name, gpu_type, cloud, boot))
+                except CapacityError:
+                    refusals.append(label)
+                    log.info("no %s available; trying the next candidate", label)
+                    continue
+                except Forbidden as exc:
+                    forbidden = exc
+                    log.info("RunPod refused %s for this account (%s); trying the next candidate", label, exc.message)
+                    continue
+                except RateLimited:
+                    raise  # refused before anything happened
+                except Unavailable:
+                    existing = await self._find_by_name(name)  # the create may have happened anyway
+                    if existing is None:
+                        raise
+                    log.warning("RunPod reported a failure but pod %s exists; adopting it", existing.id)
+                    return existing
+                log.info("RunPod pod %s created on %s", created["id"], label, extra={"pod_id": created["id"]})
+                if "status" in created:  # REST v2 answers the whole Pod
+                    return self._view(created)
+                pod = await self.client.pod(str(created["id"]))
+                return self._view(pod or {**created, "name": name, "desiredStatus": "RUNNING"})
+        if forbidden is not None and not refusals:
+            raise forbidden
         raise CapacityError(f"no capacity for any fitting GPU type ({', '.join(refusals)})")
 
     async def _find_by_name(self, name: str) -> ProviderPod | None:
@@ -206,7 +341,7 @@ class RunPodProvider:
         pod = await self._require(pod_id)
         if pod.state == ProviderState.STOPPED:
             try:
-                await self.client.resume_pod(pod_id, 1)
+                await self.client.start_pod(pod_id)
             except RateLimited:
                 raise
             except Unavailable:
@@ -231,7 +366,7 @@ class RunPodProvider:
     async def restart(self, pod_id: str) -> None:
         """In place (REST v2 `action: restart`): the container restarts on its machine with its GPU."""
         await self._require(pod_id)
-        await self.client.pod_action(pod_id, "restart")
+        await self.client.restart_pod(pod_id)
 
     async def terminate(self, pod_id: str) -> None:
         await self._require(pod_id)

@@ -13,6 +13,7 @@ from vibewave.pod_manager.providers.base import (
     CapacityError,
     Conflict,
     NoFittingGpu,
+    PodBoot,
     PodNotFound,
     ProviderPod,
     ProviderState,
@@ -62,7 +63,8 @@ class StaticProvider:
             details={"url": url},
         )
 
-    async def create(self, name: str, min_gpu_memory_gb: int = 0) -> ProviderPod:
+    async def create(self, name: str, min_gpu_memory_gb: int = 0, boot: PodBoot | None = None) -> ProviderPod:
+        """`boot` is ignored: the servers are already running."""
         if min_gpu_memory_gb and self.gpu_memory_gb is not None and self.gpu_memory_gb < min_gpu_memory_gb:
             raise NoFittingGpu(
                 f"static servers have {self.gpu_memory_gb} GB (STATIC_GPU_MEMORY_GB), {min_gpu_memory_gb} needed"
