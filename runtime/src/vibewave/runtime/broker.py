@@ -708,6 +708,28 @@ def _forget_outcome(step: asyncio.Future[Any]) -> None:
         step.exception()
 
 
+async def cancel_tasks(tasks: list[asyncio.Task[None]], timeout: float = 2.0) -> None:
+    """Cancel background tasks and wait for them, within `timeout` and whatever they do. A cancel can be
+    lost (Python 3.11's `wait_for` swallows one that meets its inner result: a loop then goes on), so a task
+    still running is cancelled again each round; one that outlives the bound is left, named in the log."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    pending = {task for task in tasks if not task.done()}
+    first = True
+    while pending:
+        for task in pending:
+            task.cancel()
+        wait = min(timeout / 2, 1.0) if first else 0.2  # first, time to clean up as a cancelled task may
+        first = False
+        _, pending = await asyncio.wait(pending, timeout=max(0.0, min(wait, deadline - loop.time())))
+        if pending and loop.time() >= deadline:
+            log.warning("tasks still running after cancel: %s", ", ".join(t.get_name() for t in pending))
+            return
+    for task in tasks:
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved: a crashed task's error was logged where it happened
+
+
 async def stop_broker(broker: NatsBroker, timeout: float = 5.0) -> None:
     """Stop subscribers and drain the connection, within `timeout` whatever NATS does meanwhile."""
     await bounded(broker.stop(), timeout)

@@ -70,6 +70,7 @@ class Lease:
         self._taken_at = utcnow()
         self._valid_until = 0.0  # monotonic: trusted until then
         self.lost = asyncio.Event()  # set when another holder took it
+        self._released = False  # given up at a clean stop: a keeper still running renews no more
 
     def held(self) -> bool:
         """True while this process may decide: it holds the lease and its TTL cannot have lapsed."""
@@ -145,6 +146,8 @@ class Lease:
         `lost` is set and this returns."""
         while True:
             await asyncio.sleep(self.renew_every_s)
+            if self._released:
+                return
             try:
                 try:
                     await self.renew()
@@ -171,6 +174,7 @@ class Lease:
 
     async def release(self) -> None:
         """Give the lease up at a clean stop, so a standby takes over without waiting out the TTL."""
+        self._released = True
         if self.epoch == 0 or self.lost.is_set():
             return
         self.epoch = 0

@@ -264,11 +264,7 @@ class PodManagerService:
 
     async def stop(self) -> None:
         self._stopping = True
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await runtime.cancel_tasks(self._tasks)
         if self._started and not (self.lease is not None and self.lease.held()):
             log.warning("stopping without the lease: the pods are left to the pod-manager that holds it")
         elif self._started and await self._standbys():

@@ -215,11 +215,7 @@ class SchedulerService:
         log.info("leading (scheduler lease epoch %d)", self.lease.epoch)
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await runtime.cancel_tasks(self._tasks)
         await runtime.stop_broker(self.broker)
         if self.lease is not None:
             await self.lease.release()  # a standby takes over at once instead of after the TTL
