@@ -129,6 +129,9 @@ class RequestSubmitted(msgspec.Struct, kw_only=True):
     execution_timeout_s: float | None = None
     min_gpu_memory_gb: int = 0
     models: list[str] = msgspec.field(default_factory=list)  # `folder/file` the chosen graph loads
+    tenant: str | None = None  # whose request: the api key's tenant (None: no keys configured)
+    key_id: str | None = None  # the api key that created it (never the key itself)
+    share_weight: float = 1.0  # the tenant's weight in the scheduler's fair share of pods
 
 
 class RequestAssigned(msgspec.Struct, kw_only=True):
@@ -395,6 +398,22 @@ class BatchMembers(msgspec.Struct, kw_only=True):
     """Which requests a batch is, recorded by the api when it accepts the batch (KV `batches`)."""
 
     request_ids: list[str]
+    tenant: str | None = None  # whose batch: only that tenant (and admins) can read it
+
+
+class ApiKeyRecord(msgspec.Struct, kw_only=True):
+    """A client's API key as stored (KV `api_keys`, by key id; writer: api). Only the SHA-256 of the key's
+    secret is kept: the key itself is shown once, when it is created. Deleting the entry revokes it."""
+
+    id: str
+    name: str
+    tenant: str
+    scopes: list[str]
+    secret_sha256: str
+    created_at: datetime
+    requests_per_minute: int | None = None  # None: no rate limit
+    max_open_requests: int | None = None  # None: no limit on unfinished requests at once
+    share_weight: float = 1.0  # the tenant's weight in the scheduler's fair share
 
 
 class RequestRecord(msgspec.Struct, kw_only=True):
@@ -421,6 +440,9 @@ class RequestRecord(msgspec.Struct, kw_only=True):
     attempt_log: list[AttemptNote] = msgspec.field(default_factory=list)
     not_before: datetime | None = None  # a retry waits (backoff) until then
     models: list[str] = msgspec.field(default_factory=list)  # `folder/file` its graph loads: pods listing them run it
+    tenant: str | None = None  # whose request (None: created without api keys)
+    key_id: str | None = None  # the api key that created it
+    share_weight: float = 1.0  # the tenant's weight in the fair share of pods within a priority class
 
 
 # ------------------------------------------------------------------------------ streams, buckets, consumers
@@ -505,8 +527,13 @@ LEASES_BUCKET = BucketSpec(
     "leases", description="LeaseRecord by role (scheduler, pod-manager): who decides now; writer: its holder",
     key_ttl=True,
 )  # fmt: skip
+API_KEYS_BUCKET = BucketSpec("api_keys", description="ApiKeyRecord by key id (hashed secrets); writer: api")
+RATE_BUCKET = BucketSpec(
+    "rate_limits", description="per api key: the rate limiter's theoretical arrival time; writer: api", key_ttl=True
+)
 BUCKETS = (
     REQUESTS_BUCKET, PODS_BUCKET, OUTPUT_NAMES_BUCKET, IDEMPOTENCY_BUCKET, BATCHES_BUCKET, FLEET_BUCKET, LEASES_BUCKET,
+    API_KEYS_BUCKET, RATE_BUCKET,
 )  # fmt: skip
 
 OUTPUTS_STORE = ObjectStoreSpec("outputs", description="generated files, served at /api/files/{name}")

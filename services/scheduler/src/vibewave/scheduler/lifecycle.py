@@ -159,6 +159,9 @@ def submitted(existing: RequestRecord | None, event: RequestSubmitted, tracepare
         traceparent=traceparent,
         min_gpu_memory_gb=event.min_gpu_memory_gb,
         models=event.models,
+        tenant=event.tenant,
+        key_id=event.key_id,
+        share_weight=event.share_weight,
     )
     return Decision(record)
 

@@ -1,24 +1,32 @@
 """Which request runs on which pod: the queue and the pods' slots, without I/O.
 
-Requests wait in one FIFO per (workflow, priority class). A pod serves any workflow whose GPU needs it
-meets. When pods are free, the next request is chosen in two steps: within each priority class, the
-workflow with the fewest requests on pods now goes first (fair share: a burst of one workflow delays
-another by at most one run); then among those candidates the best effective rank wins — its class,
-raised one class for every `aging_s` it has waited, so a low-priority request never starves — and
-among equal ranks the higher class, then the oldest. Only queue heads are compared, so placing stays
-cheap however deep the queue. The request then takes the free pod that last ran its workflow (its
-models are loaded), else a pod whose last workflow has nobody waiting, else the smallest that fits.
+Requests wait in one FIFO per (workflow, tenant, priority class). A pod serves any workflow whose GPU
+needs it meets. When pods are free, the next request is chosen in two steps. Within each priority
+class, tenants share the pods by their weights (start-time fair queuing): each tenant has a virtual
+time, the tenant with the smallest goes first, and each request placed moves its tenant on by
+1 / `share_weight`. A tenant's virtual time never lags the class's, the virtual start of the last
+request placed in it: a tenant that had nothing waiting (or nothing a free pod could run) goes next
+rather than after everything queued, but cannot bank credit — so one tenant's burst delays another's
+request by at most one run. Among equal virtual times (and within a tenant) the workflow with the
+fewest of the tenant's requests on pods goes first (a burst of one workflow delays another by at most
+one run), then the oldest. Then among the classes' candidates the best effective rank wins — its
+class, raised one class for every `aging_s` it has waited, so a low-priority request never starves —
+and among equal ranks the higher class, then the oldest. Only queue heads are compared, so placing
+stays cheap however deep the queue. The request then takes the free pod that last ran its workflow
+(its models are loaded), else a pod whose last workflow has nobody waiting, else the smallest that fits.
 
 A request goes only to a pod whose ComfyUI lists the model files its graph loads (`PodRecord.models`).
 A pod holds one request at a time and a request is on at most one pod: nothing is double-booked. Work
 goes only to pods that are ready, verified by the live pod-manager (`manager`), and not suspected: a
 pod on which a run faulted stays out until pod-manager has seen the fault and a probe passed since
-(`PodRecord.fault_seq`). A retry waits out its backoff (`not_before`) before it can be placed.
+(`PodRecord.fault_seq`). A retry waits out its backoff (`not_before`) before it can be placed, then
+goes first among its tenant's requests of its workflow.
 """
 
 from __future__ import annotations
 
 import heapq
+import math
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
@@ -31,6 +39,8 @@ PRIORITY_ORDER = (Priority.HIGH, Priority.NORMAL, Priority.LOW)
 RANK = {priority: rank for rank, priority in enumerate(PRIORITY_ORDER)}
 GONE = (PodStatus.TERMINATED, PodStatus.TERMINATING, PodStatus.FAILED, PodStatus.STOPPED)
 
+QueueKey = tuple[str, str | None, Priority]  # (workflow, tenant, priority class)
+
 
 @dataclass(frozen=True)
 class Placement:
@@ -42,15 +52,17 @@ class Placer:
     def __init__(self, aging_s: float = 30.0, clock: Callable[[], float] = time.time) -> None:
         self.aging_s = aging_s
         self.clock = clock
-        self._queues: dict[tuple[str, Priority], deque[str]] = {}
+        self._queues: dict[QueueKey, deque[str]] = {}  # only non-empty ones, so placing scans only heads
         self._queued: dict[str, RequestRecord] = {}
         self._delayed: dict[str, RequestRecord] = {}  # retries waiting out their backoff
         self._due: list[tuple[float, str]] = []  # (not_before, id) heap over _delayed; stale entries skipped
         self._pods: dict[str, PodRecord] = {}
         self._pod_of: dict[str, str] = {}  # request id → pod id, while assigned or running
         self._request_on: dict[str, str] = {}  # pod id → request id
-        self._on_pod: dict[str, tuple[str, int]] = {}  # request id → (workflow, GPU class), while on a pod
-        self._running: Counter[str] = Counter()  # per workflow: requests on pods (the fair-share measure)
+        self._on_pod: dict[str, tuple[str, str | None, int]] = {}  # request id → (workflow, tenant, GPU class)
+        self._running: Counter[tuple[str | None, str]] = Counter()  # per (tenant, workflow): requests on pods
+        self._virtual: dict[Priority, float] = {}  # per class: virtual start of the last request placed
+        self._finish: dict[tuple[Priority, str | None], float] = {}  # per (class, tenant): its virtual time
         self._waiting: Counter[str] = Counter()  # per workflow: queued or delayed
         self._class_of: dict[str, int] = {}  # workflow → its GPU class (min_gpu_memory_gb)
         self._last_workflow: dict[str, str] = {}  # pod id → the workflow it ran last
@@ -72,7 +84,7 @@ class Placer:
 
     def _queue(self, record: RequestRecord, *, front: bool) -> None:
         self._queued[record.id] = record
-        queue = self._queues.setdefault((record.workflow_name, record.priority), deque())
+        queue = self._queues.setdefault((record.workflow_name, record.tenant, record.priority), deque())
         queue.appendleft(record.id) if front else queue.append(record.id)
 
     def _promote_due(self) -> None:
@@ -87,8 +99,8 @@ class Placer:
         """Record a request on a pod (placed now, or state rebuilt after a restart)."""
         self._pod_of[record.id] = pod_id
         self._request_on[pod_id] = record.id
-        self._on_pod[record.id] = (record.workflow_name, record.min_gpu_memory_gb)
-        self._running[record.workflow_name] += 1
+        self._on_pod[record.id] = (record.workflow_name, record.tenant, record.min_gpu_memory_gb)
+        self._running[(record.tenant, record.workflow_name)] += 1
         self._last_workflow[pod_id] = record.workflow_name
 
     def release(self, request_id: str) -> str | None:
@@ -98,14 +110,17 @@ class Placer:
             del self._request_on[pod_id]
         placed = self._on_pod.pop(request_id, None)
         if placed is not None:
-            self._running[placed[0]] -= 1
+            self._running[(placed[1], placed[0])] -= 1
         return pod_id
 
     def forget(self, request_id: str) -> None:
         """Drop a waiting request (cancelled, or failed before placement)."""
         record = self._queued.pop(request_id, None)
         if record is not None:
-            self._queues[(record.workflow_name, record.priority)].remove(request_id)
+            key = (record.workflow_name, record.tenant, record.priority)
+            self._queues[key].remove(request_id)
+            if not self._queues[key]:
+                del self._queues[key]
         else:
             record = self._delayed.pop(request_id, None)
         if record is not None:
@@ -171,31 +186,40 @@ class Placer:
         return RANK[record.priority] - steps
 
     def _take(self, free: list[PodRecord]) -> str | None:
-        """The request to place next; its id is left at the head of its queue and popped here."""
+        """The request to place next, popped from its queue; its tenant's virtual time moves on."""
         now = self.clock()
-        best: tuple[float, int, float, str, tuple[str, Priority]] | None = None
-        for priority in PRIORITY_ORDER:
-            fairest: tuple[int, float, str, tuple[str, Priority]] | None = None
-            for (workflow, queue_priority), queue in self._queues.items():
-                if queue_priority != priority or not queue:
-                    continue
-                head = self._queued[queue[0]]
-                needs = self._class_of.get(workflow, 0)
-                if (needs or head.models) and not any(pod.serves(needs, head.models) for pod in free):
-                    continue
-                candidate = (self._running[workflow], head.created_at.timestamp(), head.id, (workflow, priority))
-                if fairest is None or candidate[:2] < fairest[:2]:
-                    fairest = candidate
-            if fairest is None:
+        fairest: dict[Priority, tuple[float, int, float, str, QueueKey]] = {}
+        for key, queue in self._queues.items():
+            workflow, tenant, priority = key
+            head = self._queued[queue[0]]
+            needs = self._class_of.get(workflow, 0)
+            if (needs or head.models) and not any(pod.serves(needs, head.models) for pod in free):
                 continue
-            head = self._queued[fairest[2]]
-            ranked = (self.effective_rank(head, now), RANK[priority], fairest[1], fairest[2], fairest[3])
+            running = self._running[(tenant, workflow)]
+            candidate = (self._start(priority, tenant), running, head.created_at.timestamp(), head.id, key)
+            if priority not in fairest or candidate[:3] < fairest[priority][:3]:
+                fairest[priority] = candidate
+        best: tuple[float, int, float, str, QueueKey] | None = None
+        for priority, (_, _, created, request_id, key) in fairest.items():
+            ranked = (self.effective_rank(self._queued[request_id], now), RANK[priority], created, request_id, key)
             if best is None or ranked[:3] < best[:3]:
                 best = ranked
         if best is None:
             return None
-        self._queues[best[4]].popleft()
-        return best[3]
+        *_, request_id, key = best
+        _, tenant, priority = key
+        queue = self._queues[key]
+        queue.popleft()
+        if not queue:
+            del self._queues[key]
+        start = self._start(priority, tenant)
+        self._virtual[priority] = start
+        self._finish[(priority, tenant)] = start + 1 / _weight(self._queued[request_id])
+        return request_id
+
+    def _start(self, priority: Priority, tenant: str | None) -> float:
+        """The tenant's virtual time in the class, never behind the class's: no credit from waiting idle."""
+        return max(self._finish.get((priority, tenant), 0.0), self._virtual.get(priority, 0.0))
 
     def _pick_pod(self, record: RequestRecord, free: list[PodRecord]) -> PodRecord:
         def preference(pod: PodRecord) -> tuple[bool, bool, int]:
@@ -224,7 +248,7 @@ class Placer:
         """Every waiting request whose workflow needs this GPU class."""
         found = [
             request_id
-            for (workflow, _), queue in self._queues.items()
+            for (workflow, _, _), queue in self._queues.items()
             if self._class_of.get(workflow, 0) == min_gpu_memory_gb
             for request_id in queue
         ]
@@ -236,7 +260,7 @@ class Placer:
         for workflow, count in self._waiting.items():
             if count:
                 wanted.setdefault(self._class_of.get(workflow, 0), [0, 0])[0] += count
-        for _, needs in self._on_pod.values():
+        for *_, needs in self._on_pod.values():
             wanted.setdefault(needs, [0, 0])[1] += 1
         return {needs: (waiting, running) for needs, (waiting, running) in wanted.items()}
 
@@ -259,7 +283,8 @@ class Placer:
 
     def restore(self, records: Iterable[RequestRecord]) -> None:
         """Rebuild the requests from stored state, oldest first (at start, or after a failed store): what
-        was queued or on a pod before is forgotten; the pods, which come from their own watch, are kept."""
+        was queued or on a pod before is forgotten; the pods, which come from their own watch, are kept, and
+        so are the tenants' virtual times (a failed store does not reset the fair share)."""
         self._queues.clear()
         self._queued.clear()
         self._delayed.clear()
@@ -274,3 +299,9 @@ class Placer:
                 self.enqueue(record)
             elif record.status in (RequestStatus.ASSIGNED, RequestStatus.RUNNING) and record.pod_id:
                 self.occupy(record, record.pod_id)
+
+
+def _weight(record: RequestRecord) -> float:
+    """The tenant's share weight; one that is not a positive finite number counts as the default 1."""
+    weight = record.share_weight
+    return weight if weight > 0 and math.isfinite(weight) else 1.0
