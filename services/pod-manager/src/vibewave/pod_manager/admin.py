@@ -5,6 +5,10 @@ each operation had its own endpoint before); what the handler returns is the rep
 decodes the request, calls the provider or the manager, and replies with the HTTP status
 the api should answer with. Provider failures become 500 `"RunPod API error: <reason>"` (for RunPod)
 with the provider's own message — never anything that holds the key.
+
+The key reaches every pod of the account, and not all of them are Vibewave's: start, stop, restart and
+terminate of a pod Vibewave does not manage (`PodView.managed`) answer 403 unless `POD_MANAGE_FOREIGN`
+is on; listing and reading them stay allowed.
 """
 
 from __future__ import annotations
@@ -36,6 +40,11 @@ CATALOGUES = ("account", "gpu_types", "cloud_types", "network_volumes", "templat
 ADMIN_QUEUE = "pod-manager"
 
 
+def is_managed(manager: PodManagerService, record: PodRecord | None, name: str) -> bool:
+    """Vibewave's own pod: one it keeps a record of, or one named with its prefix (adopted at the next sync)."""
+    return record is not None or manager.is_ours(name)
+
+
 def pod_view(manager: PodManagerService, found: ProviderPod | None, record: PodRecord | None) -> PodView:
     base = found or record
     assert base is not None
@@ -44,7 +53,7 @@ def pod_view(manager: PodManagerService, found: ProviderPod | None, record: PodR
         name=base.name,
         provider=manager.provider.name,
         status=str(record.status) if record else str(found.state if found else "unknown"),
-        managed=record is not None or manager.is_ours(base.name),
+        managed=is_managed(manager, record, base.name),
         workflow_name=record.workflow_name if record else None,
         provider_state=str(found.state) if found else None,
         gpu_type=(found.gpu_type if found else None) or (record.gpu_type if record else None),
@@ -83,28 +92,46 @@ class Admin:
             pod = await self.manager.admin_create(request.min_gpu_memory_gb)
         return await self.view(pod.id)
 
-    async def _on_pod(self, request: PodAdminRequest, action: Callable[[str], Awaitable[object]]) -> PodAdminReply:
+    def _refused(self, found: ProviderPod, operation: PodOperation) -> PodAdminReply | None:
+        """403 for a pod that is not Vibewave's, unless POD_MANAGE_FOREIGN: someone else's work on the account."""
+        ours = is_managed(self.manager, self.manager.pods.get(found.id), found.name)
+        if ours or self.manager.settings.manage_foreign:
+            return None
+        return PodAdminReply(
+            status=403,
+            error=f"pod {found.id} is not managed by Vibewave; set POD_MANAGE_FOREIGN=true to {operation} pods "
+            "it did not create",
+        )
+
+    async def _on_pod(
+        self, request: PodAdminRequest, operation: PodOperation, action: Callable[[str], Awaitable[object]]
+    ) -> PodAdminReply:
         pod_id = request.pod_id or ""
-        if await self.manager.provider.get(pod_id) is None:
+        found = await self.manager.provider.get(pod_id)
+        if found is None:
             return PodAdminReply(status=404, error="Pod not found")
+        if refused := self._refused(found, operation):
+            return refused
         async with self.manager.lock:
             await action(pod_id)
         return await self.view(pod_id)
 
     async def start(self, request: PodAdminRequest) -> PodAdminReply:
-        return await self._on_pod(request, self.manager.admin_start)
+        return await self._on_pod(request, PodOperation.START, self.manager.admin_start)
 
     async def stop(self, request: PodAdminRequest) -> PodAdminReply:
-        return await self._on_pod(request, self.manager.admin_stop)
+        return await self._on_pod(request, PodOperation.STOP, self.manager.admin_stop)
 
     async def restart(self, request: PodAdminRequest) -> PodAdminReply:
-        return await self._on_pod(request, self.manager.admin_restart)
+        return await self._on_pod(request, PodOperation.RESTART, self.manager.admin_restart)
 
     async def terminate(self, request: PodAdminRequest) -> PodAdminReply:
         pod_id = request.pod_id or ""
         found = await self.manager.provider.get(pod_id)
         if found is None:
             return PodAdminReply(status=404, error="Pod not found")
+        if refused := self._refused(found, PodOperation.TERMINATE):
+            return refused
         async with self.manager.lock:
             await self.manager.admin_terminate(pod_id)
         view = pod_view(self.manager, found, None)

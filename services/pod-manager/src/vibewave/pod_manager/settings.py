@@ -105,6 +105,7 @@ class PodManagerSettings:
     probe_interval_s: float  # POD_PROBE_INTERVAL: how often pods' ComfyUI /system_stats is checked
     sync_interval_s: float  # POD_SYNC_INTERVAL: how often the provider's own list is compared with ours
     name_prefix: str  # POD_NAME_PREFIX: pods named so are ours (adopted after a restart)
+    manage_foreign: bool  # POD_MANAGE_FOREIGN: admin start/stop/restart/terminate act on pods not ours too
     local_command: list[str] | None  # LOCAL_COMFYUI_COMMAND: run this instead of the simulator
     local_gpu_memory_gb: int | None  # LOCAL_GPU_MEMORY_GB: GPU memory of local pods (unset: they serve all)
     local_output_keep_s: float  # LOCAL_OUTPUT_KEEP: seconds a local pod keeps a generated file (0: for ever)
@@ -140,6 +141,7 @@ class PodManagerSettings:
                 probe_interval_s=env_float("POD_PROBE_INTERVAL", 2.0),
                 sync_interval_s=env_float("POD_SYNC_INTERVAL", 15.0),
                 name_prefix=env_str("POD_NAME_PREFIX", "vibewave"),
+                manage_foreign=env_bool("POD_MANAGE_FOREIGN", False),
                 local_command=shlex.split(command) if command else None,
                 local_gpu_memory_gb=_optional_int("LOCAL_GPU_MEMORY_GB"),
                 local_output_keep_s=env_float("LOCAL_OUTPUT_KEEP", 300.0),

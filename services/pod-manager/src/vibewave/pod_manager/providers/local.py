@@ -39,7 +39,7 @@ from vibewave.pod_manager.providers.base import (
 
 log = logging.getLogger("vibewave.pod_manager.local")
 
-SECRETS = ("RUNPOD_API_KEY",)
+SECRETS = ("RUNPOD_API_KEY", "NATS_USER", "NATS_PASSWORD")  # a pod is no NATS client of ours either
 MAX_SWEEP_INTERVAL_S = 60.0
 
 
