@@ -20,7 +20,8 @@ from tests.support.stack import free_port, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 # Settings of the developer's shell that would change what a test's stack does.
-_INHERITED_OUT = ("NATS_URL", "POD_PROVIDER", "LOCAL_COMFYUI_COMMAND", "STATIC_COMFYUI_URLS")
+_INHERITED_OUT = ("NATS_URL", "NATS_USER", "NATS_PASSWORD", "NATS_PROVISION", "POD_PROVIDER", "LOCAL_COMFYUI_COMMAND",
+                  "STATIC_COMFYUI_URLS")  # fmt: skip
 _INHERITED_OUT_PREFIXES = ("RUNPOD_", "VIBEWAVE_", "OTEL_")
 
 

@@ -1,17 +1,20 @@
 """`make run` is one supervised unit: Ctrl-C, a killed process group or a closed terminal leave nothing
 running; NATS that dies comes back; one stack per home; a configuration error stops the stack (78);
-the RunPod key reaches pod-manager alone; pods are retired on the way out and never reused by the next
-stack on another provider.
+the RunPod key reaches pod-manager alone (and with VIBEWAVE_NATS_AUTH each service its own NATS password
+alone); pods are retired on the way out and never reused by the next stack on another provider.
 
 Each test runs the real `make run` in a session of its own, with its own home and free ports."""
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
+import json
 import os
 import pty
 import select
 import signal
+import stat
 import subprocess
 import sys
 import termios
@@ -21,6 +24,8 @@ from pathlib import Path
 from typing import Any
 from uuid import NAMESPACE_URL, uuid4, uuid5
 
+import nats
+import nats.errors
 import pytest
 
 from tests.chaos.harness import REPO, MakeRun, kill_all, processes_of
@@ -208,6 +213,34 @@ def test_the_runpod_key_reaches_pod_manager_only(make_run: Factory):
     assert pods, "a local pod runs"
     for pid in pods:
         assert f"RUNPOD_API_KEY={KEY}".encode() not in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+
+
+def test_with_nats_auth_each_service_connects_as_its_own_user_alone(make_run: Factory):
+    run = make_run(env={"POD_PROVIDER": "local", "VIBEWAVE_NATS_AUTH": "1"})
+    run.wait_healthy()
+    passwords_file = run.home / "nats-auth" / "passwords.json"
+    for private in (passwords_file, run.home / "nats" / "nats-server.conf"):
+        assert stat.S_IMODE(private.stat().st_mode) == 0o600, private
+    passwords: dict[str, str] = json.loads(passwords_file.read_text())
+    children = {name: pid for name, pid in run.child_pids().items() if name != "devstack"}
+    assert set(children) == {"nats-server", "scheduler", "pod-manager", "executor", "api"}
+    for name, pid in children.items():
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+        held = {user for user, password in passwords.items() if password.encode() in environ}
+        assert held == ({name} if name != "nats-server" else set()), name
+        assert f"NATS_USER={name}".encode() in environ.split(b"\0") or name == "nats-server"
+    run.wait_completed(run.submit({"prompt": "on its own user"}), 60)
+
+    async def anonymous() -> None:
+        await nats.connect(run.nats_url, allow_reconnect=False, connect_timeout=2)
+
+    with pytest.raises(nats.errors.Error, match=r"(?i)authorization violation"):
+        asyncio.run(anonymous())
+    began = time.monotonic()
+    run.signal_group(signal.SIGINT)
+    output = assert_clean_stop(run, began)
+    logs = [output, *(path.read_text(errors="replace") for path in (run.home / "logs").glob("*.log*"))]
+    assert not [user for user, password in passwords.items() if any(password in text for text in logs)]
 
 
 def _with_pods(run: MakeRun, emulator: Emulator, count: int) -> list[str]:

@@ -16,6 +16,7 @@ import httpx
 
 from tests.support.requests import wait_for_record
 from vibewave.contracts.events import RequestRecord
+from vibewave.devstack import nats_auth
 from vibewave.runtime.pod_token import POD_TOKEN_KEY_ENV, new_key, pod_token
 
 SERVICES = ("scheduler", "pod-manager", "executor", "api")
@@ -42,8 +43,16 @@ def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.05) 
 
 class Stack:
     def __init__(
-        self, nats_url: str, home: Path, *, service_env: dict[str, dict[str, str]] | None = None, **env: str
+        self,
+        nats_url: str,
+        home: Path,
+        *,
+        service_env: dict[str, dict[str, str]] | None = None,
+        nats_passwords: dict[str, str] | None = None,
+        **env: str,
     ) -> None:
+        """`nats_passwords` (user → password): each service connects as its own NATS user, as `make run`
+        with VIBEWAVE_NATS_AUTH=1 has it (`vibewave.devstack.nats_auth`); `record` then cannot read NATS."""
         self.home = home
         self.api_port = free_port()
         self.base_url = f"http://127.0.0.1:{self.api_port}"
@@ -62,6 +71,9 @@ class Stack:
         self.pod_token_key = new_key()  # as make run does: pods' ComfyUI tokens, for pod-manager and executor only
         for holder in ("pod-manager", "executor"):
             self.service_env.setdefault(holder, {}).setdefault(POD_TOKEN_KEY_ENV, self.pod_token_key)
+        for name, password in (nats_passwords or {}).items():
+            if name in SERVICES:
+                self.service_env.setdefault(name, {}).update(nats_auth.service_environment(name, password))
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.client = httpx.Client(base_url=self.base_url, timeout=10)
 

@@ -34,6 +34,7 @@ from faststream.nats import JStream, NatsBroker
 from faststream.nats.message import NatsBatchMessage, NatsMessage
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from faststream.nats.publisher.usecase import LogicPublisher
+from faststream.nats.security import NatsUserPassword
 from faststream.nats.subscriber.usecases.key_value_subscriber import KeyValueWatchSubscriber
 from faststream.nats.subscriber.usecases.stream_pull_subscriber import BatchPullStreamSubscriber, PullStreamSubscriber
 from faststream.response.response import PublishCommand
@@ -107,10 +108,12 @@ def new_broker(
 ) -> NatsBroker:
     """The service's broker: every server of NATS_URL, reconnecting for ever (NATS may restart), msgspec
     payloads, trace context in and out, and the contract's delivery rules on every durable consumer.
-    Per-message logs are DEBUG: at thousands of messages a second they would be most of the log."""
+    Per-message logs are DEBUG: at thousands of messages a second they would be most of the log.
+    With NATS_USER it connects as the service's own user, whose permissions the server enforces."""
     return NatsBroker(
         servers=common.nats_servers,
         name=f"vibewave-{service}",
+        security=nats_credentials(common),
         connect_timeout=2,
         reconnect_time_wait=0.5,  # type: ignore[arg-type]  # nats-py takes seconds as a float
         max_reconnect_attempts=-1,
@@ -121,6 +124,13 @@ def new_broker(
         log_level=logging.DEBUG,
         graceful_timeout=5.0,
     )
+
+
+def nats_credentials(common: CommonSettings) -> NatsUserPassword | None:
+    """The service's NATS user and password (NATS_USER, NATS_PASSWORD), or None to connect without."""
+    if common.nats_user is None:
+        return None
+    return NatsUserPassword(common.nats_user, common.nats_password.reveal())
 
 
 _background: set[asyncio.Task[None]] = set()
@@ -215,14 +225,49 @@ def jetstream(broker: NatsBroker) -> JetStreamContext:
 
 
 async def provision(broker: NatsBroker, common: CommonSettings) -> None:
-    """Create or update every stream, bucket and object store of the contract (idempotent)."""
+    """Create or update every stream, bucket and object store of the contract (idempotent). With
+    NATS_PROVISION=false, wait until they exist instead: a service whose NATS user may not create or
+    update streams (with credentials, only the scheduler may: a stream's configuration can republish
+    into any subject, bypassing the publish permissions of whoever configured it)."""
     js = jetstream(broker)
+    if not common.provision:
+        await wait_provisioned(js)
+        return
     for stream in STREAMS:
         await ensure_stream(js, stream, common.replicas, common.retention_s)
     for bucket in BUCKETS:
         await ensure_kv(js, bucket, common.replicas, common.retention_s)
     for store in OBJECT_STORES:
         await ensure_object_store(js, store, common.replicas, common.retention_s)
+
+
+def provisioned_streams() -> dict[str, bool]:
+    """The JetStream stream behind each stream, bucket and store of the contract → whether it must allow
+    per-message TTLs (set by the update that follows a bucket's create: until then it is not ready)."""
+    streams = {spec.name: False for spec in STREAMS}
+    streams.update({f"KV_{spec.name}": spec.finished_ttl or spec.key_ttl for spec in BUCKETS})
+    streams.update({f"OBJ_{spec.name}": False for spec in OBJECT_STORES})
+    return streams
+
+
+async def wait_provisioned(js: JetStreamContext, timeout: float = 30.0) -> None:
+    """Until every stream of the contract exists as `provision` leaves it; TimeoutError after `timeout`
+    (the service's start is then retried)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    waiting = provisioned_streams()
+    while True:
+        for name, needs_ttl in list(waiting.items()):
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                config = (await js.stream_info(name)).config
+                if config.allow_msg_ttl or not needs_ttl:
+                    del waiting[name]
+        if not waiting:
+            return
+        if loop.time() >= deadline:
+            raise TimeoutError(f"not provisioned within {timeout:.0f}s: {', '.join(waiting)} (NATS_PROVISION is "
+                               "off: the scheduler creates them)")  # fmt: skip
+        await asyncio.sleep(0.2)
 
 
 async def ensure_stream(js: JetStreamContext, spec: StreamSpec, replicas: int, retention_s: float) -> None:

@@ -129,7 +129,7 @@ def run_service(name: str, build: Callable[[CommonSettings, TracerProvider], Ser
         if service is None:
             return
         settle_after_start()
-        log.info("%s started", name, extra={"nats_url": common.nats_url})
+        log.info("%s started", name, extra={"nats_url": common.nats_url, "nats_user": common.nats_user})
         ended: asyncio.Event | None = getattr(service, "ended", None)  # set by a leader that lost its lease
         waits = [asyncio.ensure_future(stop.wait()), *([asyncio.ensure_future(ended.wait())] if ended else [])]
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)

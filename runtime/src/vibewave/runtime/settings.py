@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from vibewave.contracts.events import DEFAULT_RETENTION_S
@@ -71,6 +71,9 @@ class CommonSettings:
     debug: bool  # DEBUG
     replicas: int  # NATS_REPLICAS: stream/bucket replicas (1 locally, 3 in a cluster)
     retention_s: float = DEFAULT_RETENTION_S  # VIBEWAVE_RETENTION: finished requests, keys and files kept (7d)
+    nats_user: str | None = None  # NATS_USER: this service's own NATS user (None: connect without credentials)
+    nats_password: Secret = field(default_factory=lambda: Secret(""))  # NATS_PASSWORD: its password (never logged)
+    provision: bool = True  # NATS_PROVISION: create/update the contract's streams, buckets and store at start
 
     @property
     def nats_servers(self) -> list[str]:
@@ -91,4 +94,7 @@ class CommonSettings:
             debug=debug,
             replicas=env_int("NATS_REPLICAS", 1),
             retention_s=parse_duration(env_str("VIBEWAVE_RETENTION", str(DEFAULT_RETENTION_S))),
+            nats_user=os.environ.get("NATS_USER", "").strip() or None,
+            nats_password=Secret(os.environ.get("NATS_PASSWORD", "")),
+            provision=env_bool("NATS_PROVISION", True),
         )

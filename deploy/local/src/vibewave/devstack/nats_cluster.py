@@ -29,10 +29,11 @@ import nats.errors
 import nats.js.errors
 from nats.js.api import StorageType, StreamConfig
 
+from vibewave.devstack import nats_auth
 from vibewave.devstack.nats_server import ClusterMembership, EmbeddedNats
 
 CLUSTER_NAME = "vibewave"
-PROBE_STREAM = "VIBEWAVE_CLUSTER_PROBE"  # created and deleted once at start: every peer has joined
+PROBE_STREAM = nats_auth.CLUSTER_PROBE_STREAM  # created and deleted once at start: every peer has joined
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
@@ -65,9 +66,13 @@ class ClusterNode(Protocol):
 class NatsCluster:
     def __init__(
         self, root: Path, *, size: int = 3, host: str = "127.0.0.1", name: str = CLUSTER_NAME,
-        nodes: Sequence[ClusterNode] | None = None,
+        nodes: Sequence[ClusterNode] | None = None, authorization: str | None = None,
+        probe_credentials: tuple[str, str] | None = None,
     ) -> None:  # fmt: skip
-        """`size` nodes of the binary under `root`, routed on `host`; or the `nodes` given (already routed)."""
+        """`size` nodes of the binary under `root`, routed on `host`; or the `nodes` given (already routed).
+        `authorization`: every node's users (see `nats_auth`); `probe_credentials`: the user and password
+        the readiness probe connects with then."""
+        self.probe_credentials = probe_credentials
         if nodes is not None:
             self.nodes: list[ClusterNode] = list(nodes)
             return
@@ -82,6 +87,7 @@ class NatsCluster:
                     route_port=port,
                     routes=tuple(f"nats://{host}:{peer}" for peer in route_ports if peer != port),
                 ),
+                authorization=authorization,
             )
             for i, port in enumerate(route_ports)
         ]
@@ -98,7 +104,8 @@ class NatsCluster:
         try:
             for node in self.nodes:
                 node.start(timeout=max(deadline - time.monotonic(), 1.0), die_with_parent=die_with_parent)
-            asyncio.run(wait_for_jetstream(self.url, deadline - time.monotonic(), replicas=len(self.nodes)))
+            asyncio.run(wait_for_jetstream(self.url, deadline - time.monotonic(), replicas=len(self.nodes),
+                                           credentials=self.probe_credentials))  # fmt: skip
         except BaseException:
             self.stop()
             raise
@@ -116,12 +123,15 @@ class NatsCluster:
         self.stop()
 
 
-async def wait_for_jetstream(url: str, timeout: float, replicas: int = 1) -> None:
+async def wait_for_jetstream(
+    url: str, timeout: float, replicas: int = 1, *, credentials: tuple[str, str] | None = None
+) -> None:
     """Until JetStream answers through `url` (its meta leader is elected) and, for `replicas` > 1, can
     place a stream of that many replicas (every peer has joined: before that, creating an R3 stream is
-    refused with "no suitable peers for placement") — within `timeout`."""
+    refused with "no suitable peers for placement") — within `timeout`. `credentials`: (user, password)."""
     deadline = time.monotonic() + timeout
-    nc = await nats.connect(url.split(","), connect_timeout=2, max_reconnect_attempts=-1)
+    user, password = credentials or (None, None)
+    nc = await nats.connect(url.split(","), connect_timeout=2, max_reconnect_attempts=-1, user=user, password=password)
     try:
         js = nc.jetstream(timeout=1)
         probe = StreamConfig(
@@ -149,7 +159,13 @@ def main() -> int:
     from vibewave.devstack import supervisor
 
     home = Path(os.environ.get("VIBEWAVE_HOME") or ".vibewave").resolve()
-    cluster = NatsCluster(home / "cluster")
+    if os.environ.get("VIBEWAVE_NATS_AUTH", "") in {"1", "true"}:  # the supervisor hands out the same passwords
+        passwords = nats_auth.home_passwords(home)
+        probe = nats_auth.CLUSTER_PROBE
+        users = nats_auth.authorization_block(passwords, nats_auth.roles(cluster=True))
+        cluster = NatsCluster(home / "cluster", authorization=users, probe_credentials=(probe, passwords[probe]))
+    else:
+        cluster = NatsCluster(home / "cluster")
     url = cluster.start(die_with_parent=True)
     print(f"NATS cluster of {len(cluster.nodes)} nodes (R3) at {url}", flush=True)
     os.environ.update(NATS_URL=url, NATS_REPLICAS="3")

@@ -57,11 +57,14 @@ class EmbeddedNats:
         port: int = -1,
         host: str = "127.0.0.1",
         cluster: ClusterMembership | None = None,
+        authorization: str | None = None,
     ) -> None:
+        """`authorization`: a nats-server `authorization {...}` block (see `nats_auth`); None: no auth."""
         self.store_dir = store_dir
         self.port = port
         self.host = host
         self.cluster = cluster
+        self.authorization = authorization
         self.url = ""
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -88,7 +91,10 @@ class EmbeddedNats:
         for stale in self.ports_dir.glob("*.ports"):
             stale.unlink()
         config = self.store_dir / "nats-server.conf"
-        config.write_text(LOG_LIMITS)
+        config.unlink(missing_ok=True)  # written afresh, private: it may hold the users' passwords
+        fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(LOG_LIMITS + (self.authorization or ""))
         command = [
             nats_server_binary(),
             "-c", str(config),

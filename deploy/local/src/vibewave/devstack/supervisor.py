@@ -32,6 +32,7 @@ from datetime import datetime
 from pathlib import Path
 from types import FrameType
 
+from vibewave.devstack import nats_auth
 from vibewave.devstack.nats_server import EmbeddedNats
 from vibewave.devstack.processes import HomeBusy, HomeLock, PidsFile, die_with_parent, find_leftovers, stop_leftovers
 from vibewave.runtime.logs import LOG_FILE_BACKUPS, LOG_FILE_BYTES
@@ -45,8 +46,10 @@ STOP_BOUND = 10.0  # seconds a child has between SIGTERM and SIGKILL of its proc
 STOP_BOUNDS = {"pod-manager": 15.0}  # it terminates the pods it owns on the way out
 KILL_WAIT = 5.0  # seconds to wait for a SIGKILLed process to be gone
 POD_MANAGER_ONLY = ("RUNPOD_API_KEY",)  # secrets no other child sees
+API_ONLY = ("VIBEWAVE_ADMIN_KEY",)  # the api's bootstrap key: no other child needs it
 POD_TOKEN_HOLDERS = ("pod-manager", "executor")  # the only children that derive pods' ComfyUI tokens
-SECRETS = (*POD_MANAGER_ONLY, POD_TOKEN_KEY_ENV)
+NATS_CREDENTIALS = ("NATS_USER", "NATS_PASSWORD", "NATS_PROVISION")  # the services' alone, each its own with auth
+SECRETS = (*POD_MANAGER_ONLY, *API_ONLY, POD_TOKEN_KEY_ENV, *NATS_CREDENTIALS)
 EX_SOFTWARE = 1  # the stack could not start (home in use, NATS did not start)
 LINE_LIMIT = 1 << 20  # a log line longer than this is cut (asyncio's default of 64 KiB is too small)
 
@@ -64,6 +67,7 @@ class StackSettings:
     color: bool
     runpod_emulator: bool  # RUNPOD_EMULATOR=1: pods come from the RunPod emulator instead of local processes
     emulator_port: int  # RUNPOD_EMULATOR_PORT
+    nats_auth: bool = False  # VIBEWAVE_NATS_AUTH=1: a NATS user per service, with its permissions (nats_auth)
 
     @classmethod
     def from_env(cls) -> StackSettings:
@@ -76,6 +80,7 @@ class StackSettings:
             color=sys.stdout.isatty() and "NO_COLOR" not in os.environ,
             runpod_emulator=os.environ.get("RUNPOD_EMULATOR", "") in {"1", "true"},
             emulator_port=int(os.environ.get("RUNPOD_EMULATOR_PORT", "8765")),
+            nats_auth=os.environ.get("VIBEWAVE_NATS_AUTH", "") in {"1", "true"},
         )
 
 
@@ -303,8 +308,10 @@ class NatsProcess:
     """The embedded nats-server, supervised: restarted with backoff (0.5 s doubling to 5 s) on the same port
     and store when it dies, until `stop()`."""
 
-    def __init__(self, store_dir: Path, port: int, console: Console, pids: PidsFile) -> None:
-        self.server = EmbeddedNats(store_dir, port=port)
+    def __init__(
+        self, store_dir: Path, port: int, console: Console, pids: PidsFile, authorization: str | None = None
+    ) -> None:
+        self.server = EmbeddedNats(store_dir, port=port, authorization=authorization)
         self.console = console
         self.pids = pids
         self.process: asyncio.subprocess.Process | None = None
@@ -449,12 +456,26 @@ def pod_token_key(home: Path) -> str:
     return path.read_text().strip()
 
 
+def nats_authorization(settings: StackSettings) -> str | None:
+    """The embedded server's users and permissions with VIBEWAVE_NATS_AUTH (passwords of the home), else None."""
+    return nats_auth.authorization_block(nats_auth.home_passwords(settings.home)) if settings.nats_auth else None
+
+
 def child_environments(settings: StackSettings, nats_url: str) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
-    """(every child's environment, what each child gets on top): secrets only where they are needed."""
+    """(every child's environment, what each child gets on top): secrets only where they are needed.
+    With VIBEWAVE_NATS_AUTH each service gets its own NATS user and password and no other's; without,
+    NATS credentials of the environment (an external NATS_URL's) go to the services, not to the others."""
     common = without_secrets(os.environ)
     common.update(NATS_URL=nats_url, VIBEWAVE_HOME=str(settings.home), API_PORT=str(settings.api_port))
     extra: dict[str, dict[str, str]] = {name: {} for name in SERVICES}
     extra["pod-manager"].update({key: os.environ[key] for key in POD_MANAGER_ONLY if key in os.environ})
+    extra["api"].update({key: os.environ[key] for key in API_ONLY if key in os.environ})
+    passwords = nats_auth.home_passwords(settings.home) if settings.nats_auth else {}
+    for name in SERVICES:
+        if settings.nats_auth:
+            extra[name].update(nats_auth.service_environment(name, passwords[name]))
+        else:
+            extra[name].update({key: os.environ[key] for key in NATS_CREDENTIALS if key in os.environ})
     key = pod_token_key(settings.home)
     for name in POD_TOKEN_HOLDERS:
         extra[name][POD_TOKEN_KEY_ENV] = key
@@ -501,8 +522,12 @@ class Stack:
             await asyncio.to_thread(stop_leftovers, leftovers, self.console.say)
         self.pids.set("devstack", os.getpid())
         nats_url = settings.nats_url
+        if settings.nats_auth:
+            self.console.say(f"NATS users per service (VIBEWAVE_NATS_AUTH): {', '.join(nats_auth.USERS)}; "
+                             f"passwords in {settings.home / 'nats-auth'}", label="nats")  # fmt: skip
         if nats_url is None:
-            self.nats = NatsProcess(settings.home / "nats", settings.nats_port, self.console, self.pids)
+            auth = nats_authorization(settings)
+            self.nats = NatsProcess(settings.home / "nats", settings.nats_port, self.console, self.pids, auth)
             try:
                 nats_url = await self.nats.start()
             except (RuntimeError, OSError) as exc:

@@ -299,9 +299,9 @@ def log_banner(config: EmuConfig, port: int) -> None:
         sys.platform,
         config.work_dir,
     )
-    log.info(
-        "api keys: %s; boot delay %.1fs; containers %s; proxy URL template http://%s:%s/proxy/{pod_id}-{port}",
-        ", ".join(config.api_keys),
+    log.info(  # how many keys, never the keys: one of them is the RUNPOD_API_KEY pod-manager holds
+        "%d api key(s); boot delay %.1fs; containers %s; proxy URL template http://%s:%s/proxy/{pod_id}-{port}",
+        len(config.api_keys),
         config.faults.boot_delay,
         f"serve port {config.comfyui_port}" if config.comfyui else "disabled",
         config.host,
