@@ -13,7 +13,7 @@ export UV_LINK_MODE := copy
 
 PYPROJECTS := pyproject.toml $(wildcard contracts/pyproject.toml runtime/pyproject.toml services/*/pyproject.toml simulators/*/pyproject.toml deploy/*/pyproject.toml)
 
-.PHONY: install run run-cluster test test-unit test-integration test-e2e coverage lint format bench clean
+.PHONY: install run run-cluster test test-unit test-integration test-e2e fuzz coverage lint format bench clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -42,6 +42,9 @@ test-integration: install
 
 test-e2e: install
 	$(PY) -m pytest -m e2e
+
+fuzz: install ## schemathesis over every operation of the live OpenAPI document (bounded: FUZZ_TIME seconds)
+	$(PY) -m tests.fuzz.schemathesis_run --max-time $(or $(FUZZ_TIME),240)
 
 coverage: install ## the whole suite with a coverage report (terminal + htmlcov/)
 	$(PY) -m pytest --cov --cov-report=term --cov-report=html

@@ -1,6 +1,6 @@
 """Every example of the API document's "Usage Examples" (and its monitoring examples), verbatim.
 
-The bodies, paths and query strings below are copied character for character from `api-spec.md`.
+The bodies, paths and query strings below are copied character for character from the product's API document.
 """
 
 from __future__ import annotations

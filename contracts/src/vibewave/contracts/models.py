@@ -1,4 +1,4 @@
-"""REST models of the API document (`api-spec.md`), as msgspec Structs.
+"""REST models of the product's API document, as msgspec Structs.
 
 These are the shapes clients see. Field names, defaults and examples follow the API document; anything we
 add is optional so that a client written against the document keeps working.
@@ -16,7 +16,7 @@ DEFAULT_WORKFLOW = "comfyui_image_qwen"
 
 
 class RequestStatus(StrEnum):
-    """Lifecycle of one generation request (design.md, "Request lifecycle")."""
+    """Lifecycle of one generation request: pending → assigned → running → completed, failed or cancelled."""
 
     PENDING = "pending"
     ASSIGNED = "assigned"
@@ -96,10 +96,39 @@ class BatchGenerateRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=T
         return {name: value for name, value in inputs.items() if value is not None}
 
 
-class MultipleImagesRequest(WorkflowInput, forbid_unknown_fields=True, kw_only=True):
-    """`POST /api/runpod/generate-multiple-images`: `count` images of one prompt (seeds seed, seed+1, ...)."""
+DEFAULT_COUNT = 4
+OnePrompt = Annotated[Prompt, msgspec.Meta(description="The prompt of all `count` images, instead of `prompts`.")]
+Count = Annotated[
+    int, msgspec.Meta(ge=1, le=MAX_BATCH, description=f"How many images of `prompt` (default {DEFAULT_COUNT}).")
+]
 
-    count: Annotated[int, msgspec.Meta(ge=1, le=MAX_BATCH)] = 4
+
+class MultipleImagesRequest(BatchGenerateRequest, forbid_unknown_fields=True, kw_only=True):
+    """`POST /api/runpod/generate-multiple-images`: `prompts` (one image each, as batch-generate takes
+    them) or `count` images of one `prompt`; a given seed counts up across the batch (seed, seed+1, ...).
+
+    Once decoded it is the batch-generate request it stands for: `prompts` holds one prompt per image.
+    """
+
+    prompts: Annotated[
+        list[Prompt],
+        msgspec.Meta(
+            min_length=1, max_length=MAX_BATCH, description="One image per prompt; or, instead, `prompt` and `count`."
+        ),
+    ] = msgspec.field(default_factory=list)
+    prompt: OnePrompt | None = None
+    count: Count | None = None
+
+    def __post_init__(self) -> None:
+        """One way of naming the prompts, not both nor neither (a 400); then `prompts` is the batch."""
+        if self.prompt is not None and self.prompts:
+            raise ValueError("give either `prompts` (one image each) or `prompt` (with `count`), not both")
+        if self.prompt is not None:
+            self.prompts = [self.prompt] * (self.count or DEFAULT_COUNT)
+        elif not self.prompts:
+            raise ValueError("`prompts` (one image each) or `prompt` (with `count`) is required")
+        elif self.count is not None:
+            raise ValueError("`count` goes with `prompt`: `prompts` makes one image per prompt")
 
 
 class WorkflowQueueRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -260,6 +289,59 @@ class ErrorBody(msgspec.Struct):
     """Every 4xx/5xx body (API document, "Error Handling")."""
 
     detail: str
+
+
+class Scope(StrEnum):
+    """What an API key may do. `generate`: create requests, read and cancel its tenant's requests and
+    files. `read`: its tenant's requests, files, queue status, history and stats. `admin`: everything —
+    pods, the account, the catalogue, keys, every tenant's requests."""
+
+    GENERATE = "generate"
+    READ = "read"
+    ADMIN = "admin"
+
+
+KeyName = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._@-]*$")]
+TenantName = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="Whose requests the key makes and sees; keys of one tenant share them. Default: the key's name.",
+    ),
+]  # fmt: skip
+
+
+class ApiKeyCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """`POST /api/keys` (admin): a client key. Limits apply per key; `weight` is the tenant's share of the
+    pods against other tenants of the same priority (2 gets twice the runs of 1 while both wait)."""
+
+    name: KeyName
+    tenant: TenantName | None = None
+    scopes: Annotated[list[Scope], msgspec.Meta(min_length=1, max_length=3)] = msgspec.field(
+        default_factory=lambda: [Scope.GENERATE, Scope.READ]
+    )
+    requests_per_minute: Annotated[int, msgspec.Meta(ge=1, le=100_000)] | None = 600
+    max_open_requests: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = 1000
+    weight: Annotated[float, msgspec.Meta(gt=0, le=1000)] = 1.0
+
+
+class ApiKeyInfo(msgspec.Struct, kw_only=True):
+    """A key as `GET /api/keys` lists it: never the key itself."""
+
+    id: str
+    name: str
+    tenant: str
+    scopes: list[Scope]
+    requests_per_minute: int | None
+    max_open_requests: int | None
+    weight: float
+    created_at: datetime
+
+
+class ApiKeyCreated(ApiKeyInfo, kw_only=True):
+    """The new key, shown this once: send it as `Authorization: Bearer <key>`."""
+
+    key: str
 
 
 class CancelConflict(msgspec.Struct, kw_only=True):

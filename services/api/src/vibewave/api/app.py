@@ -6,15 +6,20 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from litestar import Litestar
+from litestar._openapi.plugin import OpenAPIPlugin
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
 from opentelemetry.trace import TracerProvider
 
-from vibewave.api.docs import redoc, swagger_ui
+from vibewave.api.auth import ApiKeyMiddleware
+from vibewave.api.body import JsonBodiesOnly, JsonBodyRequest
+from vibewave.api.docs import docs_assets, redoc, swagger_ui
 from vibewave.api.errors import EXCEPTION_HANDLERS
 from vibewave.api.gateway import Gateway
+from vibewave.api.keys import KeysController
+from vibewave.api.openapi import refine
 from vibewave.api.routes import (
     QwenController,
     WorkflowsController,
@@ -29,6 +34,8 @@ from vibewave.api.runpod_routes import RunPodController
 from vibewave.api.settings import ApiSettings
 from vibewave.api.tracing import TraceContextMiddleware
 from vibewave.runtime.telemetry import records_spans
+
+MAX_BODY_BYTES = 1024 * 1024  # 413 beyond: the largest real body (a workflow's inputs) is a few hundred KB
 
 DESCRIPTION = (
     "Generate images (and, next, video) from prompts with ComfyUI workflows on a self-managed GPU fleet. "
@@ -60,11 +67,13 @@ def create_app(
     recording = records_spans(tracer_provider)
     plugins = [OpenTelemetryPlugin(OpenTelemetryConfig(tracer_provider=tracer_provider))] if recording else []
     middleware = [] if recording else [DefineMiddleware(TraceContextMiddleware, provider=tracer_provider)]
-    return Litestar(
+    middleware.append(DefineMiddleware(ApiKeyMiddleware, store=lambda: gateway.keys, enabled=settings.auth))
+    app = Litestar(
         route_handlers=[
             QwenController,
             WorkflowsController,
             RunPodController,
+            KeysController,
             generate_image,
             generate_image_async,
             generate_multiple_images,
@@ -73,6 +82,7 @@ def create_app(
             health,
             swagger_ui,
             redoc,
+            docs_assets(),
         ],
         lifespan=[connect_gateway],
         exception_handlers=EXCEPTION_HANDLERS,
@@ -84,7 +94,11 @@ def create_app(
             render_plugins=[JsonRenderPlugin()],
         ),
         plugins=plugins,
-        middleware=middleware,
+        middleware=[JsonBodiesOnly, *middleware],  # first: a non-JSON body is refused before anything reads it
+        request_class=JsonBodyRequest,  # bodies decoded strictly, hostile ones a 400 (see `body`)
+        request_max_body_size=MAX_BODY_BYTES,
         debug=settings.common.debug,
         logging_config=None,  # the process's JSON logging (configured in __main__) stays in charge
     )
+    refine(app.plugins.get(OpenAPIPlugin).provide_openapi_schema(), gateway.catalog)
+    return app

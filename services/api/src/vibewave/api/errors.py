@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import msgspec
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import (
@@ -46,21 +45,12 @@ def validation_detail(exc: ValidationException) -> str:
     return f"{INVALID_INPUT}: {text}" if text else INVALID_INPUT
 
 
-def _is_bad_json(exc: HTTPException) -> bool:
-    cause = exc.__cause__
-    if isinstance(cause, msgspec.DecodeError) and not isinstance(cause, msgspec.ValidationError):
-        return True
-    detail = str(exc.detail)
-    return exc.status_code == HTTP_400_BAD_REQUEST and ("malformed" in detail or "truncated" in detail)
-
-
 def on_validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response[ErrorBody]:
     return _json(HTTP_400_BAD_REQUEST, validation_detail(exc))
 
 
 def on_http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorBody]:
-    if _is_bad_json(exc):
-        return _json(HTTP_400_BAD_REQUEST, f"Invalid JSON body: {exc.detail}")
+    """Litestar's and ours alike, with their detail (an unreadable body's is worded in `body`)."""
     return _json(exc.status_code, str(exc.detail), exc.headers)
 
 

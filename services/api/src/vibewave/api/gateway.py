@@ -20,8 +20,10 @@ from nats.js.api import ObjectInfo
 from nats.js.kv import KeyValue
 from opentelemetry.trace import TracerProvider
 
+from vibewave.api.auth import OPEN, KeyStore, Principal
 from vibewave.api.follow import IndexFollower
 from vibewave.api.index import RequestIndex
+from vibewave.api.limits import Limits
 from vibewave.api.settings import ApiSettings
 from vibewave.contracts.events import (
     BATCHES_BUCKET,
@@ -140,6 +142,8 @@ class Gateway:
         common = settings.common
         self.broker = runtime.new_broker("api", common, tracer_provider, on_reconnect=self._reconnected)
         self.follower = IndexFollower(self.broker, self.index, common.retention_s, before_load=before_load)
+        self.keys = KeyStore(self.broker, settings.admin_key)
+        self.limits = Limits(self.broker, self.index)
         requests = runtime.stream(REQUESTS_STREAM)
         self._submitted = self.broker.publisher(
             f"{REQ_PREFIX}.*.{RequestEvent.SUBMITTED}",
@@ -207,8 +211,9 @@ class Gateway:
         *,
         preset: str | None = None,
         batch_id: str | None = None,
+        principal: Principal = OPEN,
     ) -> RequestSubmitted:
-        """A new request (inputs already resolved), not yet published."""
+        """A new request (inputs already resolved) of the caller's tenant, not yet published."""
         return RequestSubmitted(
             request_id=new_request_id(),
             workflow_name=workflow.name,
@@ -219,20 +224,31 @@ class Gateway:
             execution_timeout_s=workflow.timeout_for(preset),
             min_gpu_memory_gb=workflow.definition.min_gpu_memory_gb,
             models=[m.key for m in workflow.models_for(dict(inputs))],
+            tenant=principal.tenant,
+            key_id=principal.client_key,
+            share_weight=principal.share_weight,
         )
 
-    async def submit(self, submission: Submission, idempotency_key: str | None = None) -> Submission:
+    async def submit(
+        self, submission: Submission, idempotency_key: str | None = None, principal: Principal = OPEN
+    ) -> Submission:
         """Publish the submission's requests; returns once JetStream has stored them.
 
-        With an Idempotency-Key the first call claims the key (atomically, in KV `idempotency`) and later
-        calls with the same key get the first submission back — republished, which the dedupe ids make
-        harmless, in case the first call failed between claiming and publishing. The same key with a
-        different body raises IdempotencyConflict.
+        With an Idempotency-Key the first call claims the key (atomically, in KV `idempotency`; keys are
+        the tenant's own) and later calls with the same key get the first submission back — republished,
+        which the dedupe ids make harmless, in case the first call failed between claiming and publishing.
+        The same key with a different body raises IdempotencyConflict. A new submission is first admitted
+        by the key's limits (LimitExceeded); a repeat spends nothing.
         """
-        if idempotency_key is not None:
-            submission = await self._claim(idempotency_key, submission)
+        earlier = await self._claimed(idempotency_key, submission, principal) if idempotency_key else None
+        if earlier is not None:
+            submission = earlier
+        else:
+            await self.limits.admit(principal, len(submission.events))
+            if idempotency_key is not None:
+                submission = await self._claim(idempotency_key, submission, principal)
         if submission.batch_id is not None:
-            members = BatchMembers(request_ids=[e.request_id for e in submission.events])
+            members = BatchMembers(request_ids=[e.request_id for e in submission.events], tenant=principal.tenant)
             try:
                 await (await self._kv(BATCHES_BUCKET.name)).put(submission.batch_id, msgspec.json.encode(members))
             except (nats.errors.Error, OSError) as exc:
@@ -250,38 +266,62 @@ class Gateway:
                     f"the request queue is unavailable ({exc}); retry (with the same Idempotency-Key)"
                 ) from exc
             log.info("request accepted", extra={"request_id": event.request_id, "workflow": event.workflow_name})
+        self.limits.accepted(principal, [e.request_id for e in submission.events])
         return submission
 
-    async def _claim(self, key: str, submission: Submission) -> Submission:
+    @staticmethod
+    def _claim_name(key: str, principal: Principal) -> str:
+        scoped = key if principal.tenant is None else f"{principal.tenant}\x00{key}"
+        return hashlib.sha256(scoped.encode()).hexdigest()
+
+    async def _claimed(self, key: str, submission: Submission, principal: Principal) -> Submission | None:
+        """The submission an earlier call made with this key, if any (IdempotencyConflict if its body differed)."""
         bucket = await self._kv(IDEMPOTENCY_BUCKET.name)
-        name = hashlib.sha256(key.encode()).hexdigest()
         try:
-            await bucket.create(name, msgspec.json.encode(submission))
-            return submission
-        except nats.js.errors.KeyWrongLastSequenceError:
-            entry = await bucket.get(name)
-        earlier = decode(entry.value or b"", Submission)
+            entry = await bucket.get(self._claim_name(key, principal))
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            return None
+        except (nats.errors.Error, OSError) as exc:
+            raise Unavailable(f"the request queue is unavailable ({exc}); nothing was accepted, retry") from exc
+        return self._repeat_of(decode(entry.value or b"", Submission), submission)
+
+    def _repeat_of(self, earlier: Submission, submission: Submission) -> Submission:
         if earlier.fingerprint != submission.fingerprint:
             raise IdempotencyConflict("this Idempotency-Key was already used with a different request")
         log.info("idempotent repeat", extra={"request_id": earlier.events[0].request_id if earlier.events else None})
         return earlier
 
+    async def _claim(self, key: str, submission: Submission, principal: Principal) -> Submission:
+        bucket = await self._kv(IDEMPOTENCY_BUCKET.name)
+        name = self._claim_name(key, principal)
+        try:
+            await bucket.create(name, msgspec.json.encode(submission))
+            return submission
+        except nats.js.errors.KeyWrongLastSequenceError:
+            entry = await bucket.get(name)
+        return self._repeat_of(decode(entry.value or b"", Submission), submission)
+
     # ------------------------------------------------------------------------------------------ reads
 
-    def queue_status(self, limit: int) -> QueueStatus:
+    def queue_status(self, limit: int, principal: Principal = OPEN) -> QueueStatus:
+        """The fleet's active pods (their addresses for admins only) and the caller's tenant's requests."""
         index = self.loaded_index()
+        tenant = None if principal.admin else principal.tenant
 
         def summaries(statuses: tuple[RequestStatus, ...]) -> list[RequestSummary]:
             return [
                 RequestSummary(id=r.id, workflow_name=r.workflow_name, status=r.status)
-                for r in index.newest(statuses, limit)
+                for r in index.newest(statuses, limit, tenant)
             ]
 
-        last = index.pod_workflow
+        last, reveal = index.pod_workflow, principal.admin
         pods = [
-            ActivePod(id=p.id, name=p.name, status=p.status, ip=p.ip, workflow_name=last.get(p.id, "any"))
+            ActivePod(
+                id=p.id, name=p.name, status=p.status, ip=p.ip if reveal else None,
+                workflow_name=last.get(p.id, "any"),
+            )
             for p in index.active_pods()
-        ]
+        ]  # fmt: skip
         return QueueStatus(
             active_pods=pods,
             pending_requests=summaries(UNFINISHED),
@@ -289,26 +329,34 @@ class Gateway:
             failed_requests=summaries((RequestStatus.FAILED, RequestStatus.CANCELLED)),
         )
 
-    def history(self, limit: int, status: RequestStatus | None) -> list[ComfyUIRequest]:
+    def history(self, limit: int, status: RequestStatus | None, principal: Principal = OPEN) -> list[ComfyUIRequest]:
         statuses = (status,) if status else tuple(RequestStatus)
         index = self.loaded_index()
-        return [to_public(r, index.progress.get(r.id)) for r in index.newest(statuses, limit)]
+        tenant = None if principal.admin else principal.tenant
+        return [
+            to_public(r, index.progress.get(r.id), reveal_pod=principal.admin)
+            for r in index.newest(statuses, limit, tenant)
+        ]
 
-    def stats(self) -> QueueStats:
+    def stats(self, principal: Principal = OPEN) -> QueueStats:
+        """Counts of the caller's tenant's requests (every tenant's for admins), and the fleet's active pods."""
         index = self.loaded_index()
-        count = index.count
-        pending = sum(count(s) for s in UNFINISHED)
+        tenant = None if principal.admin else principal.tenant
+
+        def count(status: RequestStatus) -> int:
+            return index.count(status, tenant)
+
         return QueueStats(
             active_pods=len(index.active_pods()),
-            pending_requests=pending,
+            pending_requests=sum(count(s) for s in UNFINISHED),
             completed_requests=count(RequestStatus.COMPLETED),
             failed_requests=count(RequestStatus.FAILED),
-            total_requests=len(index.records),
+            total_requests=index.total(tenant),
             running_requests=count(RequestStatus.RUNNING),
             cancelled_requests=count(RequestStatus.CANCELLED),
         )
 
-    async def batch_status(self, batch_id: str) -> BatchStatus | None:
+    async def batch_status(self, batch_id: str, principal: Principal = OPEN) -> BatchStatus | None:
         """The batch as a whole, from the membership recorded at acceptance (so a batch is readable at once,
         before the scheduler has recorded its requests)."""
         if not BATCH_ID.match(batch_id):
@@ -318,8 +366,11 @@ class Gateway:
             entry = await (await self._kv(BATCHES_BUCKET.name)).get(batch_id)
         except nats.js.errors.KeyNotFoundError:
             return None
-        members = decode(entry.value or b"", BatchMembers).request_ids
-        found = [await self.get_request(request_id) for request_id in members]
+        batch = decode(entry.value or b"", BatchMembers)
+        if not principal.sees(batch.tenant):
+            return None
+        members = batch.request_ids
+        found = [await self.get_request(request_id, principal) for request_id in members]
         requests = sorted((r for r in found if r is not None), key=lambda r: r.created_at)
         counts: dict[str, int] = {}
         for request in requests:
@@ -333,15 +384,18 @@ class Gateway:
             requests=requests,
         )
 
-    async def get_request(self, request_id: str) -> ComfyUIRequest | None:
+    async def get_request(self, request_id: str, principal: Principal = OPEN) -> ComfyUIRequest | None:
+        """The request as the caller may see it: None when unknown or another tenant's."""
         if not REQUEST_ID.match(request_id):
             return None
         index = self.loaded_index()
         record = index.get(request_id)
         if record is not None:
-            return to_public(record, index.progress.get(request_id))
+            if not principal.sees(record.tenant):
+                return None
+            return to_public(record, index.progress.get(request_id), reveal_pod=principal.admin)
         submitted = await self._submitted_event(request_id)
-        if submitted is None:
+        if submitted is None or not principal.sees(submitted.tenant):
             return None
         return ComfyUIRequest(
             id=submitted.request_id,
@@ -366,12 +420,13 @@ class Gateway:
             return None
         return decode(raw.data or b"", RequestSubmitted)
 
-    async def cancel(self, request_id: str, wait_s: float) -> ComfyUIRequest | None:
-        """Ask for the request to stop and wait up to `wait_s` for it to end; None if it is unknown.
+    async def cancel(self, request_id: str, wait_s: float, principal: Principal = OPEN) -> ComfyUIRequest | None:
+        """Ask for the request to stop and wait up to `wait_s` for it to end; None if it is unknown (or
+        another tenant's).
 
         Raises AlreadyFinished for a request that had ended before the cancel.
         """
-        current = await self.get_request(request_id)
+        current = await self.get_request(request_id, principal)
         if current is None:
             return None
         if current.status.terminal:
@@ -388,7 +443,9 @@ class Gateway:
             raise Unavailable(f"the request queue is unavailable ({exc}); the cancel was not sent, retry") from exc
         log.info("cancel requested", extra={"request_id": request_id})
         ended = await self.index.wait(request_id, lambda r: r.status.terminal, wait_s)
-        return to_public(ended) if ended is not None else await self.get_request(request_id)
+        if ended is not None:
+            return to_public(ended, reveal_pod=principal.admin)
+        return await self.get_request(request_id, principal)
 
     # ------------------------------------------------------------------------------------------- pods
 
@@ -409,8 +466,11 @@ class Gateway:
 
     # ------------------------------------------------------------------------------------------- files
 
-    async def open_file(self, name: str) -> StoredFile | None:
+    async def open_file(self, name: str, principal: Principal = OPEN) -> StoredFile | None:
+        """A stored output, or None when unknown or not the caller's tenant's (admins see every file)."""
         if not FILE_NAME.match(name) or ".." in name:
+            return None
+        if not principal.admin and self.index.file_tenant.get(name) != principal.tenant:
             return None
         if not self._connected:
             raise Unavailable("not connected to NATS")
@@ -518,7 +578,11 @@ def batch_overall(of: list[RequestStatus]) -> RequestStatus:
     return RequestStatus.FAILED if RequestStatus.FAILED in statuses else RequestStatus.CANCELLED
 
 
-def to_public(record: RequestRecord, progress: float | None = None) -> ComfyUIRequest:
+def to_public(record: RequestRecord, progress: float | None = None, *, reveal_pod: bool = True) -> ComfyUIRequest:
+    """A request as clients read it; a pod's address only for admins (`reveal_pod`)."""
+    result = record.result
+    if result is not None and not reveal_pod and result.pod_ip is not None:
+        result = msgspec.structs.replace(result, pod_ip=None)
     return ComfyUIRequest(
         id=record.id,
         workflow_name=record.workflow_name,
@@ -527,7 +591,7 @@ def to_public(record: RequestRecord, progress: float | None = None) -> ComfyUIRe
         pod_id=record.pod_id,
         created_at=record.created_at,
         updated_at=record.updated_at,
-        result=record.result,
+        result=result,
         error=record.error,
         attempts=record.attempts,
         progress=100.0 if record.status == RequestStatus.COMPLETED else progress,

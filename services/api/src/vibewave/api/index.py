@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterator
 
 from vibewave.contracts.events import (
@@ -111,6 +112,10 @@ class RequestIndex:
         self.records: dict[str, RequestRecord] = {}
         self.progress: dict[str, float] = {}  # last reported percent of running requests
         self.by_status: dict[RequestStatus, Ordered] = {status: Ordered() for status in RequestStatus}
+        # a tenant's own requests by status (only requests made with a client key have a tenant)
+        self.by_tenant: dict[str, dict[RequestStatus, Ordered]] = {}
+        self.open_by_key: Counter[str] = Counter()  # client key id → its unfinished requests
+        self.file_tenant: dict[str, str] = {}  # output file name → the tenant whose request made it
         self.finished = Ordered()  # finished requests by their last update: what `expire` drops first
         self.pods: dict[str, PodRecord] = {}
         self.pod_workflow: dict[str, str] = {}  # pod id → the workflow it runs or ran last
@@ -124,16 +129,27 @@ class RequestIndex:
     def get(self, request_id: str) -> RequestRecord | None:
         return self.records.get(request_id)
 
-    def newest(self, statuses: tuple[RequestStatus, ...], limit: int) -> list[RequestRecord]:
-        """The `limit` most recently created requests having one of `statuses`, newest first."""
-        if len(statuses) == 1:
-            keys = self.by_status[statuses[0]].newest(limit)
+    def newest(self, statuses: tuple[RequestStatus, ...], limit: int, tenant: str | None = None) -> list[RequestRecord]:
+        """The `limit` most recently created requests having one of `statuses` (of `tenant` only, if given),
+        newest first."""
+        lists = self.by_status if tenant is None else self.by_tenant.get(tenant, {})
+        found = [lists[s] for s in statuses if s in lists]
+        if len(found) == 1:
+            keys = found[0].newest(limit)
         else:
-            keys = sorted((k for s in statuses for k in self.by_status[s].newest(limit)), reverse=True)[:limit]
+            keys = sorted((k for ordered in found for k in ordered.newest(limit)), reverse=True)[:limit]
         return [self.records[request_id] for _, request_id in keys]
 
-    def count(self, status: RequestStatus) -> int:
-        return len(self.by_status[status])
+    def count(self, status: RequestStatus, tenant: str | None = None) -> int:
+        if tenant is None:
+            return len(self.by_status[status])
+        ordered = self.by_tenant.get(tenant, {}).get(status)
+        return len(ordered) if ordered is not None else 0
+
+    def total(self, tenant: str | None = None) -> int:
+        if tenant is None:
+            return len(self.records)
+        return sum(len(ordered) for ordered in self.by_tenant.get(tenant, {}).values())
 
     def active_pods(self) -> list[PodRecord]:
         return [p for p in self.pods.values() if p.status in ACTIVE_POD_STATUSES]
@@ -150,9 +166,10 @@ class RequestIndex:
         previous = self.records.get(key)
         if previous is not None and previous == record:
             return
-        if previous is not None and previous.status != record.status:
-            self.by_status[previous.status].discard(key)
+        if previous is not None:
+            self._unfile(key, previous, record)
         self.records[key] = record
+        self._file(key, record)
         if record.pod_id is not None:
             self.pod_workflow[record.pod_id] = record.workflow_name
         self.by_status[record.status].add(key, record.created_at.timestamp())
@@ -173,13 +190,46 @@ class RequestIndex:
         self.progress.pop(key, None)
         if record is None:
             return
-        self.by_status[record.status].discard(key)
+        self._unfile(key, record, None)
         self.finished.discard(key)
         self._removed += 1
         if self._removed > len(self.records) + COMPACT_SLACK:
             self.records = dict(self.records)  # sized for what is left (a dict never shrinks by itself)
             self.progress = dict(self.progress)
             self._removed = 0
+
+    def _file(self, key: str, record: RequestRecord) -> None:
+        """File a record under its tenant and key (its status list everywhere is done by `apply`)."""
+        if record.tenant is not None:
+            lists = self.by_tenant.setdefault(record.tenant, {})
+            lists.setdefault(record.status, Ordered()).add(key, record.created_at.timestamp())
+            if record.result is not None:
+                for name in record.result.files:
+                    self.file_tenant[name] = record.tenant
+        if record.key_id is not None and not record.status.terminal:
+            self.open_by_key[record.key_id] += 1
+
+    def _unfile(self, key: str, previous: RequestRecord, record: RequestRecord | None) -> None:
+        """Undo what `_file` (and the status list) did for `previous`, now replaced by `record` (or gone)."""
+        if record is None or previous.status != record.status:
+            self.by_status[previous.status].discard(key)
+        moved = record is None or previous.status != record.status or previous.tenant != record.tenant
+        if previous.tenant is not None and moved:
+            lists = self.by_tenant.get(previous.tenant, {})
+            ordered = lists.get(previous.status)
+            if ordered is not None:
+                ordered.discard(key)
+                if not ordered:
+                    del lists[previous.status]
+                if not lists:
+                    self.by_tenant.pop(previous.tenant, None)
+        if previous.tenant is not None and record is None and previous.result is not None:
+            for name in previous.result.files:
+                self.file_tenant.pop(name, None)
+        if previous.key_id is not None and not previous.status.terminal:
+            self.open_by_key[previous.key_id] -= 1
+            if self.open_by_key[previous.key_id] <= 0:
+                del self.open_by_key[previous.key_id]
 
     def load(self, values: dict[str, bytes]) -> None:
         """A whole snapshot of KV `requests`: its values applied, and whatever it no longer has removed."""

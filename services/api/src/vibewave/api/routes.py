@@ -21,6 +21,7 @@ from litestar.status_codes import (
     HTTP_503_SERVICE_UNAVAILABLE,
 )
 
+from vibewave.api.auth import Principal, principal_of, requires
 from vibewave.api.catalog import describe
 from vibewave.api.gateway import (
     AlreadyFinished,
@@ -31,6 +32,7 @@ from vibewave.api.gateway import (
     Unavailable,
     new_batch_id,
 )
+from vibewave.api.limits import LimitExceeded, OverBatchLimit
 from vibewave.contracts.events import RequestRecord
 from vibewave.contracts.models import (
     DEFAULT_WORKFLOW,
@@ -46,6 +48,7 @@ from vibewave.contracts.models import (
     QueueStats,
     QueueStatus,
     RequestStatus,
+    Scope,
     SyncTimeout,
     WorkflowInput,
     WorkflowPresets,
@@ -69,6 +72,9 @@ SyncTimeoutParam = Annotated[
         description="Seconds to wait before answering 408 (the request keeps running). Default: the preset's.",
     ),
 ]
+CREATES = [requires(Scope.GENERATE)]  # guards of the routes that make requests (and cancel them)
+READS = [requires(Scope.GENERATE, Scope.READ)]  # a request's status, its files
+OVERVIEWS = [requires(Scope.READ)]  # queue status, history, stats
 IDEMPOTENCY_DOC = {
     422: ResponseSpec(None, description="The Idempotency-Key was already used with a different body"),
 }
@@ -100,7 +106,11 @@ def resolve(workflow: Workflow, given: dict[str, Any], preset: str | None) -> di
 
 async def publish(gateway: Gateway, submission: Submission, request: Request[Any, Any, Any]) -> Submission:
     try:
-        return await gateway.submit(submission, idempotency_key(request))
+        return await gateway.submit(submission, idempotency_key(request), principal_of(request))
+    except LimitExceeded as exc:
+        raise HTTPException(status_code=429, detail=str(exc), headers={"Retry-After": exc.retry_after}) from exc
+    except OverBatchLimit as exc:
+        raise ValidationException(detail=str(exc)) from exc
     except IdempotencyConflict as exc:
         raise HTTPException(status_code=HTTP_422_UNPROCESSABLE_ENTITY, detail=str(exc)) from exc
     except Unavailable as exc:
@@ -116,7 +126,9 @@ async def submit_one(
     preset: str | None,
     priority: Priority,
 ) -> Submission:
-    event = gateway.prepare(workflow, resolve(workflow, given, preset), priority, preset=preset)
+    event = gateway.prepare(
+        workflow, resolve(workflow, given, preset), priority, preset=preset, principal=principal_of(request)
+    )
     submission = Submission(fingerprint=fingerprint(request.url.path, body), batch_id=None, events=[event])
     return await publish(gateway, submission, request)
 
@@ -130,9 +142,11 @@ async def submit_batch(
     preset: str | None,
     priority: Priority,
 ) -> BatchAccepted:
-    batch_id = new_batch_id()
+    batch_id, principal = new_batch_id(), principal_of(request)
     events = [
-        gateway.prepare(workflow, resolve(workflow, given, preset), priority, preset=preset, batch_id=batch_id)
+        gateway.prepare(
+            workflow, resolve(workflow, given, preset), priority, preset=preset, batch_id=batch_id, principal=principal
+        )
         for given in inputs
     ]
     submission = Submission(fingerprint=fingerprint(request.url.path, body), batch_id=batch_id, events=events)
@@ -157,7 +171,8 @@ async def generate_sync(
     workflow = gateway.catalog[DEFAULT_WORKFLOW]
     inputs = resolve(workflow, data.workflow_inputs(), data.preset)
     preset = workflow.preset_for(inputs, data.preset)
-    event = gateway.prepare(workflow, inputs, data.priority, preset=preset)
+    principal = principal_of(request)
+    event = gateway.prepare(workflow, inputs, data.priority, preset=preset, principal=principal)
     ended = gateway.index.expect(event.request_id, lambda r: r.status.terminal)
     submission = Submission(fingerprint=fingerprint(request.url.path, data), batch_id=None, events=[event])
     try:
@@ -174,7 +189,7 @@ async def generate_sync(
         record = await gateway.index.wait(request_id, lambda r: r.status.terminal, wait_s)
     if record is None:
         try:
-            current = await gateway.get_request(request_id)
+            current = await gateway.get_request(request_id, principal)
         except IndexLoading:  # its end was not seen: it was accepted, and is at least pending
             current = None
         return Response(
@@ -186,16 +201,19 @@ async def generate_sync(
             ),
             status_code=HTTP_408_REQUEST_TIMEOUT,
         )
-    return Response(result_of(record), status_code=HTTP_200_OK)
+    return Response(result_of(record, principal), status_code=HTTP_200_OK)
 
 
-def result_of(record: RequestRecord) -> WorkflowResult:
+def result_of(record: RequestRecord, principal: Principal) -> WorkflowResult:
+    """The sync answer; the pod's address only for admins."""
     if record.status == RequestStatus.COMPLETED and record.result is not None:
-        return record.result
-    return WorkflowResult(
-        success=False, files=[], error=record.error or str(record.status), request_id=record.id,
-        pod_id=record.pod_id, pod_ip=record.pod_ip,
-    )  # fmt: skip
+        result = record.result
+    else:
+        result = WorkflowResult(
+            success=False, files=[], error=record.error or str(record.status), request_id=record.id,
+            pod_id=record.pod_id, pod_ip=record.pod_ip,
+        )  # fmt: skip
+    return result if principal.admin else msgspec.structs.replace(result, pod_ip=None)
 
 
 async def accepted(gateway: Gateway, request: Request[Any, Any, Any], data: WorkflowInput) -> GenerateAccepted:
@@ -211,8 +229,8 @@ async def accepted(gateway: Gateway, request: Request[Any, Any, Any], data: Work
     )
 
 
-async def request_status(gateway: Gateway, request_id: str) -> ComfyUIRequest:
-    found = await gateway.get_request(request_id)
+async def request_status(gateway: Gateway, request_id: str, principal: Principal) -> ComfyUIRequest:
+    found = await gateway.get_request(request_id, principal)
     if found is None:
         raise NotFoundException(detail=NOT_FOUND)
     return found
@@ -222,7 +240,7 @@ class QwenController(Controller):
     path = "/api/qwen"
     tags = ["Qwen image generation"]
 
-    @post("/generate", status_code=HTTP_200_OK, operation_id="qwenGenerate",
+    @post("/generate", status_code=HTTP_200_OK, operation_id="qwenGenerate", guards=CREATES,
           responses={408: ResponseSpec(SyncTimeout, description="Not finished in time; poll the status URL"),
                      **IDEMPOTENCY_DOC})  # fmt: skip
     async def generate(
@@ -232,7 +250,8 @@ class QwenController(Controller):
         """Generate a Qwen image and wait for it (408 with the request id if it takes longer than `timeout`)."""
         return await generate_sync(gateway_of(state), request, data, timeout, "/api/qwen/status")
 
-    @post("/generate-async", status_code=HTTP_202_ACCEPTED, operation_id="qwenGenerateAsync", responses=IDEMPOTENCY_DOC)
+    @post("/generate-async", status_code=HTTP_202_ACCEPTED, operation_id="qwenGenerateAsync", guards=CREATES,
+          responses=IDEMPOTENCY_DOC)  # fmt: skip
     async def generate_async(
         self, state: State, request: Request[Any, Any, Any],
         data: Annotated[WorkflowInput, Body(title="WorkflowInput")],
@@ -240,7 +259,8 @@ class QwenController(Controller):
         """Queue a Qwen image generation and return its request id at once."""
         return await accepted(gateway_of(state), request, data)
 
-    @post("/batch-generate", status_code=HTTP_202_ACCEPTED, operation_id="qwenBatchGenerate", responses=IDEMPOTENCY_DOC)
+    @post("/batch-generate", status_code=HTTP_202_ACCEPTED, operation_id="qwenBatchGenerate", guards=CREATES,
+          responses=IDEMPOTENCY_DOC)  # fmt: skip
     async def batch_generate(
         self, state: State, request: Request[Any, Any, Any],
         data: Annotated[BatchGenerateRequest, Body(title="BatchGenerateRequest")],
@@ -252,16 +272,18 @@ class QwenController(Controller):
             gateway, request, data, gateway.catalog[DEFAULT_WORKFLOW], inputs, data.preset, data.priority
         )
 
-    @get("/status/{request_id:str}", operation_id="qwenStatus")
-    async def status(self, state: State, request_id: RequestId) -> ComfyUIRequest | BatchStatus:
+    @get("/status/{request_id:str}", operation_id="qwenStatus", guards=READS)
+    async def status(
+        self, state: State, request: Request[Any, Any, Any], request_id: RequestId
+    ) -> ComfyUIRequest | BatchStatus:
         """A request's state (`result.files` download from `/api/files/{name}`), or a whole batch's."""
-        gateway = gateway_of(state)
+        gateway, principal = gateway_of(state), principal_of(request)
         if request_id.startswith("batch-"):
-            batch = await gateway.batch_status(request_id)
+            batch = await gateway.batch_status(request_id, principal)
             if batch is None:
                 raise NotFoundException(detail="Batch not found")
             return batch
-        return await request_status(gateway, request_id)
+        return await request_status(gateway, request_id, principal)
 
     @get("/presets", operation_id="qwenPresets", sync_to_thread=False)
     def presets(self, state: State) -> WorkflowPresets:
@@ -322,7 +344,8 @@ class WorkflowsController(Controller):
     path = "/api/runpod/workflows"
     tags = ["Workflows"]
 
-    @post("/queue", status_code=HTTP_202_ACCEPTED, operation_id="workflowsQueue", responses=IDEMPOTENCY_DOC)
+    @post("/queue", status_code=HTTP_202_ACCEPTED, operation_id="workflowsQueue", guards=CREATES,
+          responses=IDEMPOTENCY_DOC)  # fmt: skip
     async def queue(
         self, state: State, request: Request[Any, Any, Any],
         data: Annotated[WorkflowQueueRequest, Body(title="WorkflowQueueRequest")],
@@ -336,7 +359,7 @@ class WorkflowsController(Controller):
         submission = await submit_one(gateway, request, data, workflow, data.inputs, data.preset, data.priority)
         event = submission.events[0]
         try:
-            current = await gateway.get_request(event.request_id)
+            current = await gateway.get_request(event.request_id, principal_of(request))
         except IndexLoading:  # accepted all the same: answer with what was submitted
             current = None
         return current or ComfyUIRequest(
@@ -344,38 +367,44 @@ class WorkflowsController(Controller):
             status=RequestStatus.PENDING, pod_id=None, created_at=event.created_at, updated_at=event.created_at,
         )  # fmt: skip
 
-    @get("/status/{request_id:str}", operation_id="workflowsStatus")
-    async def status(self, state: State, request_id: RequestId) -> ComfyUIRequest:
+    @get("/status/{request_id:str}", operation_id="workflowsStatus", guards=READS)
+    async def status(self, state: State, request: Request[Any, Any, Any], request_id: RequestId) -> ComfyUIRequest:
         """A queued workflow's current state."""
-        return await request_status(gateway_of(state), request_id)
+        return await request_status(gateway_of(state), request_id, principal_of(request))
 
-    @get("/queue/status", operation_id="workflowsQueueStatus", sync_to_thread=False)
+    @get("/queue/status", operation_id="workflowsQueueStatus", sync_to_thread=False, guards=OVERVIEWS)
     def queue_status(
-        self, state: State, limit: Annotated[int, QueryParameter(ge=1, le=1000, description="Newest N per list")] = 100
-    ) -> QueueStatus:
-        """Active pods, and the newest unfinished, completed and failed (or cancelled) requests."""
-        return gateway_of(state).queue_status(limit)
+        self, state: State, request: Request[Any, Any, Any],
+        limit: Annotated[int, QueryParameter(ge=1, le=1000, description="Newest N per list")] = 100,
+    ) -> QueueStatus:  # fmt: skip
+        """Active pods, and the newest unfinished, completed and failed (or cancelled) requests (of the key's
+        tenant; pods' addresses for admin keys only)."""
+        return gateway_of(state).queue_status(limit, principal_of(request))
 
-    @get("/history", operation_id="workflowsHistory", sync_to_thread=False)
+    @get("/history", operation_id="workflowsHistory", sync_to_thread=False, guards=OVERVIEWS)
     def history(
         self,
         state: State,
+        request: Request[Any, Any, Any],
         limit: Annotated[int, QueryParameter(ge=1, le=1000, description="At most this many, newest first")] = 50,
         status: Annotated[RequestStatus | None, QueryParameter(description="Only requests in this state")] = None,
     ) -> list[ComfyUIRequest]:
-        """Requests, newest first, optionally of one status."""
-        return gateway_of(state).history(limit, status)
+        """Requests (of the key's tenant), newest first, optionally of one status."""
+        return gateway_of(state).history(limit, status, principal_of(request))
 
     @delete(
         "/{request_id:str}",
         status_code=HTTP_200_OK,
         operation_id="workflowsCancel",
+        guards=CREATES,
         responses={409: ResponseSpec(CancelConflict, description="The request had already ended")},
     )
-    async def cancel(self, state: State, request_id: RequestId) -> Response[ComfyUIRequest | CancelConflict]:
+    async def cancel(
+        self, state: State, request: Request[Any, Any, Any], request_id: RequestId
+    ) -> Response[ComfyUIRequest | CancelConflict]:
         """Cancel: a pending request at once, a running one by interrupting its prompt (409 if it had ended)."""
         try:
-            found = await gateway_of(state).cancel(request_id, CANCEL_WAIT_S)
+            found = await gateway_of(state).cancel(request_id, CANCEL_WAIT_S, principal_of(request))
         except AlreadyFinished as exc:
             return Response(CancelConflict(detail=str(exc), request=exc.request), status_code=HTTP_409_CONFLICT)
         except Unavailable as exc:
@@ -389,6 +418,7 @@ IMAGES = ["Image generation"]
 
 
 @post("/api/runpod/generate-image", status_code=HTTP_200_OK, operation_id="runpodGenerateImage", tags=IMAGES,
+      guards=CREATES,
       responses={408: ResponseSpec(SyncTimeout, description="Not finished in time; poll the status URL"),
                  **IDEMPOTENCY_DOC})  # fmt: skip
 async def generate_image(
@@ -404,6 +434,7 @@ async def generate_image(
     status_code=HTTP_202_ACCEPTED,
     operation_id="runpodGenerateImageAsync",
     tags=IMAGES,
+    guards=CREATES,
     responses=IDEMPOTENCY_DOC,
 )
 async def generate_image_async(
@@ -419,34 +450,34 @@ async def generate_image_async(
     status_code=HTTP_202_ACCEPTED,
     operation_id="runpodGenerateMultipleImages",
     tags=IMAGES,
+    guards=CREATES,
     responses=IDEMPOTENCY_DOC,
 )
 async def generate_multiple_images(
     state: State, request: Request[Any, Any, Any],
     data: Annotated[MultipleImagesRequest, Body(title="MultipleImagesRequest")],
 ) -> BatchAccepted:  # fmt: skip
-    """Queue `count` images of one prompt (seeds seed, seed+1, … when a seed is given) as one batch."""
+    """Queue one image per prompt of `prompts`, or `count` of one `prompt`, as one batch (seeds count up)."""
     gateway = gateway_of(state)
-    base = data.workflow_inputs()
-    seed = base.get("seed")
-    inputs = [{**base, **({"seed": seed + i} if seed is not None else {})} for i in range(data.count)]
+    inputs = [data.inputs_for(prompt, i) for i, prompt in enumerate(data.prompts)]
     return await submit_batch(
         gateway, request, data, gateway.catalog[DEFAULT_WORKFLOW], inputs, data.preset, data.priority
     )
 
 
-@get("/api/runpod/stats", operation_id="runpodStats", sync_to_thread=False, tags=["Workflows"])
-def stats(state: State) -> QueueStats:
-    """Counts of pods and requests by state."""
-    return gateway_of(state).stats()
+@get("/api/runpod/stats", operation_id="runpodStats", sync_to_thread=False, tags=["Workflows"], guards=OVERVIEWS)
+def stats(state: State, request: Request[Any, Any, Any]) -> QueueStats:
+    """Counts of pods and of requests (the key's tenant's) by state."""
+    return gateway_of(state).stats(principal_of(request))
 
 
-@get("/api/files/{filename:str}", operation_id="downloadFile", tags=["Files"])
+@get("/api/files/{filename:str}", operation_id="downloadFile", tags=["Files"], guards=READS)
 async def download_file(
-    state: State, filename: Annotated[str, PathParameter(description="A name from a result's `files`.")]
-) -> Stream:
+    state: State, request: Request[Any, Any, Any],
+    filename: Annotated[str, PathParameter(description="A name from a result's `files`.")],
+) -> Stream:  # fmt: skip
     """A generated file, streamed with its content type and length (names come from a result's `files`)."""
-    stored = await gateway_of(state).open_file(filename)
+    stored = await gateway_of(state).open_file(filename, principal_of(request))
     if stored is None:
         raise NotFoundException(detail="File not found")
     return Stream(
@@ -455,7 +486,7 @@ async def download_file(
         headers={
             "Content-Length": str(stored.size),
             "Content-Disposition": f'inline; filename="{stored.name}"',
-            "Cache-Control": "public, max-age=86400, immutable",
+            "Cache-Control": "private, max-age=86400, immutable",
         },
     )
 

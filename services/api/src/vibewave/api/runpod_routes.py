@@ -15,10 +15,11 @@ from litestar.exceptions import HTTPException, NotFoundException, ValidationExce
 from litestar.params import Body, PathParameter
 from litestar.status_codes import HTTP_201_CREATED, HTTP_503_SERVICE_UNAVAILABLE
 
+from vibewave.api.auth import requires
 from vibewave.api.gateway import Gateway, Unavailable
 from vibewave.api.routes import gateway_of
 from vibewave.contracts.events import PodAdminReply, PodAdminRequest, PodOperation
-from vibewave.contracts.models import PodAddress, PodCreateRequest, PodView
+from vibewave.contracts.models import PodAddress, PodCreateRequest, PodView, Scope
 
 PodId = Annotated[str, PathParameter(description="A pod id from `GET /api/runpod/pods`.")]
 VolumeId = Annotated[str, PathParameter(description="A network volume id.")]
@@ -49,8 +50,11 @@ async def pod(state: State, operation: PodOperation, pod_id: str) -> PodView:
 
 
 class RunPodController(Controller):
+    """Pods, the account and the catalogue: admin keys only (health is open to all)."""
+
     path = "/api/runpod"
     tags = ["RunPod pods and account"]
+    guards = [requires(Scope.ADMIN)]
 
     @get("/health", operation_id="runpodHealth")
     async def health(self, state: State) -> Response[dict[str, Any]]:

@@ -2,28 +2,62 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from vibewave.runtime.settings import CommonSettings, env_float, env_int, env_str
+from vibewave.runtime.process import ConfigurationError
+from vibewave.runtime.settings import CommonSettings, Secret, env_float, env_int, env_str
+
+LOOPBACK = "127.0.0.1"
+AUTH_MODES = ("auto", "on", "off")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True, kw_only=True)
 class ApiSettings:
     common: CommonSettings
-    host: str  # API_HOST
+    host: str  # API_HOST: loopback unless keys are configured (or VIBEWAVE_AUTH=off)
     port: int  # API_PORT (8000)
     workflows_dir: Path | None  # WORKFLOWS_DIR: operator's workflow folders, beside the shipped ones
     health_timeout_s: float  # HEALTH_TIMEOUT: how long /health waits for each service's answer
+    admin_key: Secret  # VIBEWAVE_ADMIN_KEY: the bootstrap admin key (empty: none)
+    auth: bool  # whether every route but health and docs asks for a key (VIBEWAVE_AUTH, default: iff a key is set)
 
     @classmethod
     def from_env(cls, common: CommonSettings | None = None) -> ApiSettings:
         workflows_dir = os.environ.get("WORKFLOWS_DIR")
+        admin_key = Secret(os.environ.get("VIBEWAVE_ADMIN_KEY", "").strip())
+        mode = env_str("VIBEWAVE_AUTH", "auto").strip().lower()
+        if mode not in AUTH_MODES:
+            raise ConfigurationError(f"VIBEWAVE_AUTH must be one of {', '.join(AUTH_MODES)}, not {mode!r}")
+        auth = mode == "on" or (mode == "auto" and bool(admin_key))
+        if mode == "off" and admin_key:
+            raise ConfigurationError("VIBEWAVE_AUTH=off with VIBEWAVE_ADMIN_KEY set: unset one of them")
+        host = env_str("API_HOST", "0.0.0.0" if auth or mode == "off" else LOOPBACK)
+        if not auth and mode != "off" and not is_loopback(host):
+            raise ConfigurationError(
+                f"API_HOST={host} would serve the API to the network without authentication: anyone who can "
+                "reach it could create and terminate GPU pods. Set VIBEWAVE_ADMIN_KEY (a long random secret; "
+                "clients then send 'Authorization: Bearer <key>'), or VIBEWAVE_AUTH=off to serve it open anyway"
+            )
+        if admin_key and len(admin_key.reveal()) < 16:
+            raise ConfigurationError("VIBEWAVE_ADMIN_KEY must be at least 16 characters (use a long random secret)")
         return cls(
             common=common or CommonSettings.from_env(),
-            host=env_str("API_HOST", "0.0.0.0"),
+            host=host,
             port=env_int("API_PORT", 8000),
             workflows_dir=Path(workflows_dir) if workflows_dir else None,
             health_timeout_s=env_float("HEALTH_TIMEOUT", 1.0),
+            admin_key=admin_key,
+            auth=auth,
         )
