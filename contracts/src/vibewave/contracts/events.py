@@ -39,7 +39,7 @@ from typing import Any
 
 import msgspec
 
-from vibewave.contracts.models import Priority, RequestStatus, WorkflowResult
+from vibewave.contracts.models import Priority, RequestStatus, RequestTimings, WebhookSpec, WorkflowResult
 
 # ---------------------------------------------------------------------------------------------- subjects
 
@@ -132,6 +132,8 @@ class RequestSubmitted(msgspec.Struct, kw_only=True):
     tenant: str | None = None  # whose request: the api key's tenant (None: no keys configured)
     key_id: str | None = None  # the api key that created it (never the key itself)
     share_weight: float = 1.0  # the tenant's weight in the scheduler's fair share of pods
+    preset: str | None = None  # the preset its inputs came from (what its expected run time is measured by)
+    webhook: WebhookSpec | None = None  # where its events are POSTed (checked at the edge)
 
 
 class RequestAssigned(msgspec.Struct, kw_only=True):
@@ -185,6 +187,8 @@ class AttemptSucceeded(msgspec.Struct, kw_only=True):
     pod_id: str
     attempt: int
     result: WorkflowResult
+    run_ms: int | None = None  # the executor's view: assignment received → outputs downloaded from ComfyUI
+    upload_ms: int | None = None  # storing the outputs (object store or S3)
 
 
 class RequestCompleted(msgspec.Struct, kw_only=True):
@@ -294,6 +298,7 @@ class PodRecord(msgspec.Struct, kw_only=True):
     models: list[str] | None = None  # `folder/file` of the fleet's model set that ComfyUI lists on the pod
     models_missing: list[str] = msgspec.field(default_factory=list)  # of the fleet's set, not (yet) listed
     boot: str | None = None  # what the pod's bootstrap says it is doing (installing, downloading 43 %, …)
+    ready_at: datetime | None = None  # when it last became ready (after its create or resume)
 
     def serves(self, min_gpu_memory_gb: int, models: list[str] | None = None) -> bool:
         if models and self.models is not None and not set(models) <= set(self.models):
@@ -414,6 +419,7 @@ class ApiKeyRecord(msgspec.Struct, kw_only=True):
     requests_per_minute: int | None = None  # None: no rate limit
     max_open_requests: int | None = None  # None: no limit on unfinished requests at once
     share_weight: float = 1.0  # the tenant's weight in the scheduler's fair share
+    webhook_secret: str | None = None  # signs its tenant's webhooks (`whsec_…`; None: the deployment's)
 
 
 class RequestRecord(msgspec.Struct, kw_only=True):
@@ -443,6 +449,15 @@ class RequestRecord(msgspec.Struct, kw_only=True):
     tenant: str | None = None  # whose request (None: created without api keys)
     key_id: str | None = None  # the api key that created it
     share_weight: float = 1.0  # the tenant's weight in the fair share of pods within a priority class
+    preset: str | None = None
+    webhook: WebhookSpec | None = None
+    assigned_at: datetime | None = None  # the current attempt was placed on its pod
+    started_at: datetime | None = None  # the current attempt's prompt was queued in ComfyUI
+    finished_at: datetime | None = None  # it reached its terminal state
+    boot_wait_ms: int = 0  # of its wait, the part its pod spent booting (the pod started after it came)
+    timings: RequestTimings | None = None  # set when finished (completed; or failed/cancelled after a run)
+    gpu_seconds: float = 0.0  # pod time of all its attempts (placed → outcome)
+    cost: float = 0.0  # USD: each attempt's pod time × that pod's hourly price
 
 
 # ------------------------------------------------------------------------------ streams, buckets, consumers
@@ -531,9 +546,13 @@ API_KEYS_BUCKET = BucketSpec("api_keys", description="ApiKeyRecord by key id (ha
 RATE_BUCKET = BucketSpec(
     "rate_limits", description="per api key: the rate limiter's theoretical arrival time; writer: api", key_ttl=True
 )
+WEBHOOK_DELIVERIES_BUCKET = BucketSpec(
+    "webhook_deliveries", description="WebhookDelivery by webhook id; writer: api (webhook sender)", retained=True
+)
+UPLOADS_BUCKET = BucketSpec("uploads", description="uploaded input image name → its tenant; writer: api", retained=True)
 BUCKETS = (
     REQUESTS_BUCKET, PODS_BUCKET, OUTPUT_NAMES_BUCKET, IDEMPOTENCY_BUCKET, BATCHES_BUCKET, FLEET_BUCKET, LEASES_BUCKET,
-    API_KEYS_BUCKET, RATE_BUCKET,
+    API_KEYS_BUCKET, RATE_BUCKET, WEBHOOK_DELIVERIES_BUCKET, UPLOADS_BUCKET,
 )  # fmt: skip
 
 OUTPUTS_STORE = ObjectStoreSpec("outputs", description="generated files, served at /api/files/{name}")
@@ -568,7 +587,22 @@ EXECUTOR_CONSUMER = ConsumerSpec(
     ack_wait_s=3,
     max_deliver=20,
 )
-CONSUMERS = (SCHEDULER_CONSUMER, POD_FAULTS_CONSUMER, EXECUTOR_CONSUMER)
+# Webhook deliveries: each event a request's webhook asked for, POSTed until the receiver takes it. A
+# failed try is retried after a doubling delay (1 s … 5 min, about 20 min in all: WEBHOOK_RETRY_DELAYS and
+# WEBHOOK_MAX_TRIES change it), then dead-lettered; a redelivery after a restart is the same delivery.
+WEBHOOKS_CONSUMER = ConsumerSpec(
+    stream=REQUESTS_STREAM.name,
+    durable="webhooks",
+    filter_subjects=tuple(
+        f"{REQ_PREFIX}.*.{e}"
+        for e in (RequestEvent.PROGRESS, RequestEvent.COMPLETED, RequestEvent.FAILED, RequestEvent.CANCELLED)
+    ),
+    ack_wait_s=30,
+    max_deliver=12,
+    retry_delays_s=(1, 2, 4, 8, 16, 32, 64, 128, 300),
+    deliver_new=True,
+)
+CONSUMERS = (SCHEDULER_CONSUMER, POD_FAULTS_CONSUMER, EXECUTOR_CONSUMER, WEBHOOKS_CONSUMER)
 
 
 # ------------------------------------------------------------------------------------------ channel table

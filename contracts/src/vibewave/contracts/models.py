@@ -48,6 +48,41 @@ Steps = Annotated[int, msgspec.Meta(ge=1, le=150)]
 PresetName = Annotated[str, msgspec.Meta(description="A preset of `/api/qwen/presets` (fast, quality, ultra).")]
 
 
+class WebhookEvent(StrEnum):
+    """What a webhook is told about: the request's end (completed, failed, cancelled) and its progress."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    PROGRESS = "progress"
+
+
+TERMINAL_WEBHOOK_EVENTS = (WebhookEvent.COMPLETED, WebhookEvent.FAILED, WebhookEvent.CANCELLED)
+WebhookUrl = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=8, max_length=2048,
+        description="An https:// URL of a public address (http:// and private addresses only where the operator "
+        "allows them: VIBEWAVE_ALLOW_PRIVATE_URLS=true).",
+    ),
+]  # fmt: skip
+
+
+class WebhookSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Where to POST the request's events, signed by the Standard Webhooks scheme (`webhook-id`,
+    `webhook-timestamp`, `webhook-signature`) with the key's webhook secret (or the deployment's)."""
+
+    url: WebhookUrl
+    events: Annotated[list[WebhookEvent], msgspec.Meta(min_length=1, max_length=4)] = msgspec.field(
+        default_factory=lambda: list(TERMINAL_WEBHOOK_EVENTS)
+    )
+
+
+WebhookParam = Annotated[
+    WebhookSpec | None, msgspec.Meta(description="Signed callbacks of this request's events (default: its end).")
+]
+
+
 class WorkflowInput(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Inputs of a text-to-image generation (API document, "WorkflowInput").
 
@@ -63,11 +98,12 @@ class WorkflowInput(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     steps: Steps | None = None
     preset: PresetName | None = None
     priority: Priority = Priority.NORMAL
+    webhook: WebhookParam = None
 
     def workflow_inputs(self) -> dict[str, Any]:
         """The inputs the caller gave, as the workflow sees them (no scheduling hints, no preset)."""
         inputs = msgspec.structs.asdict(self)
-        for hint in ("priority", "preset", "count"):
+        for hint in ("priority", "preset", "count", "webhook"):
             inputs.pop(hint, None)
         return {name: value for name, value in inputs.items() if value is not None}
 
@@ -86,6 +122,7 @@ class BatchGenerateRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=T
     steps: Steps | None = None
     preset: PresetName | None = None
     priority: Priority = Priority.NORMAL
+    webhook: WebhookParam = None
 
     def inputs_for(self, prompt: str, index: int) -> dict[str, Any]:
         """The inputs of the batch's `index`-th request; a given seed counts up across the batch."""
@@ -138,10 +175,12 @@ class WorkflowQueueRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=T
     inputs: dict[str, Any] = msgspec.field(default_factory=dict)
     preset: PresetName | None = None
     priority: Priority = Priority.NORMAL
+    webhook: WebhookParam = None
 
 
 class WorkflowResult(msgspec.Struct, kw_only=True, omit_defaults=False):
-    """Outcome of one request (API document, "WorkflowResult"); `files` are names for `/api/files/{name}`."""
+    """Outcome of one request (API document, "WorkflowResult"); `files` are names for `/api/files/{name}`,
+    and with S3 output storage `urls` are presigned links to the same files, in the same order."""
 
     success: bool
     files: list[str] = msgspec.field(default_factory=list)
@@ -149,6 +188,19 @@ class WorkflowResult(msgspec.Struct, kw_only=True, omit_defaults=False):
     request_id: str | None = None
     pod_id: str | None = None
     pod_ip: str | None = None
+    urls: list[str] = msgspec.field(default_factory=list)
+
+
+class RequestTimings(msgspec.Struct, kw_only=True):
+    """Where a finished request's time went, in ms: waiting for a free pod (`queued_ms`), waiting for the
+    pod it ran on to boot (`boot_wait_ms`), running on it — dispatch, ComfyUI, download (`run_ms`) — and
+    storing its files (`upload_ms`); `total_ms` is created → finished, so the rest is bookkeeping."""
+
+    queued_ms: int
+    boot_wait_ms: int
+    run_ms: int
+    upload_ms: int
+    total_ms: int
 
 
 class ComfyUIRequest(msgspec.Struct, kw_only=True):
@@ -165,6 +217,44 @@ class ComfyUIRequest(msgspec.Struct, kw_only=True):
     error: str | None = None
     attempts: int = 0
     progress: float | None = None
+    queue_position: int | None = None  # waiting: 1 is the next to get a pod of its kind
+    eta_seconds: float | None = None  # unfinished: expected seconds until it is finished
+    timings: RequestTimings | None = None  # finished: where its time went
+    gpu_seconds: float | None = None  # finished: the pod time its runs took
+    cost: float | None = None  # finished: gpu_seconds × its pod's hourly price / 3600, in USD
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"  # not yet accepted by the receiver: retried with a growing delay
+    DELIVERED = "delivered"
+    DEAD = "dead"  # the retry budget is spent: given up, kept for the operator (and the client) to see
+
+
+class WebhookDelivery(msgspec.Struct, kw_only=True):
+    """One event of one request sent to its webhook (`GET /api/webhooks/deliveries`); `id` is the
+    `webhook-id` every try of it carries."""
+
+    id: str
+    request_id: str
+    event: WebhookEvent
+    url: str
+    status: DeliveryStatus
+    attempts: int
+    first_try_at: datetime
+    last_try_at: datetime
+    response_status: int | None = None  # the receiver's last HTTP status (None: no answer)
+    error: str | None = None  # why the last try failed
+    tenant: str | None = None
+
+
+class FileUploaded(msgspec.Struct, kw_only=True):
+    """`POST /api/files`: the stored image, to name as a workflow's image input."""
+
+    name: str
+    size: int
+    content_type: str
+    width: int
+    height: int
 
 
 class GenerateAccepted(msgspec.Struct, kw_only=True):
@@ -283,6 +373,20 @@ class QueueStats(msgspec.Struct, kw_only=True):
     total_requests: int
     running_requests: int = 0
     cancelled_requests: int = 0
+    gpu_seconds: float = 0.0  # of every finished request's runs
+    cost: float = 0.0  # USD: gpu_seconds × each pod's hourly price
+    workflows: dict[str, WorkflowStats] = msgspec.field(default_factory=dict)
+
+
+class WorkflowStats(msgspec.Struct, kw_only=True):
+    """Per workflow in `/api/runpod/stats`: how many, how long they ran, what they cost."""
+
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+    gpu_seconds: float = 0.0
+    cost: float = 0.0
+    mean_run_seconds: float | None = None  # of its completed requests
 
 
 class ErrorBody(msgspec.Struct):
@@ -311,6 +415,16 @@ TenantName = Annotated[
 ]  # fmt: skip
 
 
+WebhookSecret = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=30, max_length=200, pattern=r"^whsec_[A-Za-z0-9+/]+={0,2}$",
+        description="Signs this key's webhooks (Standard Webhooks: `whsec_` + base64 of 24 to 64 random bytes). "
+        "Default: the deployment's WEBHOOK_SECRET.",
+    ),
+]  # fmt: skip
+
+
 class ApiKeyCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """`POST /api/keys` (admin): a client key. Limits apply per key; `weight` is the tenant's share of the
     pods against other tenants of the same priority (2 gets twice the runs of 1 while both wait)."""
@@ -323,6 +437,7 @@ class ApiKeyCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     requests_per_minute: Annotated[int, msgspec.Meta(ge=1, le=100_000)] | None = 600
     max_open_requests: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = 1000
     weight: Annotated[float, msgspec.Meta(gt=0, le=1000)] = 1.0
+    webhook_secret: WebhookSecret | None = None
 
 
 class ApiKeyInfo(msgspec.Struct, kw_only=True):
@@ -336,6 +451,7 @@ class ApiKeyInfo(msgspec.Struct, kw_only=True):
     max_open_requests: int | None
     weight: float
     created_at: datetime
+    webhook_secret_set: bool = False  # its webhooks are signed with its own secret (never shown again)
 
 
 class ApiKeyCreated(ApiKeyInfo, kw_only=True):
@@ -415,6 +531,10 @@ REST_MODELS: tuple[type[msgspec.Struct], ...] = (
     BatchStatus,
     SyncTimeout,
     GenerateAccepted,
+    WebhookSpec,
+    WebhookDelivery,
+    RequestTimings,
+    FileUploaded,
     QueueStatus,
     QueueStats,
     ErrorBody,

@@ -178,6 +178,8 @@ BUCKET_ACCESS: dict[str, BucketAccess] = {
     LEASES_BUCKET.name: BucketAccess(writers=("scheduler", "pod-manager"), own_key=True),
     "api_keys": BucketAccess(writers=("api",), watchers=("api",)),  # listing the keys reads it whole
     "rate_limits": BucketAccess(writers=("api",)),
+    "webhook_deliveries": BucketAccess(writers=("api",), watchers=("api",)),  # the deliveries list reads it whole
+    "uploads": BucketAccess(writers=("api",)),
 }
 
 
