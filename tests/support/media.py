@@ -1,9 +1,15 @@
-"""Just enough of the ISO base media file format (MP4) to tell a playable video from a broken one."""
+"""Just enough of the ISO base media file format (MP4) to tell a playable video from a broken one, and
+what a video shows (its frames decoded, compared with a picture)."""
 
 from __future__ import annotations
 
+import io
 import struct
 from dataclasses import dataclass
+from typing import Any
+
+import av
+from PIL import Image
 
 CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"edts", b"dinf", b"udta"}
 
@@ -66,3 +72,29 @@ def mp4_facts(data: bytes) -> VideoFacts:
     sizes = [uniform_size] * frames if uniform_size else list(struct.unpack(f">{frames}I", stsz.payload[12:]))
     assert sum(sizes) <= len(top[b"mdat"].payload), "samples point past the media data"
     return VideoFacts(codec, width, height, frames, len(top[b"mdat"].payload))
+
+
+def decoded_frames(data: bytes) -> list[Any]:
+    """Every frame of an MP4's video track, decoded by FFmpeg (PyAV), as RGB Pillow images."""
+    with av.open(io.BytesIO(data)) as container:
+        return [frame.to_image() for frame in container.decode(video=0)]
+
+
+def strong_blocks(width: int, height: int) -> Any:
+    """A distinctive picture: four saturated colour blocks, a white bar and a black square."""
+    picture = Image.new("RGB", (width, height), (0, 0, 0))
+    colours = [(230, 20, 20), (20, 200, 40), (30, 40, 220), (240, 220, 30)]
+    for i, colour in enumerate(colours):
+        x, y = (i % 2) * width // 2, (i // 2) * height // 2
+        picture.paste(colour, (x, y, x + width // 2, y + height // 2))
+    picture.paste((255, 255, 255), (0, height // 2 - height // 16, width, height // 2 + height // 16))
+    picture.paste((0, 0, 0), (width // 3, height // 3, width // 3 + width // 8, height // 3 + height // 8))
+    return picture
+
+
+def mean_difference(a: Any, b: Any, size: tuple[int, int] = (32, 32)) -> float:
+    """Mean absolute difference per RGB sample (0 to 255) of two pictures, both scaled down to `size` first
+    (so YUV 4:2:0's halved chroma and the codec's rounding do not count)."""
+    small_a = a.convert("RGB").resize(size, Image.Resampling.BOX).tobytes()
+    small_b = b.convert("RGB").resize(size, Image.Resampling.BOX).tobytes()
+    return sum(abs(x - y) for x, y in zip(small_a, small_b, strict=True)) / len(small_a)

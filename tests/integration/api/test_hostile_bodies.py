@@ -4,10 +4,13 @@ Every state-changing route of the app's own route table is covered, so a route a
 a non-JSON body is a 415 (on routes without a body as well: a form posted at `/pods/{id}/terminate`
 from another site), invalid UTF-8, 5,000-deep nesting, garbage and non-objects are 400s, a value of
 the wrong JSON type is a 400 naming the field (never coerced), and a normal JSON body still works.
+A route that takes its own kind of body (the image upload) is refused everything else, a cross-site
+page cannot post it either, and its hostile bodies (garbage, broken multipart, too large) are 400 or 413.
 """
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,9 +20,10 @@ import pytest
 from litestar import Litestar
 from litestar.routes import HTTPRoute
 from litestar.testing import AsyncTestClient
+from PIL import Image
 
 from vibewave.api.app import create_app
-from vibewave.api.body import MAX_DEPTH, body_type_of
+from vibewave.api.body import MAX_DEPTH, body_type_of, media_types_of
 from vibewave.api.settings import ApiSettings
 from vibewave.runtime.settings import CommonSettings
 
@@ -43,13 +47,16 @@ VALID: dict[str, tuple[dict[str, Any], str, set[int]]] = {
 }
 
 
-def unsafe_routes(app: Litestar) -> list[tuple[str, str, bool]]:
-    """(method, path with its parameters filled in, whether it takes a body) of every such route."""
+def unsafe_routes(app: Litestar, own_bodies: bool = False) -> list[tuple[str, str, bool]]:
+    """(method, path with its parameters filled in, whether it takes a body) of every such route: the JSON
+    ones, or (`own_bodies`) those that take bodies of other media types."""
     found = []
     for route in app.routes:
         if not isinstance(route, HTTPRoute):
             continue
         for handler in route.route_handlers:
+            if bool(media_types_of(handler)) != own_bodies:
+                continue
             for method in sorted(set(handler.http_methods) & set(UNSAFE)):
                 path = re.sub(r"\{[^}]+\}", "x", route.path_format)
                 found.append((method, path, body_type_of(handler) is not None))
@@ -57,7 +64,9 @@ def unsafe_routes(app: Litestar) -> list[tuple[str, str, bool]]:
 
 
 # building the app connects nothing: the route table is read at collection
-ROUTES = unsafe_routes(create_app(ApiSettings.from_env()))
+APP = create_app(ApiSettings.from_env())
+ROUTES = unsafe_routes(APP)
+OWN_BODIES = unsafe_routes(APP, own_bodies=True)
 WITH_BODY = [r for r in ROUTES if r[2]]
 WITHOUT_BODY = [r for r in ROUTES if not r[2]]
 
@@ -184,3 +193,71 @@ async def test_a_value_of_the_wrong_type_is_400_naming_the_field_not_coerced(cli
     response = await client.post(path, json=body)
     assert response.status_code == 400, response.text
     assert response.json() == {"detail": f"Invalid workflow input parameters: {detail}"}
+
+
+def png(width: int = 8, height: int = 8) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 30, 30)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_the_upload_is_the_route_with_its_own_bodies():
+    assert OWN_BODIES == [("POST", "/api/files", False)]
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "application/xml",
+                                          "application/json", "image/svg+xml", "image/gif"])  # fmt: skip
+async def test_the_upload_refuses_other_bodies_415(client, content_type):
+    response = await client.post("/api/files", content=png(), headers={"Content-Type": content_type})
+    assert response.status_code == 415, response.text
+    assert "image/png" in response.json()["detail"] or "application/json" in response.json()["detail"]
+    bare = await client.post("/api/files", content=png())
+    assert bare.status_code == 415, bare.text
+
+
+@pytest.mark.parametrize("headers", [{"Sec-Fetch-Site": "cross-site"}, {"Origin": "https://evil.example"}])
+async def test_a_cross_site_page_cannot_upload(client, headers):
+    raw = await client.post("/api/files", content=png(), headers={"Content-Type": "image/png", **headers})
+    form = await client.post("/api/files", files={"file": ("a.png", png(), "image/png")}, headers=headers)
+    assert raw.status_code == form.status_code == 403, (raw.text, form.text)
+
+
+UPLOAD_HOSTILE = {
+    "garbage as image/png": (b"\x00\x01 not an image", "image/png", "Not a readable PNG, JPEG or WebP image"),
+    "a truncated PNG": (png(64, 64)[:-40], "image/png", "Not a readable PNG, JPEG or WebP image"),
+    "an empty body": (b"", "image/png", "No image in the body"),
+    "a GIF called image/png": (b"GIF89a\x01\x00\x01\x00\x00\x00\x00;", "image/png", "Not a readable"),
+    "broken multipart": (b"--x\r\nnot a part", "multipart/form-data; boundary=x", "Invalid multipart/form-data"),
+    "multipart without a boundary": (b"--x\r\n", "multipart/form-data", "boundary"),
+    "multipart without `file`": (
+        b'--x\r\nContent-Disposition: form-data; name="other"\r\n\r\nhello\r\n--x--\r\n',
+        "multipart/form-data; boundary=x",
+        "no file field `file`",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", UPLOAD_HOSTILE, ids=list(UPLOAD_HOSTILE))
+async def test_a_hostile_upload_is_400_with_a_clear_detail(client, case):
+    body, content_type, reason = UPLOAD_HOSTILE[case]
+    response = await client.post("/api/files", content=body, headers={"Content-Type": content_type})
+    assert response.status_code == 400, response.text
+    assert reason in response.json()["detail"], response.json()
+
+
+async def test_an_oversized_upload_is_413(client):
+    huge = b"\x89PNG" + b"\x00" * (21 * 1024 * 1024)
+    for headers in ({"Content-Type": "image/png"}, {"Content-Type": "multipart/form-data; boundary=x"}):
+        response = await client.post("/api/files", content=huge, headers=headers)
+        assert response.status_code == 413, response.text
+
+
+async def test_an_image_uploads_raw_and_as_multipart(client):
+    raw = await client.post("/api/files", content=png(24, 16), headers={"Content-Type": "image/png"})
+    form = await client.post("/api/files", files={"file": ("still.png", png(24, 16), "application/octet-stream")})
+    for response in (raw, form):
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert (body["content_type"], body["width"], body["height"]) == ("image/png", 24, 16)
+        assert re.match(r"^upload_[0-9a-f]{16}\.png$", body["name"])
+        assert (await client.get(f"/api/files/{body['name']}")).content == png(24, 16)

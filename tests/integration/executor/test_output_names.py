@@ -6,7 +6,7 @@ from __future__ import annotations
 import nats
 import pytest
 
-from vibewave.contracts.events import OUTPUT_NAMES_BUCKET, OUTPUTS_STORE
+from vibewave.contracts.events import OUTPUT_NAMES_BUCKET
 from vibewave.executor.outputs import OutputStore
 from vibewave.runtime import broker as runtime
 
@@ -17,10 +17,7 @@ async def test_a_claim_is_the_requests_own_per_output_index(nats_url):
     nc = await nats.connect(nats_url)
     try:
         js = nc.jetstream()
-        store = OutputStore(
-            await runtime.ensure_object_store(js, OUTPUTS_STORE, 1, 3600),
-            await runtime.ensure_kv(js, OUTPUT_NAMES_BUCKET, 1, 3600),
-        )
+        store = OutputStore(await runtime.ensure_kv(js, OUTPUT_NAMES_BUCKET, 1, 3600))
         first = [await store.claim_name("qwen_7", ".png", "req-a", i) for i in range(2)]
         again = [await store.claim_name("qwen_7", ".png", "req-a", i) for i in range(2)]
         other = await store.claim_name("qwen_7", ".png", "req-b", 0)

@@ -87,3 +87,14 @@ def test_input_bounds_come_from_the_workflow_schema(document: dict[str, Any]) ->
     steps = document["components"]["schemas"]["WorkflowInput"]["properties"]["steps"]
     integer = next(v for v in [steps, *steps.get("oneOf", []), *steps.get("anyOf", [])] if v.get("type") == "integer")
     assert integer["maximum"] == inputs["steps"].max
+
+
+def test_the_upload_route_declares_its_image_bodies_and_errors(document: dict[str, Any]) -> None:
+    upload = document["paths"]["/api/files"]["post"]
+    content = upload["requestBody"]["content"]
+    assert {"image/png", "image/jpeg", "image/webp", "multipart/form-data"} == set(content)
+    assert content["multipart/form-data"]["schema"]["required"] == ["file"]
+    assert {"400", "401", "403", "413", "415", "503"} <= set(upload["responses"])
+    assert "image/png" in upload["responses"]["415"]["description"]
+    ok = upload["responses"]["200"]["content"]["application/json"]["schema"]
+    assert ok == {"$ref": "#/components/schemas/FileUploaded"}

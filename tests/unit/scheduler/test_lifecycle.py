@@ -12,6 +12,8 @@ from vibewave.contracts.events import (
     AttemptNote,
     AttemptSucceeded,
     FailureKind,
+    PodRecord,
+    PodStatus,
     RequestCancelled,
     RequestCompleted,
     RequestEvent,
@@ -20,7 +22,7 @@ from vibewave.contracts.events import (
     RequestStarted,
     RequestSubmitted,
 )
-from vibewave.contracts.models import RequestStatus, WorkflowResult
+from vibewave.contracts.models import RequestStatus, RequestTimings, WorkflowResult
 from vibewave.scheduler import lifecycle
 from vibewave.scheduler.lifecycle import TRANSITIONS, RetryPolicy, Trigger
 
@@ -194,3 +196,71 @@ def test_every_transition_of_the_table_has_its_decision():
 def test_a_move_the_table_does_not_allow_is_refused():
     with pytest.raises(ValueError, match="cannot move"):
         lifecycle._move(record(S.COMPLETED), Trigger.PLACED, S.ASSIGNED, NOW)
+
+
+# ------------------------------------------------------------------------------------- clock and bill
+
+
+def pod(**changes: object) -> PodRecord:
+    base = PodRecord(id="pod-1", name="p", provider="runpod", status=PodStatus.READY, created_at=NOW, updated_at=NOW)
+    return msgspec.structs.replace(base, **changes)
+
+
+def at(seconds: float) -> datetime:
+    return NOW + timedelta(seconds=seconds)
+
+
+def test_placed_counts_the_part_of_the_wait_its_pod_spent_booting():
+    waiting = record(S.PENDING, attempts=0)
+    booted = pod(started_at=at(-5), ready_at=at(20))  # started before the request came, ready 20 s after
+    placed = lifecycle.placed(waiting, "pod-1", None, at(30), booted).record
+    assert placed is not None and placed.assigned_at == at(30) and placed.boot_wait_ms == 20_000
+    started_later = pod(started_at=at(4), ready_at=at(20))  # created for it 4 s after it came
+    assert lifecycle.boot_wait_ms(NOW, at(30), started_later) == 16_000
+    assert lifecycle.boot_wait_ms(NOW, at(30), pod(started_at=at(-60), ready_at=at(-1))) == 0  # ready before
+    unknown_pod = lifecycle.placed(waiting, "pod-1", None, at(30)).record
+    assert unknown_pod is not None and unknown_pod.boot_wait_ms == 0
+
+
+def test_a_completed_request_shows_where_its_time_went_and_what_it_cost():
+    placed = lifecycle.placed(record(S.PENDING, attempts=0), "pod-1", None, at(30), pod(ready_at=at(20))).record
+    assert placed is not None
+    running = lifecycle.started(placed, RequestStarted(request_id="req-1", pod_id="pod-1", attempt=1,
+                                                       prompt_id="p"), at(30.2)).record  # fmt: skip
+    assert running is not None and running.started_at == at(30.2)
+    event = msgspec.structs.replace(success(), run_ms=9_000, upload_ms=500)
+    done = lifecycle.succeeded(running, event, at(40), cost_per_hr=0.72).record
+    assert done is not None and done.finished_at == at(40)
+    assert done.timings == RequestTimings(queued_ms=10_000, boot_wait_ms=20_000, run_ms=9_000, upload_ms=500,
+                                          total_ms=40_000)  # fmt: skip
+    assert done.gpu_seconds == pytest.approx(10.0) and done.cost == pytest.approx(10 * 0.72 / 3600)
+    unpriced = lifecycle.succeeded(running, success(), at(40)).record  # no run_ms: placed → succeeded
+    assert unpriced is not None and unpriced.cost == 0 and unpriced.timings is not None
+    assert unpriced.timings.run_ms == 10_000 and unpriced.timings.upload_ms == 0
+
+
+def test_every_attempt_is_billed_and_a_failed_run_shows_its_time():
+    first = lifecycle.placed(record(S.PENDING, attempts=0), "pod-1", None, at(0)).record
+    assert first is not None
+    retried = lifecycle.attempt_failed(first, failure(attempt=1), POLICY, at(6), cost_per_hr=3600.0).record
+    assert retried is not None and retried.status == S.PENDING and retried.timings is None
+    assert retried.gpu_seconds == pytest.approx(6.0) and retried.cost == pytest.approx(6.0)
+    second = lifecycle.placed(retried, "pod-2", None, at(10)).record
+    assert second is not None
+    failed = lifecycle.attempt_failed(second, failure(FailureKind.WORKFLOW, attempt=2), POLICY, at(14), 1800.0).record
+    assert failed is not None and failed.status == S.FAILED and failed.finished_at == at(14)
+    assert failed.gpu_seconds == pytest.approx(10.0) and failed.cost == pytest.approx(6.0 + 2.0)
+    assert failed.timings == RequestTimings(queued_ms=10_000, boot_wait_ms=0, run_ms=4_000, upload_ms=0,
+                                            total_ms=14_000)  # fmt: skip
+    timed_out = lifecycle.run_timeout(second, 60, at(20), cost_per_hr=3600.0).record
+    assert timed_out is not None and timed_out.gpu_seconds == pytest.approx(16.0)
+
+
+def test_a_request_that_never_ran_has_an_end_but_no_timings():
+    for decision in (
+        lifecycle.cancel_requested(record(S.PENDING), at(5)),
+        lifecycle.queue_timeout(record(S.PENDING), 5, None, at(5)),
+        lifecycle.no_capacity(record(S.PENDING), "no GPU", at(5)),
+    ):
+        assert decision.record is not None and decision.record.finished_at == at(5)
+        assert decision.record.timings is None and decision.record.gpu_seconds == 0

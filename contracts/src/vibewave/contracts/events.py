@@ -457,7 +457,7 @@ class RequestRecord(msgspec.Struct, kw_only=True):
     boot_wait_ms: int = 0  # of its wait, the part its pod spent booting (the pod started after it came)
     timings: RequestTimings | None = None  # set when finished (completed; or failed/cancelled after a run)
     gpu_seconds: float = 0.0  # pod time of all its attempts (placed → outcome)
-    cost: float = 0.0  # USD: each attempt's pod time × that pod's hourly price
+    cost: float = 0.0  # USD: each attempt's pod time x that pod's hourly price
 
 
 # ------------------------------------------------------------------------------ streams, buckets, consumers

@@ -180,7 +180,8 @@ class WorkflowQueueRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=T
 
 class WorkflowResult(msgspec.Struct, kw_only=True, omit_defaults=False):
     """Outcome of one request (API document, "WorkflowResult"); `files` are names for `/api/files/{name}`,
-    and with S3 output storage `urls` are presigned links to the same files, in the same order."""
+    and with S3 output storage `urls` are presigned links to the same files, in the same order (the field
+    is absent otherwise, so the document's shape is unchanged)."""
 
     success: bool
     files: list[str] = msgspec.field(default_factory=list)
@@ -188,7 +189,7 @@ class WorkflowResult(msgspec.Struct, kw_only=True, omit_defaults=False):
     request_id: str | None = None
     pod_id: str | None = None
     pod_ip: str | None = None
-    urls: list[str] = msgspec.field(default_factory=list)
+    urls: list[str] | msgspec.UnsetType = msgspec.UNSET  # only with S3 storage: absent otherwise
 
 
 class RequestTimings(msgspec.Struct, kw_only=True):
@@ -221,7 +222,7 @@ class ComfyUIRequest(msgspec.Struct, kw_only=True):
     eta_seconds: float | None = None  # unfinished: expected seconds until it is finished
     timings: RequestTimings | None = None  # finished: where its time went
     gpu_seconds: float | None = None  # finished: the pod time its runs took
-    cost: float | None = None  # finished: gpu_seconds × its pod's hourly price / 3600, in USD
+    cost: float | None = None  # finished: gpu_seconds x its pod's hourly price / 3600, in USD
 
 
 class DeliveryStatus(StrEnum):
@@ -374,7 +375,7 @@ class QueueStats(msgspec.Struct, kw_only=True):
     running_requests: int = 0
     cancelled_requests: int = 0
     gpu_seconds: float = 0.0  # of every finished request's runs
-    cost: float = 0.0  # USD: gpu_seconds × each pod's hourly price
+    cost: float = 0.0  # USD: gpu_seconds x each pod's hourly price
     workflows: dict[str, WorkflowStats] = msgspec.field(default_factory=dict)
 
 

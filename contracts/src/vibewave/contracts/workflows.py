@@ -5,6 +5,8 @@ the graphs it names. A workflow may have graph variants, chosen by the inputs (e
 LoRA made for the requested step count); presets are named input sets. The shipped folders live beside
 this module; operators add more through a directory of their own (`WORKFLOWS_DIR`), no code needed.
 Rendering is pure: validate the inputs, draw a seed when none is given, write each value into its node.
+An `image` input names an uploaded file or an http(s) URL; only its shape is checked here (no I/O): the
+api checks that the upload is the caller's and where the URL points, the executor fetches it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import re
 import secrets
 import time
 from pathlib import Path
@@ -23,9 +26,16 @@ SHIPPED_DIR = Path(__file__).with_name("workflow_defs")
 
 log = logging.getLogger("vibewave.contracts.workflows")
 
+IMAGE_TYPES = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+"""The image formats an `image` input takes (uploaded or fetched), with the file extension each gets."""
+MAX_IMAGE_BYTES = 20 * 1024 * 1024  # an uploaded or fetched input image
+MAX_IMAGE_URL = 2048
+UPLOAD_NAME = re.compile(r"^upload_[0-9a-f]{16}\.(?:png|jpg|webp)$")
+"""What `POST /api/files` names an upload (and nothing else is)."""
+
 
 class InputSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    type: Literal["string", "int", "float", "bool"]
+    type: Literal["string", "int", "float", "bool", "image"]
     node: str
     field: str
     required: bool = False
@@ -205,7 +215,34 @@ class Workflow(msgspec.Struct, frozen=True, kw_only=True):
         return graph
 
 
+def is_upload(value: str) -> bool:
+    """An image input's value names an upload (else it is a URL)."""
+    return UPLOAD_NAME.match(value) is not None
+
+
+def image_inputs(workflow: Workflow, inputs: dict[str, Any]) -> dict[str, str]:
+    """The (resolved) image inputs: name → the upload name or URL given."""
+    specs = workflow.definition.inputs
+    return {k: v for k, v in inputs.items() if k in specs and specs[k].type == "image" and isinstance(v, str)}
+
+
+def _check_image(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput(name, "must be a string: an uploaded file's name (POST /api/files) or an https:// URL")
+    if is_upload(value):
+        return value
+    if value.startswith(("https://", "http://")) and len(value) <= MAX_IMAGE_URL and value.isprintable():
+        return value  # http:// only where private URLs are allowed: the api's URL check decides
+    if len(value) > MAX_IMAGE_URL:
+        raise InvalidInput(name, f"must be at most {MAX_IMAGE_URL} characters")
+    raise InvalidInput(
+        name, "must be an uploaded file's name (upload_<16 hex>.png|jpg|webp, from POST /api/files) or an https:// URL"
+    )
+
+
 def _check(name: str, spec: InputSpec, value: Any) -> Any:
+    if spec.type == "image":
+        return _check_image(name, value)
     if spec.type == "string":
         if not isinstance(value, str):
             raise InvalidInput(name, "must be a string")

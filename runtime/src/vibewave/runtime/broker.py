@@ -436,6 +436,11 @@ class Deliveries(BaseMiddleware):
             keepalive.cancel()
 
 
+class ExpectedFailure(Exception):
+    """A failure its handler foresaw and described (a webhook receiver down): retried and logged in a
+    line, without the traceback an unforeseen failure gets."""
+
+
 async def settle_failure(raw: Msg, spec: ConsumerSpec, exc: BaseException) -> None:
     """A message its handler failed on: redelivered after the consumer's retry delay, or — on its last
     allowed delivery — sent to the dead letters and terminated. (What `Deliveries` does for a handler
@@ -451,7 +456,7 @@ async def settle_failure(raw: Msg, spec: ConsumerSpec, exc: BaseException) -> No
     log.warning(
         "%s failed on %s (delivery %d of %d): %s; retrying in %.2fs",
         spec.durable, raw.subject, delivered, spec.max_deliver, _describe(exc), delay,
-        exc_info=not isinstance(exc, TRANSIENT),
+        exc_info=not isinstance(exc, (*TRANSIENT, ExpectedFailure)),
     )  # fmt: skip
     with contextlib.suppress(Exception):
         await raw.nak(delay=delay)

@@ -9,7 +9,8 @@ With them (`make run` with VIBEWAVE_NATS_AUTH=1) the server enforces what the co
   placements, the assignments and the demand, and writes KV `requests`;
 - only pod-manager answers the pod admin calls (`vw.rpc.pods.<op>`), announces pod changes and writes
   KV `pods` and `fleet`;
-- only the api submits and cancels requests, calls pod-manager, and writes its own buckets;
+- only the api submits and cancels requests, calls pod-manager, writes its own buckets, and sends the
+  webhooks (its durable `webhooks` on REQUESTS);
 - the executor reports attempts (`started`, `progress`, `attempt_*`) and stores the files;
 - `observer`, for clients that follow the public channels: subscribe only.
 
@@ -74,6 +75,7 @@ from vibewave.contracts.events import (
     REQUESTS_STREAM,
     SCHEDULER_CONSUMER,
     STREAMS,
+    WEBHOOKS_CONSUMER,
     BucketSpec,
     ConsumerSpec,
     RequestEvent,
@@ -259,6 +261,7 @@ def _durable(grants: _Grants, spec: ConsumerSpec) -> None:
 def api() -> Permissions:
     grants = _Grants()
     _service(grants, "api")
+    _durable(grants, WEBHOOKS_CONSUMER)  # the webhook sender (vibewave.api.webhooks)
     grants.pub("submits requests and asks for cancels (stream REQUESTS)",
                *_events(RequestEvent.SUBMITTED, RequestEvent.CANCEL_REQUESTED))  # fmt: skip
     grants.pub("reads a request accepted but not yet recorded (its `submitted` event)",
@@ -276,6 +279,8 @@ def api() -> Permissions:
         f"{JS}.CONSUMER.CREATE.{store}",
         f"$JS.FC.{store}.>",
     )
+    grants.pub("stores uploaded input images (POST /api/files; each a new name) beside the outputs",
+               f"$O.{OUTPUTS_STORE.name}.>")  # fmt: skip
     return grants.built()
 
 
@@ -317,6 +322,9 @@ def executor() -> Permissions:
         f"{JS}.DIRECT.GET.{store}.>",
         f"{JS}.STREAM.PURGE.{store}",
     )
+    grants.pub("reads uploaded input images to put them on the pod (an ordered consumer on their chunks, "
+               "its stream found by subject)", f"{JS}.STREAM.NAMES", f"{JS}.CONSUMER.CREATE.{store}",
+               f"$JS.FC.{store}.>")  # fmt: skip
     return grants.built(responses="answers its `$SRV.PING`")
 
 

@@ -46,10 +46,12 @@ STOP_BOUND = 10.0  # seconds a child has between SIGTERM and SIGKILL of its proc
 STOP_BOUNDS = {"pod-manager": 15.0}  # it terminates the pods it owns on the way out
 KILL_WAIT = 5.0  # seconds to wait for a SIGKILLed process to be gone
 POD_MANAGER_ONLY = ("RUNPOD_API_KEY",)  # secrets no other child sees
-API_ONLY = ("VIBEWAVE_ADMIN_KEY",)  # the api's bootstrap key: no other child needs it
+API_ONLY = ("VIBEWAVE_ADMIN_KEY", "WEBHOOK_SECRET")  # the api's bootstrap key and webhook secret: no other child
 POD_TOKEN_HOLDERS = ("pod-manager", "executor")  # the only children that derive pods' ComfyUI tokens
+STORAGE_HOLDERS = ("executor", "api")  # the only children that write or read the S3 output store
+STORAGE_CREDENTIALS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 NATS_CREDENTIALS = ("NATS_USER", "NATS_PASSWORD", "NATS_PROVISION")  # the services' alone, each its own with auth
-SECRETS = (*POD_MANAGER_ONLY, *API_ONLY, POD_TOKEN_KEY_ENV, *NATS_CREDENTIALS)
+SECRETS = (*POD_MANAGER_ONLY, *API_ONLY, POD_TOKEN_KEY_ENV, *NATS_CREDENTIALS, *STORAGE_CREDENTIALS)
 EX_SOFTWARE = 1  # the stack could not start (home in use, NATS did not start)
 LINE_LIMIT = 1 << 20  # a log line longer than this is cut (asyncio's default of 64 KiB is too small)
 
@@ -470,6 +472,8 @@ def child_environments(settings: StackSettings, nats_url: str) -> tuple[dict[str
     extra: dict[str, dict[str, str]] = {name: {} for name in SERVICES}
     extra["pod-manager"].update({key: os.environ[key] for key in POD_MANAGER_ONLY if key in os.environ})
     extra["api"].update({key: os.environ[key] for key in API_ONLY if key in os.environ})
+    for name in STORAGE_HOLDERS:
+        extra[name].update({key: os.environ[key] for key in STORAGE_CREDENTIALS if key in os.environ})
     passwords = nats_auth.home_passwords(settings.home) if settings.nats_auth else {}
     for name in SERVICES:
         if settings.nats_auth:

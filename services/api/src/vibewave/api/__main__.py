@@ -53,6 +53,7 @@ def main() -> None:
         timeout_graceful_shutdown=10,
     )
     server = uvicorn.Server(config)
+    app.state.stopping = lambda: server.should_exit  # open event streams end as uvicorn begins to stop (`sse`)
     try:
         # uvloop: the event loop's own cost (socket writes, callbacks) is a large share of each request's
         # CPU here; measured with `make bench SCENARIO=edge` (see bench/README.md)

@@ -29,10 +29,13 @@ from vibewave.api.routes import (
     generate_multiple_images,
     health,
     stats,
+    upload_file,
 )
 from vibewave.api.runpod_routes import RunPodController
 from vibewave.api.settings import ApiSettings
+from vibewave.api.sse import request_events
 from vibewave.api.tracing import TraceContextMiddleware
+from vibewave.api.webhook_routes import webhook_deliveries
 from vibewave.runtime.telemetry import records_spans
 
 MAX_BODY_BYTES = 1024 * 1024  # 413 beyond: the largest real body (a workflow's inputs) is a few hundred KB
@@ -74,11 +77,14 @@ def create_app(
             WorkflowsController,
             RunPodController,
             KeysController,
+            webhook_deliveries,
             generate_image,
             generate_image_async,
             generate_multiple_images,
             stats,
             download_file,
+            upload_file,
+            request_events,
             health,
             swagger_ui,
             redoc,

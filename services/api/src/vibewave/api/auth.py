@@ -57,6 +57,7 @@ class Principal:
     requests_per_minute: int | None = None
     max_open_requests: int | None = None
     share_weight: float = 1.0
+    own_webhook_secret: bool = False  # the key signs its webhooks with its own secret (never held here)
 
     @property
     def admin(self) -> bool:
@@ -87,7 +88,7 @@ def info_of(record: ApiKeyRecord) -> ApiKeyInfo:
     return ApiKeyInfo(
         id=record.id, name=record.name, tenant=record.tenant, scopes=[Scope(s) for s in record.scopes],
         requests_per_minute=record.requests_per_minute, max_open_requests=record.max_open_requests,
-        weight=record.share_weight, created_at=record.created_at,
+        weight=record.share_weight, created_at=record.created_at, webhook_secret_set=record.webhook_secret is not None,
     )  # fmt: skip
 
 
@@ -119,7 +120,13 @@ class KeyStore:
             requests_per_minute=record.requests_per_minute,
             max_open_requests=record.max_open_requests,
             share_weight=record.share_weight,
+            own_webhook_secret=record.webhook_secret is not None,
         )
+
+    async def webhook_secret(self, key_id: str | None) -> str | None:
+        """The key's own webhook secret, looked up when a webhook is signed (None: no such key, or none set)."""
+        record = await self._get(key_id) if key_id is not None and KEY_ID.match(key_id) else None
+        return record.webhook_secret if record is not None else None
 
     async def _get(self, key_id: str) -> ApiKeyRecord | None:
         try:
@@ -142,6 +149,7 @@ class KeyStore:
             requests_per_minute=spec.requests_per_minute,
             max_open_requests=spec.max_open_requests,
             share_weight=spec.weight,
+            webhook_secret=spec.webhook_secret,
         )
         try:
             await (await self._bucket()).create(key_id, msgspec.json.encode(record))

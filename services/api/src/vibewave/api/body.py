@@ -9,6 +9,9 @@ Two pieces close that: `JsonBodiesOnly`, an ASGI middleware that refuses any non
 before anything is read, and `JsonBodyRequest`, the app's request class, whose `json()` checks the
 bytes (UTF-8, depth) and decodes them strictly into the handler's body type in one pass (the signature
 model then passes that Struct through unchanged).
+
+A route that takes another kind of body (the image upload) names its media types in its handler's `opt`
+(`ACCEPTS`); those pass the middleware on that route only, still behind the cross-site check.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ JSON_MEDIA_TYPE = "application/json"
 MAX_DEPTH = 64
 # methods a browser sends cross-site as a form or a "simple" fetch, and the others that change state
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+ACCEPTS = "body_media_types"  # handler opt: the non-JSON media types a route takes (`POST /api/files`)
 
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 _BRACKETS = bytes.maketrans(b"{}", b"[]")
@@ -45,7 +49,7 @@ _ERROR_AT = re.compile(r"^(.*) - at `\$\.?(.*)`$", re.DOTALL)
 _ANY = msgspec.json.Decoder()
 
 
-def refusal(headers: Iterable[tuple[bytes, bytes]], takes_body: bool) -> str | None:
+def refusal(headers: Iterable[tuple[bytes, bytes]], takes_body: bool, accepts: Iterable[str] = ()) -> str | None:
     """Why a state-changing request may not go on (its 415 detail), or None.
 
     A JSON Content-Type (`application/json`, `application/*+json`; UTF-8 only) needs a CORS preflight
@@ -53,7 +57,7 @@ def refusal(headers: Iterable[tuple[bytes, bytes]], takes_body: bool) -> str | N
     a visitor's browser — so any other type is refused, with or without a body. A request without a
     Content-Type passes only when it has no body (`POST /api/runpod/pods/{id}/start`); a JSON body sent
     to a route that takes none is ignored (`requests.post(url, json={})`), one of any other type refused.
-    `takes_body` is kept for the reason's wording only.
+    `takes_body` is kept for the reason's wording only; `accepts`: other media types the route takes.
     """
     content_type: bytes | None = None
     has_body = False
@@ -68,6 +72,8 @@ def refusal(headers: Iterable[tuple[bytes, bytes]], takes_body: bool) -> str | N
         return f"A request body needs 'Content-Type: {JSON_MEDIA_TYPE}'" if has_body else None
     media_type, *params = content_type.decode("latin-1").split(";")
     media_type = media_type.strip().lower()
+    if media_type in accepts:
+        return None
     if media_type != JSON_MEDIA_TYPE and not (media_type.startswith("application/") and media_type.endswith("+json")):
         return f"Unsupported Content-Type {media_type or '(empty)'!r}: send the body as JSON, '{JSON_MEDIA_TYPE}'"
     for param in params:
@@ -114,7 +120,8 @@ class JsonBodiesOnly:
                     detail="Cross-site requests may not change anything here (this API serves no CORS): call it "
                     "from a server, or from a page of its own origin"
                 )
-            reason = refusal(scope["headers"], body_type_of(scope["route_handler"]) is not None)
+            handler = scope["route_handler"]
+            reason = refusal(scope["headers"], body_type_of(handler) is not None, media_types_of(handler))
             if reason is not None:
                 raise HTTPException(status_code=HTTP_415_UNSUPPORTED_MEDIA_TYPE, detail=reason)
         await self.app(scope, receive, send)
@@ -188,6 +195,11 @@ def body_type_of(handler: BaseRouteHandler) -> Any:
     """The type of the handler's `data` parameter, or None when it takes no body."""
     field = handler.parsed_fn_signature.parameters.get("data")
     return None if field is None else field.annotation
+
+
+def media_types_of(handler: BaseRouteHandler) -> tuple[str, ...]:
+    """The non-JSON body media types the handler takes (its `opt[ACCEPTS]`); none for most."""
+    return tuple(handler.opt.get(ACCEPTS, ()))
 
 
 class JsonBodyRequest(Request[Any, Any, Any]):

@@ -10,13 +10,12 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from uuid import uuid4
 
 import msgspec
 import nats.errors
 import nats.js.errors
-from nats.js.api import ObjectInfo
 from nats.js.kv import KeyValue
 from opentelemetry.trace import TracerProvider
 
@@ -25,10 +24,11 @@ from vibewave.api.follow import IndexFollower
 from vibewave.api.index import RequestIndex
 from vibewave.api.limits import Limits
 from vibewave.api.settings import ApiSettings
+from vibewave.api.uploads import Uploads
+from vibewave.api.webhooks import WebhookSender
 from vibewave.contracts.events import (
     BATCHES_BUCKET,
     IDEMPOTENCY_BUCKET,
-    OUTPUTS_STORE,
     REQ_PREFIX,
     REQUESTS_STREAM,
     BatchMembers,
@@ -55,11 +55,13 @@ from vibewave.contracts.models import (
     QueueStatus,
     RequestStatus,
     RequestSummary,
+    WebhookSpec,
 )
 from vibewave.contracts.workflows import Workflow, WorkflowCatalog
 from vibewave.runtime import broker as runtime
 from vibewave.runtime.broker import decode
 from vibewave.runtime.health import SERVICE_NAMES, ping
+from vibewave.runtime.storage import FileStore, StoredObject, open_file_store
 
 log = logging.getLogger("vibewave.api")
 
@@ -108,24 +110,13 @@ class AlreadyFinished(Exception):
         self.request = request
 
 
-class StoredFile:
-    """A stored output, read chunk by chunk from the object store as the response is sent."""
-
-    def __init__(self, info: ObjectInfo, chunks: AsyncIterator[bytes]) -> None:
-        self.name = info.name or ""
-        self.size = info.size or 0
-        headers = info.headers or {}
-        self.content_type = (headers.get("Content-Type") or [info.description or "application/octet-stream"])[0]
-        self.chunks = chunks
-
-
 class Gateway:
     """The api's side of NATS: one FastStream broker (started and stopped by the app's lifespan), its two
     publishers, the progress subscriber and the index of requests and pods.
 
     Some calls use the broker's raw connection where FastStream has no equivalent: reading a stream's
-    last message on a subject (`get_last_msg`), streaming an object's chunks from the object store, the
-    service-API pings of `/health`, and KV create/get for the idempotency keys."""
+    last message on a subject (`get_last_msg`), the service-API pings of `/health`, and KV create/get
+    for the idempotency keys. Files are read through `files`, the configured `FileStore`."""
 
     def __init__(
         self,
@@ -144,6 +135,10 @@ class Gateway:
         self.follower = IndexFollower(self.broker, self.index, common.retention_s, before_load=before_load)
         self.keys = KeyStore(self.broker, settings.admin_key)
         self.limits = Limits(self.broker, self.index)
+        self.webhooks = WebhookSender(
+            self.broker, settings.webhooks, index=self.index, keys=self.keys, replicas=common.replicas,
+            view=lambda r: to_public(r, self.index.progress.get(r.id), reveal_pod=False),
+        )  # fmt: skip
         requests = runtime.stream(REQUESTS_STREAM)
         self._submitted = self.broker.publisher(
             f"{REQ_PREFIX}.*.{RequestEvent.SUBMITTED}",
@@ -166,6 +161,8 @@ class Gateway:
             description="Progress of running requests, shown in their status (core NATS: only the latest matters).",
         )(self._on_progress)
         self._connected = False
+        self.files: FileStore = open_file_store(settings.storage, lambda: runtime.jetstream(self.broker))
+        self.uploads = Uploads(self.broker, self.files)  # input images: POST /api/files
 
     async def _reconnected(self) -> None:
         await self.follower.reconnected()
@@ -176,6 +173,7 @@ class Gateway:
         common = self.settings.common
         await runtime.connect(self.broker)
         await runtime.provision(self.broker, common)
+        await self.webhooks.prepare()
         await runtime.serve(self.broker)
         self._connected = True
         self.follower.start()
@@ -189,6 +187,8 @@ class Gateway:
         if self._connected:
             self._connected = False
             await runtime.stop_broker(self.broker, timeout=4.0)
+        await self.webhooks.stop()
+        await self.files.close()
 
     def loaded_index(self) -> RequestIndex:
         """The index, for a read; IndexLoading until its first load is complete."""
@@ -212,8 +212,9 @@ class Gateway:
         preset: str | None = None,
         batch_id: str | None = None,
         principal: Principal = OPEN,
+        webhook: WebhookSpec | None = None,
     ) -> RequestSubmitted:
-        """A new request (inputs already resolved) of the caller's tenant, not yet published."""
+        """A new request (inputs already resolved, its webhook checked) of the caller's tenant, not yet published."""
         return RequestSubmitted(
             request_id=new_request_id(),
             workflow_name=workflow.name,
@@ -227,6 +228,8 @@ class Gateway:
             tenant=principal.tenant,
             key_id=principal.client_key,
             share_weight=principal.share_weight,
+            preset=preset,
+            webhook=webhook,
         )
 
     async def submit(
@@ -333,15 +336,14 @@ class Gateway:
         statuses = (status,) if status else tuple(RequestStatus)
         index = self.loaded_index()
         tenant = None if principal.admin else principal.tenant
-        return [
-            to_public(r, index.progress.get(r.id), reveal_pod=principal.admin)
-            for r in index.newest(statuses, limit, tenant)
-        ]
+        return [self.signed(self.public(r, reveal_pod=principal.admin)) for r in index.newest(statuses, limit, tenant)]
 
     def stats(self, principal: Principal = OPEN) -> QueueStats:
-        """Counts of the caller's tenant's requests (every tenant's for admins), and the fleet's active pods."""
+        """Counts of the caller's tenant's requests (every tenant's for admins), and the fleet's active pods;
+        GPU-seconds and cost of the finished ones, in all and per workflow (kept by the index as they change)."""
         index = self.loaded_index()
         tenant = None if principal.admin else principal.tenant
+        usage = index.estimates.usage.get(tenant)
 
         def count(status: RequestStatus) -> int:
             return index.count(status, tenant)
@@ -354,6 +356,9 @@ class Gateway:
             total_requests=index.total(tenant),
             running_requests=count(RequestStatus.RUNNING),
             cancelled_requests=count(RequestStatus.CANCELLED),
+            gpu_seconds=round(max(0.0, usage.gpu_seconds), 3) if usage else 0.0,
+            cost=round(max(0.0, usage.cost), 8) if usage else 0.0,
+            workflows={name: t.stats() for name, t in sorted(usage.workflows.items())} if usage else {},
         )
 
     async def batch_status(self, batch_id: str, principal: Principal = OPEN) -> BatchStatus | None:
@@ -393,7 +398,7 @@ class Gateway:
         if record is not None:
             if not principal.sees(record.tenant):
                 return None
-            return to_public(record, index.progress.get(request_id), reveal_pod=principal.admin)
+            return self.signed(self.public(record, reveal_pod=principal.admin))
         submitted = await self._submitted_event(request_id)
         if submitted is None or not principal.sees(submitted.tenant):
             return None
@@ -444,7 +449,7 @@ class Gateway:
         log.info("cancel requested", extra={"request_id": request_id})
         ended = await self.index.wait(request_id, lambda r: r.status.terminal, wait_s)
         if ended is not None:
-            return to_public(ended, reveal_pod=principal.admin)
+            return self.signed(self.public(ended, reveal_pod=principal.admin))
         return await self.get_request(request_id, principal)
 
     # ------------------------------------------------------------------------------------------- pods
@@ -466,40 +471,49 @@ class Gateway:
 
     # ------------------------------------------------------------------------------------------- files
 
-    async def open_file(self, name: str, principal: Principal = OPEN) -> StoredFile | None:
-        """A stored output, or None when unknown or not the caller's tenant's (admins see every file)."""
+    async def open_file(self, name: str, principal: Principal = OPEN) -> StoredObject | None:
+        """A stored output or upload, or None when unknown or not the caller's tenant's (admins see every file)."""
         if not FILE_NAME.match(name) or ".." in name:
             return None
-        if not principal.admin and self.index.file_tenant.get(name) != principal.tenant:
+        mine = principal.admin or self.index.file_tenant.get(name) == principal.tenant
+        if not mine and not (self._connected and await self.uploads.visible(name, principal)):
             return None
         if not self._connected:
             raise Unavailable("not connected to NATS")
-        store = await self.broker.object_storage(OUTPUTS_STORE.name, declare=False)
-        try:
-            info = await store.get_info(name)
-        except nats.js.errors.ObjectNotFoundError:
-            return None
-        if info.nuid is None:
-            return None
-        return StoredFile(info, self._chunks(info))
+        return await self.files.open(name)
 
-    async def _chunks(self, info: ObjectInfo) -> AsyncIterator[bytes]:
-        """The object's chunks in order, from an ordered consumer on its chunk subject (raw JetStream:
-        nats-py's `ObjectStore.get` reads the whole object into memory, and FastStream's object-store
-        subscriber watches for changes, it does not read)."""
-        if not info.size:
-            return
-        subscription = await runtime.jetstream(self.broker).subscribe(
-            f"$O.{info.bucket}.C.{info.nuid}", ordered_consumer=True
-        )
-        try:
-            while True:
-                msg = await subscription.next_msg(timeout=10)
-                yield msg.data
-                if msg.metadata.num_pending == 0:
-                    return
-        finally:
-            await subscription.unsubscribe()
+    def public(self, record: RequestRecord, *, reveal_pod: bool) -> ComfyUIRequest:
+        """`to_public` with its progress, and — while unfinished — its queue position and ETA."""
+        index = self.index
+        if record.status.terminal:
+            return to_public(record, reveal_pod=reveal_pod)
+        estimates = index.estimates
+        eta = estimates.eta(record, time.time(), index.active_pods(), index.records, self.catalogued_seconds)
+        return to_public(
+            record, index.progress.get(record.id), reveal_pod=reveal_pod,
+            queue_position=estimates.position(record), eta_seconds=eta,
+        )  # fmt: skip
+
+    def catalogued_seconds(self, record: RequestRecord) -> float | None:
+        """The midpoint of its preset's `expected_seconds` in the catalogue (None: the workflow names none)."""
+        workflow = self.catalog.get(record.workflow_name)
+        if workflow is None:
+            return None
+        definition = workflow.definition
+        preset = definition.presets.get(record.preset or definition.default_preset or "")
+        if preset is None or preset.expected_seconds is None:
+            return None
+        low, high = preset.expected_seconds
+        return (low + high) / 2
+
+    def signed(self, request: ComfyUIRequest) -> ComfyUIRequest:
+        """The request with fresh presigned `urls` (S3 storage): the ones its result was stored with may
+        have expired by the time it is read."""
+        result = request.result
+        if result is None or not result.urls:
+            return request
+        urls = [url for name in result.files if (url := self.files.presign(name))]
+        return msgspec.structs.replace(request, result=msgspec.structs.replace(result, urls=urls))
 
     # ------------------------------------------------------------------------------------------ health
 
@@ -578,8 +592,16 @@ def batch_overall(of: list[RequestStatus]) -> RequestStatus:
     return RequestStatus.FAILED if RequestStatus.FAILED in statuses else RequestStatus.CANCELLED
 
 
-def to_public(record: RequestRecord, progress: float | None = None, *, reveal_pod: bool = True) -> ComfyUIRequest:
-    """A request as clients read it; a pod's address only for admins (`reveal_pod`)."""
+def to_public(
+    record: RequestRecord,
+    progress: float | None = None,
+    *,
+    reveal_pod: bool = True,
+    queue_position: int | None = None,
+    eta_seconds: float | None = None,
+) -> ComfyUIRequest:
+    """A request as clients read it; a pod's address only for admins (`reveal_pod`). A finished one shows
+    where its time went and what it cost."""
     result = record.result
     if result is not None and not reveal_pod and result.pod_ip is not None:
         result = msgspec.structs.replace(result, pod_ip=None)
@@ -595,4 +617,9 @@ def to_public(record: RequestRecord, progress: float | None = None, *, reveal_po
         error=record.error,
         attempts=record.attempts,
         progress=100.0 if record.status == RequestStatus.COMPLETED else progress,
+        queue_position=queue_position,
+        eta_seconds=eta_seconds,
+        timings=record.timings,
+        gpu_seconds=round(record.gpu_seconds, 3) if record.status.terminal else None,
+        cost=round(record.cost, 8) if record.status.terminal else None,
     )

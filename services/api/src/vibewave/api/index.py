@@ -10,6 +10,8 @@ delete removes it from every structure here; as a backstop, `expire` drops finis
 the retention by this process's own clock. Structures emptied by removals are rebuilt once mostly
 empty (a Python dict or list never gives back its slots), so memory returns to what the retained
 requests need.
+
+Queue positions, ETAs and usage (GPU-seconds, cost) are kept as records change, in `estimates`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterator
 
+from vibewave.api.estimates import Estimates
 from vibewave.contracts.events import (
     FLEET_STATUS_KEY,
     FleetStatus,
@@ -120,6 +123,7 @@ class RequestIndex:
         self.pods: dict[str, PodRecord] = {}
         self.pod_workflow: dict[str, str] = {}  # pod id → the workflow it runs or ran last
         self.fleet: FleetStatus | None = None
+        self.estimates = Estimates()  # queue positions, ETAs, GPU-seconds and cost
         self.loaded = asyncio.Event()  # set once the first snapshot is in: reads before it answer 503
         self._removed = 0  # removals from `records` since it was last rebuilt
         self._waiters: dict[str, list[tuple[Predicate, asyncio.Future[RequestRecord]]]] = {}
@@ -170,6 +174,7 @@ class RequestIndex:
             self._unfile(key, previous, record)
         self.records[key] = record
         self._file(key, record)
+        self.estimates.changed(previous, record)
         if record.pod_id is not None:
             self.pod_workflow[record.pod_id] = record.workflow_name
         self.by_status[record.status].add(key, record.created_at.timestamp())
@@ -191,6 +196,7 @@ class RequestIndex:
         if record is None:
             return
         self._unfile(key, record, None)
+        self.estimates.changed(record, None)
         self.finished.discard(key)
         self._removed += 1
         if self._removed > len(self.records) + COMPACT_SLACK:
@@ -258,6 +264,7 @@ class RequestIndex:
             self.pod_workflow.pop(key, None)
         else:
             self.pods[key] = pod
+            self.estimates.pod_changed(pod)
 
     def load_pods(self, values: dict[str, bytes]) -> None:
         for key in [k for k in self.pods if k not in values]:

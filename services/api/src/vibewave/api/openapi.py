@@ -4,9 +4,10 @@ Litestar declares a 400 body with a required `status_code` that our errors do no
 `{"detail": …}`, see `errors`) and knows nothing of what the auth middleware, the guards, the body
 checks, the limits or a NATS outage answer. Here every operation gets the errors it can answer, each with
 the `ErrorBody` schema; the headers it reads and sends (`Authorization`, `Idempotency-Key`,
-`Retry-After`, `WWW-Authenticate`); the file route its real content types; the API document's examples;
-and the inputs' bounds are taken from the workflow's own input schema, the one that validates them, so
-the document and the validation cannot disagree.
+`Retry-After`, `WWW-Authenticate`); the file routes their real content types (the upload's body is an
+image, raw or multipart, not JSON), the event stream its
+`text/event-stream`; the API document's examples; and the inputs' bounds are taken from the workflow's
+own input schema, the one that validates them, so the document and the validation cannot disagree.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import re
 from typing import Any
 
 from vibewave.api.auth import PUBLIC_PATHS
+from vibewave.api.sse import OPENAPI_CONTENT as EVENT_STREAM
+from vibewave.api.sse import OPENAPI_DESCRIPTION as EVENT_STREAM_DESCRIPTION
 from vibewave.contracts.models import DEFAULT_WORKFLOW
 from vibewave.contracts.workflows import WorkflowCatalog
 
@@ -41,6 +44,7 @@ FILE_TYPES = (
     "application/octet-stream",
 )
 METHODS = ("get", "post", "put", "patch", "delete")
+UPLOAD_TYPES = ("image/png", "image/jpeg", "image/webp")
 
 ERROR_BODY = {
     "type": "object",
@@ -182,7 +186,10 @@ def errors_of(path: str, method: str, operation: dict[str, Any]) -> dict[str, di
     queried = any(p.get("in") == "query" for p in operation.get("parameters", []))
     found: dict[str, dict[str, Any]] = {}
     if has_body or queried or op_id in CREATES:
-        found["400"] = _error("Invalid input: the body or a parameter, named in `detail` (or a malformed body)")
+        found["400"] = _error(
+            "Invalid input: the body or a parameter, named in `detail` (or a malformed body)"
+            + ("; or a webhook refused: a private address, or no secret to sign it" if op_id in CREATES else "")
+        )
     if not public:
         found["401"] = _error(
             "No API key, or an unknown or revoked one (when keys are on)",
@@ -283,6 +290,22 @@ def _file_content(operation: dict[str, Any]) -> None:
     }
 
 
+def _upload(operation: dict[str, Any]) -> None:
+    """`POST /api/files` reads its body itself: an image, raw or as a multipart form's `file`."""
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    form = {"type": "object", "required": ["file"], "properties": {"file": {"type": "string", "format": "binary"}}}
+    operation["requestBody"] = {
+        "required": True,
+        "description": "A PNG, JPEG or WebP image of at most 20 MiB and 25 megapixels: the raw body, or the field "
+        "`file` of a multipart form (`curl -F file=@still.png`). Its name in the answer is what an image input takes.",
+        "content": {**{kind: binary for kind in UPLOAD_TYPES}, "multipart/form-data": {"schema": form}},
+    }
+    responses = operation["responses"]
+    responses["400"] = _error("Not a readable PNG, JPEG or WebP image, too many pixels, or no `file` field")
+    responses["413"] = _error("The image is larger than 20 MiB")
+    responses["415"] = _error("A body that is neither image/png, image/jpeg, image/webp nor multipart/form-data")
+
+
 def _only(response: dict[str, Any], model: str) -> None:
     for content in response.get("content", {}).values():
         content["schema"] = {"$ref": f"#/components/schemas/{model}"}
@@ -317,6 +340,10 @@ def refine(schema: dict[str, Any], catalog: WorkflowCatalog) -> dict[str, Any]:
                 operation.setdefault("parameters", []).append(IDEMPOTENCY_KEY)
             if op_id == "downloadFile":
                 _file_content(operation)
+            if op_id == "uploadFile":
+                _upload(operation)
+            if op_id == "requestEvents":  # Server-Sent Events (see `sse`)
+                responses["200"] = {"description": EVENT_STREAM_DESCRIPTION, "content": EVENT_STREAM}
             if op_id in SYNC:  # the union of the handler's type: 200 is the result, 408 the timeout
                 _only(responses["200"], "WorkflowResult")
             if op_id == "workflowsCancel":

@@ -6,6 +6,7 @@ import hashlib
 from typing import Annotated, Any
 
 import msgspec
+import nats.errors
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
@@ -21,7 +22,9 @@ from litestar.status_codes import (
     HTTP_503_SERVICE_UNAVAILABLE,
 )
 
+from vibewave.api import webhooks
 from vibewave.api.auth import Principal, principal_of, requires
+from vibewave.api.body import ACCEPTS
 from vibewave.api.catalog import describe
 from vibewave.api.gateway import (
     AlreadyFinished,
@@ -33,6 +36,7 @@ from vibewave.api.gateway import (
     new_batch_id,
 )
 from vibewave.api.limits import LimitExceeded, OverBatchLimit
+from vibewave.api.uploads import MAX_UPLOAD_BODY, UPLOAD_MEDIA_TYPES
 from vibewave.contracts.events import RequestRecord
 from vibewave.contracts.models import (
     DEFAULT_WORKFLOW,
@@ -41,6 +45,7 @@ from vibewave.contracts.models import (
     BatchStatus,
     CancelConflict,
     ComfyUIRequest,
+    FileUploaded,
     GenerateAccepted,
     HealthReport,
     MultipleImagesRequest,
@@ -50,6 +55,7 @@ from vibewave.contracts.models import (
     RequestStatus,
     Scope,
     SyncTimeout,
+    WebhookSpec,
     WorkflowInput,
     WorkflowPresets,
     WorkflowQueueRequest,
@@ -104,6 +110,30 @@ def resolve(workflow: Workflow, given: dict[str, Any], preset: str | None) -> di
         raise ValidationException(detail=str(exc)) from exc
 
 
+async def checked_images(
+    gateway: Gateway, request: Request[Any, Any, Any], workflow: Workflow, inputs: dict[str, Any]
+) -> None:
+    """Image inputs name the caller's uploads or URLs that may be fetched: else a 400."""
+    try:
+        await gateway.uploads.check_inputs(workflow, inputs, principal_of(request))
+    except InvalidInput as exc:
+        raise ValidationException(detail=str(exc)) from exc
+    except nats.errors.Error as exc:
+        raise HTTPException(status_code=HTTP_503_SERVICE_UNAVAILABLE, detail=f"uploads unreadable ({exc})") from exc
+
+
+async def checked_webhook(
+    gateway: Gateway, request: Request[Any, Any, Any], webhook: WebhookSpec | None
+) -> WebhookSpec | None:
+    """The create's webhook, once its URL and a secret to sign with are known good: else a 400."""
+    if webhook is not None:
+        try:
+            await webhooks.accept(webhook, principal_of(request), gateway.settings.webhooks)
+        except webhooks.WebhookRefused as exc:
+            raise ValidationException(detail=str(exc)) from exc
+    return webhook
+
+
 async def publish(gateway: Gateway, submission: Submission, request: Request[Any, Any, Any]) -> Submission:
     try:
         return await gateway.submit(submission, idempotency_key(request), principal_of(request))
@@ -125,10 +155,13 @@ async def submit_one(
     given: dict[str, Any],
     preset: str | None,
     priority: Priority,
+    *,
+    webhook: WebhookSpec | None = None,
 ) -> Submission:
-    event = gateway.prepare(
-        workflow, resolve(workflow, given, preset), priority, preset=preset, principal=principal_of(request)
-    )
+    inputs, hook = resolve(workflow, given, preset), await checked_webhook(gateway, request, webhook)
+    await checked_images(gateway, request, workflow, inputs)
+    named = workflow.preset_for(inputs, preset)  # the preset its inputs match: what its run time is measured by
+    event = gateway.prepare(workflow, inputs, priority, preset=named, principal=principal_of(request), webhook=hook)
     submission = Submission(fingerprint=fingerprint(request.url.path, body), batch_id=None, events=[event])
     return await publish(gateway, submission, request)
 
@@ -141,13 +174,25 @@ async def submit_batch(
     inputs: list[dict[str, Any]],
     preset: str | None,
     priority: Priority,
+    *,
+    webhook: WebhookSpec | None = None,
 ) -> BatchAccepted:
     batch_id, principal = new_batch_id(), principal_of(request)
+    resolved = [resolve(workflow, given, preset) for given in inputs]
+    for given in resolved:
+        await checked_images(gateway, request, workflow, given)
+    hook = await checked_webhook(gateway, request, webhook)
     events = [
         gateway.prepare(
-            workflow, resolve(workflow, given, preset), priority, preset=preset, batch_id=batch_id, principal=principal
+            workflow,
+            given,
+            priority,
+            preset=workflow.preset_for(given, preset),
+            batch_id=batch_id,
+            principal=principal,
+            webhook=hook,
         )
-        for given in inputs
+        for given in resolved
     ]
     submission = Submission(fingerprint=fingerprint(request.url.path, body), batch_id=batch_id, events=events)
     submission = await publish(gateway, submission, request)
@@ -170,9 +215,11 @@ async def generate_sync(
     """Submit, then wait for the request's end — registered before publishing — or answer 408."""
     workflow = gateway.catalog[DEFAULT_WORKFLOW]
     inputs = resolve(workflow, data.workflow_inputs(), data.preset)
+    await checked_images(gateway, request, workflow, inputs)
     preset = workflow.preset_for(inputs, data.preset)
     principal = principal_of(request)
-    event = gateway.prepare(workflow, inputs, data.priority, preset=preset, principal=principal)
+    hook = await checked_webhook(gateway, request, data.webhook)
+    event = gateway.prepare(workflow, inputs, data.priority, preset=preset, principal=principal, webhook=hook)
     ended = gateway.index.expect(event.request_id, lambda r: r.status.terminal)
     submission = Submission(fingerprint=fingerprint(request.url.path, data), batch_id=None, events=[event])
     try:
@@ -217,8 +264,9 @@ def result_of(record: RequestRecord, principal: Principal) -> WorkflowResult:
 
 
 async def accepted(gateway: Gateway, request: Request[Any, Any, Any], data: WorkflowInput) -> GenerateAccepted:
+    workflow = gateway.catalog[DEFAULT_WORKFLOW]
     submission = await submit_one(
-        gateway, request, data, gateway.catalog[DEFAULT_WORKFLOW], data.workflow_inputs(), data.preset, data.priority
+        gateway, request, data, workflow, data.workflow_inputs(), data.preset, data.priority, webhook=data.webhook
     )
     event = submission.events[0]
     return GenerateAccepted(
@@ -268,8 +316,9 @@ class QwenController(Controller):
         """Queue one generation per prompt; the batch is readable as a whole at its status URL."""
         gateway = gateway_of(state)
         inputs = [data.inputs_for(prompt, i) for i, prompt in enumerate(data.prompts)]
+        workflow = gateway.catalog[DEFAULT_WORKFLOW]
         return await submit_batch(
-            gateway, request, data, gateway.catalog[DEFAULT_WORKFLOW], inputs, data.preset, data.priority
+            gateway, request, data, workflow, inputs, data.preset, data.priority, webhook=data.webhook
         )
 
     @get("/status/{request_id:str}", operation_id="qwenStatus", guards=READS)
@@ -356,7 +405,9 @@ class WorkflowsController(Controller):
         if workflow is None:
             known = ", ".join(gateway.catalog.names())
             raise ValidationException(detail=f"workflow_name: unknown workflow {data.workflow_name!r} (known: {known})")
-        submission = await submit_one(gateway, request, data, workflow, data.inputs, data.preset, data.priority)
+        submission = await submit_one(
+            gateway, request, data, workflow, data.inputs, data.preset, data.priority, webhook=data.webhook
+        )
         event = submission.events[0]
         try:
             current = await gateway.get_request(event.request_id, principal_of(request))
@@ -460,8 +511,9 @@ async def generate_multiple_images(
     """Queue one image per prompt of `prompts`, or `count` of one `prompt`, as one batch (seeds count up)."""
     gateway = gateway_of(state)
     inputs = [data.inputs_for(prompt, i) for i, prompt in enumerate(data.prompts)]
+    workflow = gateway.catalog[DEFAULT_WORKFLOW]
     return await submit_batch(
-        gateway, request, data, gateway.catalog[DEFAULT_WORKFLOW], inputs, data.preset, data.priority
+        gateway, request, data, workflow, inputs, data.preset, data.priority, webhook=data.webhook
     )
 
 
@@ -476,7 +528,7 @@ async def download_file(
     state: State, request: Request[Any, Any, Any],
     filename: Annotated[str, PathParameter(description="A name from a result's `files`.")],
 ) -> Stream:  # fmt: skip
-    """A generated file, streamed with its content type and length (names come from a result's `files`)."""
+    """A generated file (names come from a result's `files`) or an upload, streamed with its type and length."""
     stored = await gateway_of(state).open_file(filename, principal_of(request))
     if stored is None:
         raise NotFoundException(detail="File not found")
@@ -489,6 +541,16 @@ async def download_file(
             "Cache-Control": "private, max-age=86400, immutable",
         },
     )
+
+
+@post("/api/files", status_code=HTTP_200_OK, operation_id="uploadFile", tags=["Files"], guards=CREATES,
+      request_max_body_size=MAX_UPLOAD_BODY, opt={ACCEPTS: UPLOAD_MEDIA_TYPES})  # fmt: skip
+async def upload_file(state: State, request: Request[Any, Any, Any]) -> FileUploaded:
+    """Upload an input image (PNG, JPEG or WebP, at most 20 MiB): the raw body, or multipart field `file`."""
+    try:
+        return await gateway_of(state).uploads.receive(request, principal_of(request))
+    except (nats.errors.Error, OSError) as exc:
+        raise HTTPException(status_code=HTTP_503_SERVICE_UNAVAILABLE, detail=f"storage unavailable ({exc})") from exc
 
 
 @get("/health", operation_id="health", tags=["Health"])

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from vibewave.runtime.process import ConfigurationError
 from vibewave.runtime.settings import CommonSettings, Secret, env_float, env_int, env_str
+from vibewave.runtime.storage import StorageSettings
 
 LOOPBACK = "127.0.0.1"
 AUTH_MODES = ("auto", "on", "off")
+WEBHOOK_SECRET = re.compile(r"^whsec_[A-Za-z0-9+/]{32,}={0,2}$")  # as ApiKeyCreate.webhook_secret
 
 
 def is_loopback(host: str) -> bool:
@@ -24,6 +27,32 @@ def is_loopback(host: str) -> bool:
 
 
 @dataclass(frozen=True, kw_only=True)
+class WebhookSettings:
+    """How webhooks are sent (see `webhooks`); the delays and tries default to the contract's consumer."""
+
+    secret: Secret = field(default_factory=lambda: Secret(""))  # WEBHOOK_SECRET: signs for keys without their own
+    retry_delays_s: tuple[float, ...] | None = None  # WEBHOOK_RETRY_DELAYS: "1,2,4", seconds before each retry
+    max_tries: int | None = None  # WEBHOOK_MAX_TRIES: tries of one delivery before it is dead
+    timeout_s: float = 10.0  # WEBHOOK_TIMEOUT: how long one try waits for the receiver's answer
+
+    @classmethod
+    def from_env(cls) -> WebhookSettings:
+        secret = Secret(os.environ.get("WEBHOOK_SECRET", "").strip())
+        if secret and not WEBHOOK_SECRET.match(secret.reveal()):
+            raise ConfigurationError("WEBHOOK_SECRET must be `whsec_` followed by base64 (24 to 64 random bytes)")
+        raw = env_str("WEBHOOK_RETRY_DELAYS", "")
+        try:
+            delays = tuple(float(d) for d in raw.split(",")) if raw else None
+            max_tries = env_int("WEBHOOK_MAX_TRIES", 0) or None
+            timeout_s = env_float("WEBHOOK_TIMEOUT", 10.0)
+        except ValueError as exc:
+            raise ConfigurationError(f"WEBHOOK_RETRY_DELAYS, WEBHOOK_MAX_TRIES or WEBHOOK_TIMEOUT: {exc}") from exc
+        if any(d <= 0 for d in delays or ()) or (max_tries or 1) < 1 or timeout_s <= 0:
+            raise ConfigurationError("WEBHOOK_RETRY_DELAYS, WEBHOOK_MAX_TRIES and WEBHOOK_TIMEOUT must be positive")
+        return cls(secret=secret, retry_delays_s=delays, max_tries=max_tries, timeout_s=timeout_s)
+
+
+@dataclass(frozen=True, kw_only=True)
 class ApiSettings:
     common: CommonSettings
     host: str  # API_HOST: loopback unless keys are configured (or VIBEWAVE_AUTH=off)
@@ -32,6 +61,8 @@ class ApiSettings:
     health_timeout_s: float  # HEALTH_TIMEOUT: how long /health waits for each service's answer
     admin_key: Secret  # VIBEWAVE_ADMIN_KEY: the bootstrap admin key (empty: none)
     auth: bool  # whether every route but health and docs asks for a key (VIBEWAVE_AUTH, default: iff a key is set)
+    storage: StorageSettings = field(default_factory=StorageSettings)  # OUTPUT_STORE and S3_*: where files are
+    webhooks: WebhookSettings = field(default_factory=lambda: WebhookSettings())  # WEBHOOK_*: how they are sent
 
     @classmethod
     def from_env(cls, common: CommonSettings | None = None) -> ApiSettings:
@@ -60,4 +91,6 @@ class ApiSettings:
             health_timeout_s=env_float("HEALTH_TIMEOUT", 1.0),
             admin_key=admin_key,
             auth=auth,
+            storage=StorageSettings.from_env(),
+            webhooks=WebhookSettings.from_env(),
         )

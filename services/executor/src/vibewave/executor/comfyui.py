@@ -406,6 +406,28 @@ class ComfyUIClient:
         ) as response:
             await response.read()
 
+    async def upload_image(self, filename: str, data: bytes, content_type: str) -> str:
+        """Put an input image in the server's input folder (replacing one of that name); returns the name
+        a LoadImage takes (`subfolder/name` when the server filed it in a subfolder)."""
+        form = aiohttp.FormData()
+        form.add_field("image", data, filename=filename, content_type=content_type)
+        form.add_field("overwrite", "true")
+        form.add_field("type", "input")
+        try:
+            async with self.session.post(
+                f"{self.base_url}/upload/image", data=form, timeout=self.timeout, headers=self.headers
+            ) as response:
+                text = await response.text(errors="replace")
+                if response.status != 200:
+                    raise PodFault(f"ComfyUI answered {response.status} to POST /upload/image: {text[:200]}")
+            body = json.loads(text)
+            name, subfolder = str(body["name"]), str(body.get("subfolder") or "")
+        except (aiohttp.ClientError, ConnectionError, TimeoutError) as exc:
+            raise PodFault(f"could not upload {filename} to {self.base_url}: {type(exc).__name__}: {exc}") from exc
+        except (ValueError, KeyError, TypeError) as exc:
+            raise PodFault(f"ComfyUI answered POST /upload/image unexpectedly: {type(exc).__name__}: {exc}") from exc
+        return f"{subfolder}/{name}" if subfolder else name
+
     async def download(self, ref: OutputRef) -> tuple[bytes, str]:
         """An output file's bytes and type; anything but a 200 with a body is a PodFault."""
         params = {"filename": ref.filename, "subfolder": ref.subfolder, "type": ref.type}

@@ -1,4 +1,4 @@
-"""Where generated files go: the `outputs` object store, under unique readable names.
+"""What generated files are called: unique readable names (the files go to the `FileStore`).
 
 Names follow the API document's example (`qwen_<seed>_<nnn>.png`); the number is claimed atomically
 in KV `output_names`, so two requests with the same seed never overwrite each other's files. A claim
@@ -12,9 +12,7 @@ import mimetypes
 from pathlib import PurePosixPath
 
 import nats.js.errors
-from nats.js.api import ObjectMeta
 from nats.js.kv import KeyValue
-from nats.js.object_store import ObjectStore
 
 
 def claim_holder(request_id: str, index: int) -> bytes:
@@ -23,8 +21,7 @@ def claim_holder(request_id: str, index: int) -> bytes:
 
 
 class OutputStore:
-    def __init__(self, store: ObjectStore, names: KeyValue) -> None:
-        self.store = store
+    def __init__(self, names: KeyValue) -> None:
         self.names = names
 
     async def claim_name(self, stem: str, suffix: str, request_id: str, index: int = 0) -> str:
@@ -46,10 +43,6 @@ class OutputStore:
             return (await self.names.get(name)).value
         except nats.js.errors.KeyNotFoundError:
             return None
-
-    async def save(self, name: str, data: bytes, content_type: str) -> None:
-        meta = ObjectMeta(name=name, description=content_type, headers={"Content-Type": [content_type]})
-        await self.store.put(name, data, meta=meta)
 
 
 def file_stem(prefix: str, seed: object, request_id: str) -> str:

@@ -39,7 +39,6 @@ from vibewave.contracts.events import (
     DISPATCH_STREAM,
     EXECUTOR_CONSUMER,
     OUTPUT_NAMES_BUCKET,
-    OUTPUTS_STORE,
     REQ_PREFIX,
     REQUESTS_BUCKET,
     REQUESTS_STREAM,
@@ -58,12 +57,14 @@ from vibewave.contracts.events import (
 from vibewave.contracts.models import RequestStatus, WorkflowResult
 from vibewave.contracts.workflows import InvalidInput, Workflow, WorkflowCatalog
 from vibewave.executor.comfyui import ComfyUIClient, ComfyUIError, OutputRef, Progress
+from vibewave.executor.inputs import InputImages
 from vibewave.executor.outputs import OutputStore, file_stem, suffix_of
 from vibewave.executor.settings import ExecutorSettings
 from vibewave.runtime import broker as runtime
 from vibewave.runtime.health import serve_liveness
 from vibewave.runtime.logs import request_id_var
 from vibewave.runtime.pod_token import pod_token
+from vibewave.runtime.storage import FileStore, open_file_store
 
 log = logging.getLogger("vibewave.executor")
 
@@ -102,6 +103,13 @@ def executor_consumer(settings: ExecutorSettings) -> ConsumerSpec:
         spec = dataclasses.replace(EXECUTOR_CONSUMER, ack_wait_s=settings.ack_wait_s)
     runtime.register_consumer(spec)
     return spec
+
+
+@dataclasses.dataclass
+class _Spent:
+    """Seconds one attempt spent storing its files: the rest of its run was ComfyUI's and the downloads'."""
+
+    storing: float = 0.0
 
 
 class _Run:
@@ -158,6 +166,8 @@ class ExecutorService:
         )(self._on_cancel_requested)
         self._session: aiohttp.ClientSession | None = None
         self._outputs: OutputStore | None = None
+        self._files: FileStore = open_file_store(settings.storage, lambda: runtime.jetstream(self.broker))
+        self._images = InputImages(self._files)  # an image input's file, put on the pod before the run
         self._requests: KeyValue | None = None
         self._running: dict[str, asyncio.Event] = {}  # request id → its cancel switch
         self._runs: dict[tuple[str, int], _Run] = {}  # (request id, attempt) → its run in this process
@@ -169,9 +179,7 @@ class ExecutorService:
         await runtime.provision(self.broker, common)
         js = runtime.jetstream(self.broker)
         await runtime.ensure_consumer(js, self.consumer, common.replicas)
-        self._outputs = OutputStore(
-            await js.object_store(OUTPUTS_STORE.name), await js.key_value(OUTPUT_NAMES_BUCKET.name)
-        )
+        self._outputs = OutputStore(await js.key_value(OUTPUT_NAMES_BUCKET.name))
         self._requests = await js.key_value(REQUESTS_BUCKET.name)
         self._session = aiohttp.ClientSession()
         await runtime.serve(self.broker)
@@ -181,6 +189,7 @@ class ExecutorService:
         await runtime.stop_broker(self.broker)
         if self._session is not None:
             await self._session.close()
+        await self._files.close()
 
     async def _on_cancel_requested(self) -> None:
         """Every executor hears every cancel; the one running that request stops it."""
@@ -273,6 +282,7 @@ class ExecutorService:
         client = ComfyUIClient(a.comfyui_url, self._session, connect_timeout=timeout, token=token)
         prompt_id = prompt_id_for(a.request_id, a.attempt)
         reporter = _ProgressReporter(self, a, self.settings.progress_interval_s)
+        began, spent = time.monotonic(), _Spent()
 
         async def started() -> None:
             await self._report(
@@ -285,6 +295,7 @@ class ExecutorService:
         log.info("running on %s", a.comfyui_url, extra={"pod_id": a.pod_id, "prompt_id": prompt_id})
         try:
             try:
+                graph = await self._images.place(client, workflow, a.inputs, graph, a.request_id)
                 refs = await client.run(
                     graph,
                     prompt_id,
@@ -293,16 +304,25 @@ class ExecutorService:
                     timeout=a.execution_timeout_s or self.settings.execution_timeout_s,
                     cancel=cancel,
                 )
-                files = await self._store(client, workflow, a, refs)
+                files = await self._store(client, workflow, a, refs, spent)
+                ran_s = time.monotonic() - began - spent.storing
             finally:
                 await reporter.settle()  # the last progress goes out while the files are stored, before the outcome
         except ComfyUIError as exc:
             await self._fail(a, exc.kind, str(exc))
             return
-        result = WorkflowResult(success=True, files=files, request_id=a.request_id, pod_id=a.pod_id, pod_ip=a.pod_ip)
+        urls = [url for name in files if (url := self._files.presign(name))]
+        result = WorkflowResult(
+            success=True, files=files, urls=urls or msgspec.UNSET,
+            request_id=a.request_id, pod_id=a.pod_id, pod_ip=a.pod_ip,
+        )  # fmt: skip
+        succeeded = AttemptSucceeded(
+            request_id=a.request_id, pod_id=a.pod_id, attempt=a.attempt, result=result,
+            run_ms=round(ran_s * 1000), upload_ms=round(spent.storing * 1000),
+        )  # fmt: skip
         await runtime.publish(
             self._succeeded,
-            AttemptSucceeded(request_id=a.request_id, pod_id=a.pod_id, attempt=a.attempt, result=result),
+            succeeded,
             subject=request_subject(a.request_id, RequestEvent.ATTEMPT_SUCCEEDED),
             msg_id=f"{a.request_id}.attempt_succeeded.{a.attempt}",
             retry_for=None,  # the outcome must not be lost: retried until NATS is back
@@ -310,7 +330,12 @@ class ExecutorService:
         log.info("attempt succeeded", extra={"files": files, "pod_id": a.pod_id})
 
     async def _store(
-        self, client: ComfyUIClient, workflow: Workflow, a: Assignment, refs: list[OutputRef]
+        self,
+        client: ComfyUIClient,
+        workflow: Workflow,
+        a: Assignment,
+        refs: list[OutputRef],
+        spent: _Spent | None = None,
     ) -> list[str]:
         """Download each output and store it under a claimed name. The claims are the request's own per
         output index: a redelivered attempt stores its files under the names the first collection took."""
@@ -321,9 +346,12 @@ class ExecutorService:
         for index, ref in enumerate(refs):
             data, content_type = await client.download(ref)
             suffix = suffix_of(ref.filename, content_type)
+            storing = time.monotonic()
             name = await _until_nats(partial(outputs.claim_name, stem, suffix, a.request_id, index), "claim a name")
-            await _until_nats(partial(outputs.save, name, data, content_type), f"store {name}")
+            await _until_nats(partial(self._files.save, name, data, content_type), f"store {name}")
             files.append(name)
+            if spent is not None:
+                spent.storing += time.monotonic() - storing
         return files
 
     async def _fail(self, a: Assignment, kind: FailureKind, error: str) -> None:

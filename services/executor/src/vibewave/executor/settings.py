@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from vibewave.runtime.pod_token import POD_TOKEN_KEY_ENV
 from vibewave.runtime.settings import CommonSettings, Secret, env_float, env_int
+from vibewave.runtime.storage import StorageSettings
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -22,6 +23,7 @@ class ExecutorSettings:
     # contract's EXECUTOR_CONSUMER ack wait, 3 s; a running handler keeps its assignment alive meanwhile)
     ack_wait_s: float | None
     pod_token_key: Secret  # VIBEWAVE_POD_TOKEN_KEY: derives each pod's ComfyUI token (unset: send none)
+    storage: StorageSettings = field(default_factory=StorageSettings)  # OUTPUT_STORE and S3_*: where outputs go
 
     @classmethod
     def from_env(cls, common: CommonSettings | None = None) -> ExecutorSettings:
@@ -35,4 +37,5 @@ class ExecutorSettings:
             workflows_dir=Path(workflows_dir) if workflows_dir else None,
             ack_wait_s=float(ack_wait) if (ack_wait := os.environ.get("EXECUTOR_ACK_WAIT", "").strip()) else None,
             pod_token_key=Secret(os.environ.get(POD_TOKEN_KEY_ENV, "").strip()),
+            storage=StorageSettings.from_env(),
         )

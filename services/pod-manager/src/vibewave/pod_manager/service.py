@@ -696,6 +696,7 @@ class PodManagerService:
                     msgspec.structs.replace(
                         pod, status=PodStatus.READY, manager=self.incarnation, checked_at=utcnow(), error=None,
                         models=probe.listed, models_missing=[], boot=None,
+                        ready_at=utcnow() if pod.status == PodStatus.STARTING else pod.ready_at,
                     )
                 )  # fmt: skip
                 if pod.status == PodStatus.STARTING:

@@ -113,6 +113,8 @@ class PodManagerSettings:
     static_urls: list[str]  # STATIC_COMFYUI_URLS: comma-separated ComfyUI base URLs
     static_gpu_memory_gb: int | None  # STATIC_GPU_MEMORY_GB: GPU memory of the static servers (unset: serve all)
     runpod: RunPodSettings
+    # LOCAL_GPU_COST_PER_HR: the hourly price of local and static pods, in USD, for requests' `cost` (unset: none)
+    local_gpu_cost_per_hr: float | None = None
 
     @classmethod
     def from_env(cls, common: CommonSettings | None = None) -> PodManagerSettings:
@@ -149,6 +151,7 @@ class PodManagerSettings:
                 static_urls=[u.strip() for u in os.environ.get("STATIC_COMFYUI_URLS", "").split(",") if u.strip()],
                 static_gpu_memory_gb=_optional_int("STATIC_GPU_MEMORY_GB"),
                 runpod=runpod,
+                local_gpu_cost_per_hr=_optional_float("LOCAL_GPU_COST_PER_HR"),
             )
         except ValueError as exc:
             raise ConfigurationError(f"a pod-manager setting is not a number: {exc}") from None
@@ -190,6 +193,11 @@ class PodManagerSettings:
 def _workflows(raw: str) -> list[str] | None:
     names = [n.strip() for n in raw.split(",") if n.strip()]
     return None if names == ["all"] else names
+
+
+def _optional_float(name: str) -> float | None:
+    raw = os.environ.get(name, "").strip()
+    return float(raw) if raw else None
 
 
 def _optional_int(name: str) -> int | None:

@@ -18,6 +18,11 @@
 not allow in the record's state — a late event of an old attempt, anything about a finished request —
 changes nothing. The decisions are pure: they take a record and return the next one and what to announce
 once it is stored. The scheduler's service does the I/O around them.
+
+They also keep the request's clock and bill, from the facts the service passes in (the pod a request is
+placed on, the hourly price of the pod an attempt ran on): each attempt's pod time (placed → outcome) is
+added to `gpu_seconds` and, times its pod's price, to `cost`; the end sets `finished_at` and — for a request
+that ran — `timings` (see `RequestTimings`).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from vibewave.contracts.events import (
     AttemptNote,
     AttemptSucceeded,
     FailureKind,
+    PodRecord,
     RequestCancelled,
     RequestCompleted,
     RequestEvent,
@@ -41,7 +47,7 @@ from vibewave.contracts.events import (
     RequestStarted,
     RequestSubmitted,
 )
-from vibewave.contracts.models import RequestStatus
+from vibewave.contracts.models import RequestStatus, RequestTimings
 
 PENDING, ASSIGNED, RUNNING = RequestStatus.PENDING, RequestStatus.ASSIGNED, RequestStatus.RUNNING
 COMPLETED, FAILED, CANCELLED = RequestStatus.COMPLETED, RequestStatus.FAILED, RequestStatus.CANCELLED
@@ -162,12 +168,16 @@ def submitted(existing: RequestRecord | None, event: RequestSubmitted, tracepare
         tenant=event.tenant,
         key_id=event.key_id,
         share_weight=event.share_weight,
+        preset=event.preset,
+        webhook=event.webhook,
     )
     return Decision(record)
 
 
-def placed(record: RequestRecord, pod_id: str, pod_ip: str | None, now: datetime) -> Decision:
-    """Assigned to a pod: a new attempt begins."""
+def placed(
+    record: RequestRecord, pod_id: str, pod_ip: str | None, now: datetime, pod: PodRecord | None = None
+) -> Decision:
+    """Assigned to a pod (`pod`: its record, for the part of the wait it spent booting): a new attempt begins."""
     if not applies(record, Trigger.PLACED):
         return UNCHANGED
     assigned = _move(
@@ -179,21 +189,41 @@ def placed(record: RequestRecord, pod_id: str, pod_ip: str | None, now: datetime
         pod_ip=pod_ip,
         attempts=record.attempts + 1,
         not_before=None,
+        assigned_at=now,
+        started_at=None,
+        boot_wait_ms=boot_wait_ms(record.created_at, now, pod),
     )
     return Decision(assigned)
+
+
+def boot_wait_ms(created: datetime, assigned: datetime, pod: PodRecord | None) -> int:
+    """Of a request's wait (created → assigned), the part its pod spent booting: from the later of its
+    creation and the pod's (re)start until the pod was ready. 0 for a pod that was ready before it came."""
+    if pod is None or pod.ready_at is None or pod.ready_at <= created:
+        return 0
+    booting_from = max(created, pod.started_at or created)
+    return max(0, _ms(min(assigned, pod.ready_at) - booting_from))
 
 
 def started(record: RequestRecord | None, event: RequestStarted, now: datetime) -> Decision:
     if record is None or not applies(record, Trigger.STARTED, event.attempt):
         return Decision(None, note="stale event")
-    return Decision(_move(record, Trigger.STARTED, RUNNING, now, prompt_id=event.prompt_id))
+    return Decision(_move(record, Trigger.STARTED, RUNNING, now, prompt_id=event.prompt_id, started_at=now))
 
 
-def succeeded(record: RequestRecord | None, event: AttemptSucceeded, now: datetime) -> Decision:
-    """The attempt's files are stored: completed, announced to everyone."""
+def succeeded(
+    record: RequestRecord | None, event: AttemptSucceeded, now: datetime, cost_per_hr: float | None = None
+) -> Decision:
+    """The attempt's files are stored: completed, announced to everyone. `cost_per_hr`: its pod's price."""
     if record is None or not applies(record, Trigger.SUCCEEDED, event.attempt):
         return Decision(None, note="stale event")
-    completed = _move(record, Trigger.SUCCEEDED, COMPLETED, now, result=event.result, not_before=None)
+    billed = _billed(record, now, cost_per_hr)
+    upload_ms = max(0, event.upload_ms or 0)
+    run_ms = event.run_ms if event.run_ms is not None else _ms(now - (record.assigned_at or now)) - upload_ms
+    completed = _move(
+        billed, Trigger.SUCCEEDED, COMPLETED, now, result=event.result, not_before=None, finished_at=now,
+        timings=_timings(record, now, max(0, run_ms), upload_ms),
+    )  # fmt: skip
     announcement = Announcement(
         RequestEvent.COMPLETED,
         RequestCompleted(request_id=record.id, attempt=event.attempt, result=event.result),
@@ -202,13 +232,20 @@ def succeeded(record: RequestRecord | None, event: AttemptSucceeded, now: dateti
     return Decision(completed, announcement)
 
 
-def attempt_failed(record: RequestRecord | None, event: AttemptFailed, policy: RetryPolicy, now: datetime) -> Decision:
+def attempt_failed(
+    record: RequestRecord | None,
+    event: AttemptFailed,
+    policy: RetryPolicy,
+    now: datetime,
+    cost_per_hr: float | None = None,
+) -> Decision:
     """A pod fault with attempts left goes back to the queue after a backoff (on another pod); a cancel
-    ends as cancelled; anything else — or the last attempt — fails the request with every attempt's reason."""
+    ends as cancelled; anything else — or the last attempt — fails the request with every attempt's reason.
+    The attempt's pod time is billed at `cost_per_hr` whatever follows."""
     if record is None or not applies(record, Trigger.ATTEMPT_FAILED, event.attempt):
         return Decision(None, note="stale event")
     note = AttemptNote(attempt=event.attempt, pod_id=event.pod_id, kind=event.kind, error=event.error)
-    noted = msgspec.structs.replace(record, attempt_log=[*record.attempt_log, note])
+    noted = msgspec.structs.replace(_billed(record, now, cost_per_hr), attempt_log=[*record.attempt_log, note])
     if event.kind == FailureKind.CANCELLED or record.cancel_requested:
         return _cancelled(noted, Trigger.ATTEMPT_FAILED, now)
     if event.kind == FailureKind.POD_FAULT and record.attempts < policy.max_attempts:
@@ -236,12 +273,11 @@ def queue_timeout(record: RequestRecord, ttl_s: float, fleet_note: str | None, n
     return _failed(record, Trigger.QUEUE_TIMEOUT, FailureKind.TIMEOUT, error, now)
 
 
-def run_timeout(record: RequestRecord, limit_s: float, now: datetime) -> Decision:
+def run_timeout(record: RequestRecord, limit_s: float, now: datetime, cost_per_hr: float | None = None) -> Decision:
     """No outcome within the execution timeout and the grace: its executor is gone (a live one
-    interrupts the run and reports on its own)."""
-    return _failed(
-        record, Trigger.RUN_TIMEOUT, FailureKind.TIMEOUT, f"timed out: no outcome within {limit_s:.0f}s", now
-    )
+    interrupts the run and reports on its own). The pod time until now is billed."""
+    error = f"timed out: no outcome within {limit_s:.0f}s"
+    return _failed(_billed(record, now, cost_per_hr), Trigger.RUN_TIMEOUT, FailureKind.TIMEOUT, error, now)
 
 
 def run_overdue(record: RequestRecord, default_timeout_s: float, grace_s: float, now: datetime) -> float | None:
@@ -256,17 +292,19 @@ def no_capacity(record: RequestRecord, diagnosis: str, now: datetime) -> Decisio
     )
 
 
-def pod_lost(record: RequestRecord, now: datetime) -> Decision:
-    """Assigned to a pod that is gone before the run began: back to the queue, at its front."""
+def pod_lost(record: RequestRecord, now: datetime, cost_per_hr: float | None = None) -> Decision:
+    """Assigned to a pod that is gone before the run began: back to the queue, at its front (the time it
+    held the pod is billed)."""
     if not applies(record, Trigger.POD_LOST):
         return UNCHANGED
-    return Decision(_move(record, Trigger.POD_LOST, PENDING, now, pod_id=None, pod_ip=None))
+    requeued = _move(_billed(record, now, cost_per_hr), Trigger.POD_LOST, PENDING, now, pod_id=None, pod_ip=None)
+    return Decision(requeued)
 
 
 def _failed(record: RequestRecord, trigger: Trigger, kind: FailureKind, error: str, now: datetime) -> Decision:
     if FAILED not in allowed(record.status, trigger):
         return UNCHANGED
-    failed = _move(record, trigger, FAILED, now, error=error, not_before=None)
+    failed = _move(record, trigger, FAILED, now, error=error, not_before=None, **_ended(record, now))
     announcement = Announcement(
         RequestEvent.FAILED,
         RequestFailed(
@@ -278,7 +316,9 @@ def _failed(record: RequestRecord, trigger: Trigger, kind: FailureKind, error: s
 
 
 def _cancelled(record: RequestRecord, trigger: Trigger, now: datetime) -> Decision:
-    cancelled = _move(record, trigger, CANCELLED, now, error="cancelled by request", not_before=None)
+    cancelled = _move(
+        record, trigger, CANCELLED, now, error="cancelled by request", not_before=None, **_ended(record, now)
+    )
     announcement = Announcement(
         RequestEvent.CANCELLED, RequestCancelled(request_id=record.id, at=now), f"{record.id}.cancelled"
     )
@@ -291,3 +331,42 @@ def attempts_error(record: RequestRecord, last_error: str) -> str:
         return last_error
     parts = "; ".join(f"#{n.attempt} on pod {n.pod_id}: {n.error}" for n in record.attempt_log)
     return f"failed after {len(record.attempt_log)} attempts: {parts}"
+
+
+# ------------------------------------------------------------------------------------- clock and bill
+
+
+def _ms(delta: timedelta) -> int:
+    return round(delta.total_seconds() * 1000)
+
+
+def _billed(record: RequestRecord, now: datetime, cost_per_hr: float | None) -> RequestRecord:
+    """The current attempt's pod time (placed → now) added to the request's: a pod without a known price
+    (None) costs nothing."""
+    if record.assigned_at is None or record.status not in (ASSIGNED, RUNNING):
+        return record
+    seconds = max(0.0, (now - record.assigned_at).total_seconds())
+    return msgspec.structs.replace(
+        record,
+        gpu_seconds=record.gpu_seconds + seconds,
+        cost=record.cost + seconds * (cost_per_hr or 0.0) / 3600,
+    )
+
+
+def _timings(record: RequestRecord, now: datetime, run_ms: int, upload_ms: int) -> RequestTimings:
+    assigned = record.assigned_at or record.created_at
+    return RequestTimings(
+        queued_ms=max(0, _ms(assigned - record.created_at) - record.boot_wait_ms),
+        boot_wait_ms=record.boot_wait_ms,
+        run_ms=run_ms,
+        upload_ms=upload_ms,
+        total_ms=max(0, _ms(now - record.created_at)),
+    )
+
+
+def _ended(record: RequestRecord, now: datetime) -> dict[str, object]:
+    """What a failed or cancelled end records: when, and — if it ended on a pod — where its time went
+    (the run until now; nothing was stored)."""
+    if record.status not in (ASSIGNED, RUNNING) or record.assigned_at is None:
+        return {"finished_at": now}
+    return {"finished_at": now, "timings": _timings(record, now, max(0, _ms(now - record.assigned_at)), 0)}

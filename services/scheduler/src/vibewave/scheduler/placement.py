@@ -67,6 +67,7 @@ class Placer:
         self._class_of: dict[str, int] = {}  # workflow → its GPU class (min_gpu_memory_gb)
         self._last_workflow: dict[str, str] = {}  # pod id → the workflow it ran last
         self._suspects: dict[str, int] = {}  # pod id → stream sequence of the fault report that made it suspect
+        self._prices: dict[str, float | None] = {}  # pod id → its hourly price, kept after it is gone (billing)
 
     # ------------------------------------------------------------------------------------------ inputs
 
@@ -130,10 +131,16 @@ class Placer:
         mark = self._suspects.get(pod.id)
         if mark is not None and (pod.status in GONE or (pod.status == PodStatus.READY and pod.fault_seq >= mark)):
             del self._suspects[pod.id]  # pod-manager has dealt with the fault: the pod's status says it all
+        if pod.cost_per_hr or pod.id not in self._prices:
+            self._prices[pod.id] = pod.cost_per_hr  # a stopped pod's reads 0: its last running price is kept
         if pod.status in GONE:
             self.remove_pod(pod.id)
         else:
             self._pods[pod.id] = pod
+
+    def price(self, pod_id: str | None) -> float | None:
+        """The pod's hourly price as last seen (None: unknown, or a pod that costs nothing)."""
+        return self._prices.get(pod_id or "")
 
     def remove_pod(self, pod_id: str) -> None:
         self._pods.pop(pod_id, None)

@@ -303,12 +303,16 @@ class SchedulerService:
         elif isinstance(event, RequestStarted):
             self._apply(lifecycle.started(self._open.get(event.request_id), event, now))
         elif isinstance(event, AttemptSucceeded):
-            self._on_outcome(event.request_id, lifecycle.succeeded(self._open.get(event.request_id), event, now))
+            price = self.placer.price(event.pod_id)
+            self._on_outcome(event.request_id, lifecycle.succeeded(self._open.get(event.request_id), event, now, price))
         elif isinstance(event, AttemptFailed):
             if event.kind == FailureKind.POD_FAULT and self._is_current(event.request_id, event.attempt):
                 self.placer.suspect(event.pod_id, seq)
             self._on_outcome(
-                event.request_id, lifecycle.attempt_failed(self._open.get(event.request_id), event, self.retry, now)
+                event.request_id,
+                lifecycle.attempt_failed(
+                    self._open.get(event.request_id), event, self.retry, now, self.placer.price(event.pod_id)
+                ),
             )
         elif isinstance(event, CancelRequested):
             record = self._open.get(event.request_id)
@@ -462,7 +466,7 @@ class SchedulerService:
                 pod = None
             if pod is None or pod.status not in (PodStatus.READY, PodStatus.SUSPECT):
                 self.placer.release(record.id)
-                requeued = self._apply(lifecycle.pod_lost(record, now))
+                requeued = self._apply(lifecycle.pod_lost(record, now, self.placer.price(record.pod_id)))
                 if requeued is not None:
                     self.placer.enqueue(requeued, front=True)
                 continue
@@ -551,7 +555,7 @@ class SchedulerService:
                 self.placer.release(placement.request_id)
                 continue
             pod = placement.pod
-            assigned = self._apply(lifecycle.placed(waiting, pod.id, pod.ip, now))
+            assigned = self._apply(lifecycle.placed(waiting, pod.id, pod.ip, now, pod))
             if assigned is None:
                 self.placer.release(placement.request_id)
                 continue
@@ -700,7 +704,7 @@ class SchedulerService:
             if record is not None and limit is not None:
                 self.placer.release(request_id)
                 self._demand_changed.set()
-                self._apply(lifecycle.run_timeout(record, limit, now))
+                self._apply(lifecycle.run_timeout(record, limit, now, self.placer.price(record.pod_id)))
 
     def _end_waiting(self, request_id: str, decide: Callable[[RequestRecord], Decision]) -> None:
         self.placer.forget(request_id)

@@ -2,12 +2,14 @@
 
 Loaders and encoders only pass labelled values along; samplers spend `step_time` per step and report
 progress like comfy.utils.ProgressBar; savers really write files (PNG, APNG, MP4) named the way ComfyUI
-names them, so clients can download what history reports.
+names them, so clients can download what history reports. Wan image-to-video starts its clip from the
+input image itself (resized to the video's size), so a client can check that its picture was used.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import random
@@ -15,6 +17,8 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
+
+from PIL import Image
 
 from vibewave.comfyui_sim import costs, render, webp
 from vibewave.comfyui_sim.render import Frame
@@ -176,13 +180,14 @@ async def wan22_latent(
     start_image: Images | None = None,
 ) -> NodeOutput:
     frames = ((length - 1) // 4) * 4 + 1
-    return (Latent(width // 32 * 32, height // 32 * 32, batch_size, frames),), None
+    start = start_image.source if start_image is not None else None
+    return (Latent(width // 32 * 32, height // 32 * 32, batch_size, frames, start=start),), None
 
 
 async def _sample(ctx: NodeContext, latent: Latent, key: bytes, steps: int) -> Latent:
     for step in range(1, steps + 1):
         await ctx.sampler_step(step, steps)
-    return Latent(latent.width, latent.height, latent.batch, latent.length, key)
+    return Latent(latent.width, latent.height, latent.batch, latent.length, key, latent.start)
 
 
 async def ksampler(
@@ -225,15 +230,25 @@ async def ksampler_advanced(
     return (await _sample(ctx, latent_image, key, count),), None
 
 
+def _resized_rgb(encoded: bytes, width: int, height: int) -> bytes:
+    with Image.open(io.BytesIO(encoded)) as picture:
+        return picture.convert("RGB").resize((width, height), Image.Resampling.BILINEAR).tobytes()
+
+
 async def vae_decode(ctx: NodeContext, samples: Latent, vae: Vae) -> NodeOutput:
     key = samples.key or hashlib.sha256(b"unsampled-latent").digest()
+    step = max(2, samples.width // 320 * 2)
+    if samples.start is not None:  # image-to-video: the clip pans from the start image
+        start, width, height = samples.start, samples.width, samples.height
+        pixels = await ctx.run_blocking(lambda: _resized_rgb(start, width, height))
+        clip = tuple(Frame.picture(pixels, shift=i * step) for i in range(samples.length))
+        return (Images(samples.width, samples.height, clip * samples.batch),), None
     frames: list[Frame] = []
     for b in range(samples.batch):
         item_key = key if samples.batch == 1 else hashlib.sha256(key + b.to_bytes(4, "big")).digest()
         if samples.length == 1:
             frames.append(Frame.mosaic(item_key))
         else:
-            step = max(2, samples.width // 320 * 2)
             frames.extend(Frame.mosaic(item_key, shift=i * step) for i in range(samples.length))
     return (Images(samples.width, samples.height, tuple(frames)),), None
 
@@ -302,7 +317,7 @@ async def load_image(ctx: NodeContext, image: str) -> NodeOutput:
     width, height = render.png_size(data) or (512, 512)
     ctx.add_cost(costs.load_image_seconds(width, height))
     frame = Frame.mosaic(hashlib.sha256(data).digest())
-    return (Images(width, height, (frame,)), Mask(width, height, 1)), None
+    return (Images(width, height, (frame,), source=data), Mask(width, height, 1)), None
 
 
 async def get_image_size(ctx: NodeContext, image: Images) -> NodeOutput:

@@ -1,7 +1,8 @@
 """Deterministic stand-in pictures, written as PNG / APNG with zlib + struct only.
 
 A "generated" frame is a mosaic whose colours come from a hash of (positive prompt, seed), so the same
-prompt and seed always give the same bytes and anything else gives a different picture. Rows are built
+prompt and seed always give the same bytes and anything else gives a different picture; a video made
+from an input image (Wan image-to-video) is a "picture": that image's own pixels. Rows are built
 from repeated byte blocks (one `bytes * n` per mosaic cell), never per pixel, so 1328x1328 takes a few
 tens of milliseconds.
 """
@@ -12,7 +13,7 @@ import hashlib
 import struct
 import zlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 GRID = 16  # mosaic cells per axis
@@ -21,12 +22,14 @@ SHADES = 8  # brightness steps inside one cell row band
 
 @dataclass(frozen=True)
 class Frame:
-    """What one image of a batch looks like: a solid colour, or a mosaic seeded by `key`."""
+    """What one image of a batch looks like: a solid colour, a mosaic seeded by `key`, or a picture (the
+    RGB `pixels` of an input image at the batch's size; `key` is their digest)."""
 
-    kind: str  # "solid" | "mosaic"
+    kind: str  # "solid" | "mosaic" | "picture"
     color: int = 0
     key: bytes = b""
     shift: int = 0  # horizontal roll in pixels, used to animate video frames
+    pixels: bytes = field(default=b"", repr=False)
 
     @staticmethod
     def solid(color: int) -> Frame:
@@ -35,6 +38,10 @@ class Frame:
     @staticmethod
     def mosaic(key: bytes, shift: int = 0) -> Frame:
         return Frame("mosaic", key=key, shift=shift)
+
+    @staticmethod
+    def picture(pixels: bytes, shift: int = 0) -> Frame:
+        return Frame("picture", key=hashlib.sha256(pixels).digest(), shift=shift, pixels=pixels)
 
     def derive(self, label: str) -> Frame:
         """A visibly different frame for a filter node (invert, blur, ...), still deterministic."""
@@ -66,6 +73,8 @@ def rgb_rows(width: int, height: int, frame: Frame) -> list[bytes]:
     """The RGB rows of one frame, top to bottom; equal rows are the same object (encoders reuse that)."""
     if frame.kind == "solid":
         return [_rgb(frame.color) * width] * height
+    if frame.kind == "picture":
+        return _rolled(frame.pixels, width, height, frame.shift)
     palette = hashlib.shake_256(frame.key).digest(GRID * GRID * 3)
     xs = cell_bounds(width)
     ys = cell_bounds(height)
@@ -93,6 +102,13 @@ def rgb_rows(width: int, height: int, frame: Frame) -> list[bytes]:
                 cache[key] = cached
             rows.append(cached)
     return rows
+
+
+def _rolled(pixels: bytes, width: int, height: int, shift: int) -> list[bytes]:
+    """A picture's rows, each rolled right by `shift` pixels (wrapping, like the mosaic's pan)."""
+    stride, cut = width * 3, (shift % width) * 3 if width else 0
+    rows = [pixels[y * stride : (y + 1) * stride] for y in range(height)]
+    return [row[-cut:] + row[:-cut] for row in rows] if cut else rows
 
 
 def scanlines(width: int, height: int, frame: Frame) -> bytes:

@@ -6,7 +6,7 @@ Each value is small and hashable; its `str()` is what ComfyUI would show for a n
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from vibewave.comfyui_sim.render import Frame
 
@@ -47,13 +47,15 @@ class Conditioning:
 
 @dataclass(frozen=True)
 class Latent:
-    """Pixel size it decodes to, batch and video length; `key` is None until a sampler has run."""
+    """Pixel size it decodes to, batch and video length; `key` is None until a sampler has run; `start`:
+    the encoded start image of an image-to-video latent (its first frame)."""
 
     width: int
     height: int
     batch: int
     length: int = 1
     key: bytes | None = None
+    start: bytes | None = field(default=None, repr=False)
 
     def __str__(self) -> str:
         return f"<simulated LATENT {self.batch}x{self.length}x{self.height}x{self.width}>"
@@ -61,9 +63,12 @@ class Latent:
 
 @dataclass(frozen=True)
 class Images:
+    """`source`: the file a LoadImage read (encoded), for nodes that use the picture itself."""
+
     width: int
     height: int
     frames: tuple[Frame, ...]
+    source: bytes | None = field(default=None, repr=False)
 
     def __str__(self) -> str:
         return f"<simulated IMAGE {len(self.frames)}x{self.height}x{self.width}x3>"

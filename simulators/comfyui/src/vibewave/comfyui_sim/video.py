@@ -5,7 +5,7 @@ kinds: key frames are all I_PCM (raw YUV 4:2:0 samples, no transform) and the ot
 whose macroblocks all copy the previous picture with one motion vector and no residual. That is exactly
 the pan the simulator's video frames make (`Frame.shift`), so the file animates like the APNG output,
 stays small (one raw key frame per GOP), and any decoder can play it. The container puts `moov` before
-`mdat`, like ComfyUI's `+faststart`.
+`mdat`, like ComfyUI's `+faststart`. A picture frame (an input image's pixels) is converted with Pillow.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ import re
 import struct
 from collections.abc import Sequence
 
-from vibewave.comfyui_sim.render import GRID, SHADES, Frame, cell_bounds
+from PIL import Image
+
+from vibewave.comfyui_sim.render import GRID, SHADES, Frame, cell_bounds, rgb_rows
 
 GOP_SECONDS = 2.0
 _EMULATION = re.compile(b"\x00\x00(?=[\x00-\x03])")
@@ -65,9 +67,33 @@ def _yuv(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
     return max(1, min(255, y)), max(1, min(255, cb)), max(1, min(255, cr))
 
 
+# Pillow's YCbCr is full range (JPEG); H.264 without VUI is read as BT.601 limited range: rescale.
+_LUMA = [16 + round(v * 219 / 255) for v in range(256)]
+_CHROMA = [128 + round((v - 128) * 224 / 255) for v in range(256)]
+
+
+def _picture_planes(width: int, height: int, frame: Frame) -> tuple[list[bytes], list[bytes], list[bytes]]:
+    """A picture frame's planes: BT.601 limited range, chroma averaged over 2x2 blocks."""
+    rgb = Image.frombytes("RGB", (width, height), b"".join(rgb_rows(width, height, frame)))
+    y, cb, cr = rgb.convert("YCbCr").split()
+    cw, ch = width // 2, height // 2
+    planes = (
+        y.point(_LUMA),
+        cb.resize((cw, ch), Image.Resampling.BOX).point(_CHROMA),
+        cr.resize((cw, ch), Image.Resampling.BOX).point(_CHROMA),
+    )
+    out: tuple[list[bytes], list[bytes], list[bytes]] = ([], [], [])
+    for plane, rows in zip(planes, out, strict=True):
+        data, stride = plane.tobytes(), plane.width
+        rows.extend(data[r * stride : (r + 1) * stride] for r in range(plane.height))
+    return out
+
+
 def yuv_planes(width: int, height: int, frame: Frame) -> tuple[list[bytes], list[bytes], list[bytes]]:
     """Rows of the Y, Cb and Cr planes (4:2:0) of one frame, built from runs like render.scanlines."""
     cw, ch = width // 2, height // 2
+    if frame.kind == "picture":
+        return _picture_planes(width, height, frame)
     if frame.kind == "solid":
         c = frame.color
         y, cb, cr = _yuv(((c >> 16) & 0xFF, (c >> 8) & 0xFF, c & 0xFF))

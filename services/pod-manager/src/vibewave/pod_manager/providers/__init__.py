@@ -49,9 +49,10 @@ def create_provider(settings: PodManagerSettings) -> Provider:
             step_time_s=settings.simulator_step_time_s,
             gpu_memory_gb=settings.local_gpu_memory_gb,
             output_keep_s=settings.local_output_keep_s,
+            cost_per_hr=settings.local_gpu_cost_per_hr,
         )
     if settings.provider == "static":
-        return StaticProvider(settings.static_urls, settings.static_gpu_memory_gb)
+        return StaticProvider(settings.static_urls, settings.static_gpu_memory_gb, settings.local_gpu_cost_per_hr)
     if settings.provider == "runpod":
         rp = settings.runpod
         if not rp.api_key:

@@ -70,8 +70,10 @@ class LocalProvider:
         step_time_s: float,
         gpu_memory_gb: int | None = None,
         output_keep_s: float = 300.0,
+        cost_per_hr: float | None = None,
     ) -> None:
         self.home = home
+        self.cost_per_hr = cost_per_hr  # LOCAL_GPU_COST_PER_HR; None: its runs cost nothing
         self.command = command
         self.step_time_s = step_time_s
         self.gpu_memory_gb = gpu_memory_gb
@@ -153,7 +155,7 @@ class LocalProvider:
             ip="127.0.0.1",
             gpu_type="local",
             gpu_memory_gb=self.gpu_memory_gb,
-            cost_per_hr=0.0,
+            cost_per_hr=self.cost_per_hr,
             details={"pid": process.pid if process else None, "port": port if running else None,
                      "exit_code": process.returncode if process else None},
         )  # fmt: skip

@@ -202,7 +202,8 @@ class RunPodProvider:
     def _rest_view(self, pod: dict[str, Any]) -> ProviderPod:
         """Ready is RUNNING with a runtime: live, a new pod reads RUNNING with `runtime: null` for a while. A pod
         in ERROR is down but can be started again, like a stopped one. The public IP is a TCP port's (HTTP
-        ports carry RunPod-internal addresses), else the direct SSH host."""
+        ports carry RunPod-internal addresses), else the direct SSH host. The hourly price is `costPerHr` (RunPod
+        sends it as a string), else `cost`."""
         status = str(pod.get("status") or "")
         runtime = pod.get("runtime")
         if status == "TERMINATED":
@@ -219,7 +220,7 @@ class RunPodProvider:
         ip = public[0] if public else direct.get("host")
         gpu = (pod.get("gpu") or {}).get("id")
         name = self._gpu_names.get(str(gpu), gpu) if gpu else None
-        return self._pod(pod, state, ip, name, gpu, pod.get("cost"))
+        return self._pod(pod, state, ip, name, gpu, pod.get("costPerHr", pod.get("cost")))
 
     def _pod(
         self, pod: dict[str, Any], state: ProviderState, ip: Any, gpu_name: Any, gpu: Any, cost: Any

@@ -27,13 +27,14 @@ class StaticProvider:
     ephemeral = True
     restarts_in_place = False
 
-    def __init__(self, urls: list[str], gpu_memory_gb: int | None = None) -> None:
+    def __init__(self, urls: list[str], gpu_memory_gb: int | None = None, cost_per_hr: float | None = None) -> None:
         if not urls:
             raise ConfigurationError(
                 "POD_PROVIDER=static needs STATIC_COMFYUI_URLS (comma-separated ComfyUI base URLs)"
             )
         self.urls = [u.rstrip("/") for u in urls]
         self.gpu_memory_gb = gpu_memory_gb
+        self.cost_per_hr = cost_per_hr  # LOCAL_GPU_COST_PER_HR; None: their runs cost nothing
         self.capacity: int | None = len(self.urls)
         self.origin = "static " + ",".join(self.urls)
         self._claims: dict[str, str] = {}  # pod id → name
@@ -59,7 +60,7 @@ class StaticProvider:
             ip=urlsplit(url).hostname,
             gpu_type="static",
             gpu_memory_gb=self.gpu_memory_gb,
-            cost_per_hr=0.0,
+            cost_per_hr=self.cost_per_hr,
             details={"url": url},
         )
 
