@@ -106,7 +106,20 @@ EXAMPLE = (
     '"files":["qwen_12345_001.png"],"error":null,"request_id":"req-0123456789abcdef","pod_id":"pod-67890",'
     '"pod_ip":null}}\n\n'
 )
-OPENAPI_CONTENT = {"text/event-stream": {"schema": {"type": "string"}, "example": EXAMPLE}}
+EVENT_SCHEMA = {  # one event (OpenAPI 3.1: a text/event-stream `schema` describes each event, not the stream)
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "id": {
+            "type": "string",
+            "pattern": "^[0-9]+$",
+            "description": "Its REQUESTS stream sequence (none on `state`).",
+        },
+        "event": {"type": "string", "enum": [*PUBLIC_EVENTS, STATE_EVENT]},
+        "data": {"type": "string", "description": "JSON of the event's contract message (`state`: the request)."},
+    },
+}
+OPENAPI_CONTENT = {"text/event-stream": {"schema": EVENT_SCHEMA, "example": EXAMPLE}}
 OPENAPI_DESCRIPTION = (
     "Server-Sent Events, one per event of the request (`id:` its stream sequence, `event:` its name, `data:` "
     "its JSON): `submitted`, `assigned`, `started`, `progress`, `attempt_failed`, then one of `completed`, "
