@@ -1,6 +1,7 @@
 """Input images end to end: a still uploaded to `POST /api/files` is animated by the Wan 2.2 image-to-video
 workflow, and the mp4's first frame is that still (the simulator starts its clip from the input image);
-an image input's URL at a private address is refused at submit unless the operator allows such URLs,
+so is a still a request generated, named as its result gave it; an image input's URL at a private
+address is refused at submit unless the operator allows such URLs,
 and then the executor fetches it; bad uploads and another tenant's upload are refused."""
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def test_an_uploaded_still_is_animated_and_bad_inputs_are_refused(start_own_stac
     assert "image: " in refused.json()["detail"] and "loopback" in refused.json()["detail"], refused.json()
     assert queue(admin, "http://example.com/x.png").status_code == 400, "http:// only with private URLs allowed"
     unknown = queue(admin, "upload_0123456789abcdef.png")
-    assert unknown.status_code == 400 and "no upload" in unknown.json()["detail"], unknown.text
+    assert unknown.status_code == 400 and "no image" in unknown.json()["detail"], unknown.text
 
     not_image = admin.post("/api/files", files={"file": ("notes.png", b"just some text", "image/png")})
     assert not_image.status_code == 400 and "Not a readable" in not_image.json()["detail"], not_image.text
@@ -94,10 +95,22 @@ def test_an_uploaded_still_is_animated_and_bad_inputs_are_refused(start_own_stac
     assert mine.status_code == 200, mine.text
     name = mine.json()["name"]
     theirs = queue(bob, name)
-    assert theirs.status_code == 400 and "no upload" in theirs.json()["detail"], theirs.text
+    assert theirs.status_code == 400 and "no image" in theirs.json()["detail"], theirs.text
     assert bob.get(f"/api/files/{name}").status_code == 404, "nor can another tenant download it"
     assert alice.get(f"/api/files/{name}").status_code == 200
     assert queue(alice, name).status_code == 202, "its own tenant may use it"
+
+    generated = alice.post("/api/qwen/generate-async", json={"prompt": "a red door", "width": 320, "height": 256})
+    assert generated.status_code == 202, generated.text
+    made = stack.record(generated.json()["request_id"], {"completed", "failed"}, timeout=120)
+    assert made.status == "completed", made.error
+    (still_name,) = made.result.files
+    generated_still = Image.open(io.BytesIO(alice.get(f"/api/files/{still_name}").content)).convert("RGB")
+    assert queue(bob, still_name).status_code == 400, "another tenant's generated still is not bob's to animate"
+    animated = queue(alice, still_name)
+    assert animated.status_code == 202, animated.text
+    frame = first_frame_of(stack, alice, animated.json()["id"])
+    assert mean_difference(frame, generated_still) < 8, "a generated still, named as it came, starts the clip"
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from vibewave.contracts.workflows import InvalidInput, image_inputs, is_upload, load_catalog
+from vibewave.contracts.workflows import InvalidInput, image_inputs, is_stored_image, is_upload, load_catalog
 
 pytestmark = pytest.mark.unit
 
@@ -27,13 +27,14 @@ def test_an_upload_name_or_a_url_is_taken(value: str) -> None:
     [
         (None, "image: is required"),
         (7, "image: must be a string"),
-        ("still.png", "image: must be an uploaded file's name"),
-        ("upload_0123.png", "image: must be an uploaded file's name"),
-        ("upload_0123456789abcdef.gif", "image: must be an uploaded file's name"),
-        ("../upload_0123456789abcdef.png", "image: must be an uploaded file's name"),
-        ("ftp://example.com/x.png", "image: must be an uploaded file's name"),
-        ("file:///etc/passwd", "image: must be an uploaded file's name"),
-        ("https://example.com/\nx.png", "image: must be an uploaded file's name"),
+        ("still.bmp", "image: must be a stored image's name"),
+        ("outputs/still.png", "image: must be a stored image's name"),
+        ("upload_0123456789abcdef.gif", "image: must be a stored image's name"),
+        ("../upload_0123456789abcdef.png", "image: must be a stored image's name"),
+        ("a..b.png", "image: must be a stored image's name"),
+        ("ftp://example.com/x.png", "image: must be a stored image's name"),
+        ("file:///etc/passwd", "image: must be a stored image's name"),
+        ("https://example.com/\nx.png", "image: must be a stored image's name"),
         ("https://example.com/" + "x" * 2100, "image: must be at most 2048 characters"),
     ],
 )
@@ -45,6 +46,12 @@ def test_anything_else_is_refused_naming_the_input(value: object, message: str) 
 
 def test_upload_names_are_recognised() -> None:
     assert is_upload(UPLOAD) and not is_upload("https://example.com/" + UPLOAD) and not is_upload(UPLOAD + "x")
+
+
+@pytest.mark.parametrize("value", [UPLOAD, "qwen_12345_001.png", "wan_i2v_7_002.webp", "still.jpeg"])
+def test_stored_images_are_uploads_and_generated_ones(value: str) -> None:
+    assert is_stored_image(value) and I2V.resolve_inputs({"prompt": "x", "image": value})["image"] == value
+    assert not is_stored_image("https://example.com/" + value)
 
 
 def test_the_image_to_video_graph_starts_from_its_load_image() -> None:

@@ -5,8 +5,9 @@ the graphs it names. A workflow may have graph variants, chosen by the inputs (e
 LoRA made for the requested step count); presets are named input sets. The shipped folders live beside
 this module; operators add more through a directory of their own (`WORKFLOWS_DIR`), no code needed.
 Rendering is pure: validate the inputs, draw a seed when none is given, write each value into its node.
-An `image` input names an uploaded file or an http(s) URL; only its shape is checked here (no I/O): the
-api checks that the upload is the caller's and where the URL points, the executor fetches it.
+An `image` input names a stored file — an upload, or an image a request generated (so a studio animates
+its own still without downloading it) — or an http(s) URL; only its shape is checked here (no I/O): the
+api checks that the file is the caller's and where the URL points, the executor fetches it.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ IMAGE_TYPES = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 MAX_IMAGE_BYTES = 20 * 1024 * 1024  # an uploaded or fetched input image
 MAX_IMAGE_URL = 2048
 UPLOAD_NAME = re.compile(r"^upload_[0-9a-f]{16}\.(?:png|jpg|webp)$")
+STORED_IMAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,250}\.(?:png|jpg|jpeg|webp)$")
+"""A stored image's name: an upload's, or a generated output's (`qwen_12345_001.png`)."""
 """What `POST /api/files` names an upload (and nothing else is)."""
 
 
@@ -216,8 +219,13 @@ class Workflow(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def is_upload(value: str) -> bool:
-    """An image input's value names an upload (else it is a URL)."""
+    """A name `POST /api/files` gave."""
     return UPLOAD_NAME.match(value) is not None
+
+
+def is_stored_image(value: str) -> bool:
+    """An image input's value names a stored file (an upload or an output), else it is a URL."""
+    return STORED_IMAGE_NAME.match(value) is not None and ".." not in value
 
 
 def image_inputs(workflow: Workflow, inputs: dict[str, Any]) -> dict[str, str]:
@@ -228,15 +236,17 @@ def image_inputs(workflow: Workflow, inputs: dict[str, Any]) -> dict[str, str]:
 
 def _check_image(name: str, value: Any) -> str:
     if not isinstance(value, str):
-        raise InvalidInput(name, "must be a string: an uploaded file's name (POST /api/files) or an https:// URL")
-    if is_upload(value):
+        raise InvalidInput(name, "must be a string: a stored image's name (an upload, an output) or an https:// URL")
+    if is_stored_image(value):
         return value
     if value.startswith(("https://", "http://")) and len(value) <= MAX_IMAGE_URL and value.isprintable():
         return value  # http:// only where private URLs are allowed: the api's URL check decides
     if len(value) > MAX_IMAGE_URL:
         raise InvalidInput(name, f"must be at most {MAX_IMAGE_URL} characters")
     raise InvalidInput(
-        name, "must be an uploaded file's name (upload_<16 hex>.png|jpg|webp, from POST /api/files) or an https:// URL"
+        name,
+        "must be a stored image's name (an upload from POST /api/files, or a PNG/JPEG/WebP a request generated) "
+        "or an https:// URL",
     )
 
 

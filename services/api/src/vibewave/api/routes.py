@@ -115,7 +115,7 @@ async def checked_images(
 ) -> None:
     """Image inputs name the caller's uploads or URLs that may be fetched: else a 400."""
     try:
-        await gateway.uploads.check_inputs(workflow, inputs, principal_of(request))
+        await gateway.uploads.check_inputs(workflow, inputs, principal_of(request), gateway.index.file_tenant)
     except InvalidInput as exc:
         raise ValidationException(detail=str(exc)) from exc
     except nats.errors.Error as exc:

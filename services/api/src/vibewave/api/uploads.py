@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import io
 import secrets
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -27,7 +28,15 @@ from PIL import Image
 from vibewave.api.auth import Principal
 from vibewave.contracts.events import UPLOADS_BUCKET
 from vibewave.contracts.models import FileUploaded
-from vibewave.contracts.workflows import IMAGE_TYPES, MAX_IMAGE_BYTES, InvalidInput, Workflow, image_inputs, is_upload
+from vibewave.contracts.workflows import (
+    IMAGE_TYPES,
+    MAX_IMAGE_BYTES,
+    InvalidInput,
+    Workflow,
+    image_inputs,
+    is_stored_image,
+    is_upload,
+)
 from vibewave.runtime.storage import FileStore
 from vibewave.runtime.urls import UrlRefused, allow_private_urls, check_url
 
@@ -111,13 +120,24 @@ class Uploads:
         tenant = msgspec.json.decode(entry.value or b"null", type=str | None)
         return principal.sees(tenant)
 
-    async def check_inputs(self, workflow: Workflow, inputs: dict[str, Any], principal: Principal) -> None:
-        """InvalidInput for an image input naming no upload of the caller's, or a URL that may not be fetched."""
+    async def check_inputs(
+        self,
+        workflow: Workflow,
+        inputs: dict[str, Any],
+        principal: Principal,
+        outputs: Mapping[str, str | None] | None = None,
+    ) -> None:
+        """InvalidInput for an image input naming no upload or generated image of the caller's (`outputs`:
+        output file name → its tenant), or a URL that may not be fetched."""
         for name, value in image_inputs(workflow, inputs).items():
-            if is_upload(value):
-                if not await self.visible(value, principal):
-                    raise InvalidInput(name, f"no upload {value!r} of yours (upload images with POST /api/files)")
-                continue
+            if is_stored_image(value):
+                if is_upload(value) and await self.visible(value, principal):
+                    continue
+                if outputs is not None and value in outputs and principal.sees(outputs[value]):
+                    continue
+                raise InvalidInput(
+                    name, f"no image {value!r} of yours (upload one with POST /api/files, or name a generated one)"
+                )
             try:
                 await check_url(value, allow_private=allow_private_urls(), what="the URL")
             except UrlRefused as exc:

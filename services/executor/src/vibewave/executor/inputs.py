@@ -18,7 +18,7 @@ from urllib.parse import urljoin
 
 import aiohttp
 
-from vibewave.contracts.workflows import IMAGE_TYPES, MAX_IMAGE_BYTES, Workflow, image_inputs, is_upload
+from vibewave.contracts.workflows import IMAGE_TYPES, MAX_IMAGE_BYTES, Workflow, image_inputs, is_stored_image
 from vibewave.executor.comfyui import ComfyUIClient, WorkflowError
 from vibewave.runtime.storage import FileStore, FileTooLarge
 from vibewave.runtime.urls import UrlRefused, allow_private_urls, check_url, guarded_session
@@ -104,12 +104,12 @@ class InputImages:
         return graph
 
     async def _bytes_of(self, value: str, what: str) -> tuple[bytes, str]:
-        if not is_upload(value):
+        if not is_stored_image(value):
             return await fetch_image(value, what, self.limits)
         try:
             found = await self.files.read(value, self.limits.max_bytes)
         except FileTooLarge as exc:
             raise InputImageError(f"{what}: {exc}") from exc
         if found is None:
-            raise InputImageError(f"{what}: the upload {value} is gone (uploads are kept for the retention)")
+            raise InputImageError(f"{what}: the stored image {value} is gone (files are kept for the retention)")
         return found
