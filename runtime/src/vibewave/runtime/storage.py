@@ -169,18 +169,22 @@ class NatsFileStore:
             await subscription.unsubscribe()
 
     async def read(self, name: str, max_bytes: int) -> tuple[bytes, str] | None:
-        stored = await self.open(name)
-        if stored is None:
-            return None
-        if stored.size > max_bytes:
-            raise FileTooLarge(f"{name} is {stored.size} bytes, more than {max_bytes}")
-        return b"".join([chunk async for chunk in stored.chunks]), stored.content_type
+        return await whole(await self.open(name), max_bytes)
 
     def presign(self, name: str, expires_s: float | None = None) -> str | None:
         return None
 
     async def close(self) -> None:
         self._store = None
+
+
+async def whole(stored: StoredObject | None, max_bytes: int) -> tuple[bytes, str] | None:
+    """A small file's bytes and content type (FileTooLarge beyond `max_bytes`, before reading any)."""
+    if stored is None:
+        return None
+    if stored.size > max_bytes:
+        raise FileTooLarge(f"{stored.name} is {stored.size} bytes, more than {max_bytes}")
+    return b"".join([chunk async for chunk in stored.chunks]), stored.content_type
 
 
 # -------------------------------------------------------------------------------------------------- S3
@@ -243,12 +247,7 @@ class S3FileStore:
                 yield chunk
 
     async def read(self, name: str, max_bytes: int) -> tuple[bytes, str] | None:
-        stored = await self.open(name)
-        if stored is None:
-            return None
-        if stored.size > max_bytes:
-            raise FileTooLarge(f"{name} is {stored.size} bytes, more than {max_bytes}")
-        return b"".join([chunk async for chunk in stored.chunks]), stored.content_type
+        return await whole(await self.open(name), max_bytes)
 
     def presign(self, name: str, expires_s: float | None = None) -> str | None:
         if self._signer is None:
