@@ -148,7 +148,7 @@ def asyncapi_document(found: list[Endpoint] | None = None) -> dict[str, Any]:
                if channel.parameters else {}),
         }  # fmt: skip
     kv_channels: dict[str, Any] = {}
-    for endpoint in sorted(found, key=lambda e: (e.service, e.action, e.subject)):
+    for endpoint in sorted(found, key=lambda e: (e.service, e.action, e.subject, e.durable or "")):
         stream: str | None
         if endpoint.bucket is not None:
             key = f"kv-{endpoint.bucket}"
@@ -176,7 +176,8 @@ def asyncapi_document(found: list[Endpoint] | None = None) -> dict[str, Any]:
             operation["x-durable"] = endpoint.durable
         if stream:
             operation["x-stream"] = stream
-        operations[f"{endpoint.service}.{endpoint.action}.{channel_ref}.{endpoint.subject}"] = operation
+        durable = f".{endpoint.durable}" if endpoint.durable else ""  # one subject, several consumers of a service
+        operations[f"{endpoint.service}.{endpoint.action}.{channel_ref}.{endpoint.subject}{durable}"] = operation
     channels.update(kv_channels)
     messages = {
         _key(c): {"payload": {"$ref": f"#/components/schemas/{c.message.__name__}"}, "headers": HEADERS_SCHEMA}
