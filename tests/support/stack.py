@@ -10,9 +10,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.requests import wait_for_record
 from vibewave.contracts.events import RequestRecord
@@ -75,6 +76,7 @@ class Stack:
             if name in SERVICES:
                 self.service_env.setdefault(name, {}).update(nats_auth.service_environment(name, password))
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.ops_ports: dict[str, int] = {}  # each non-api process's OPS_PORT (kept across its restarts)
         self.client = httpx.Client(base_url=self.base_url, timeout=10)
 
     def start(self, *names: str) -> None:
@@ -83,9 +85,15 @@ class Stack:
         for name in names or SERVICES:
             log = (self.home / f"{name}.out").open("ab")
             module = name.split("@", 1)[0].replace("-", "_")
+            ops = {} if module == "api" else {"OPS_PORT": str(self.ops_ports.setdefault(name, free_port()))}
             self.processes[name] = subprocess.Popen(
                 [sys.executable, "-m", f"vibewave.{module}"],
-                env={**self.env, **self.service_env.get(name.split("@", 1)[0], {}), **self.service_env.get(name, {})},
+                env={
+                    **self.env,
+                    **ops,
+                    **self.service_env.get(name.split("@", 1)[0], {}),
+                    **self.service_env.get(name, {}),
+                },
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -146,12 +154,51 @@ class Stack:
         """The request's stored record once it reaches one of `statuses` (a KV watch, bounded)."""
         return asyncio.run(wait_for_record(self.env["NATS_URL"], request_id, statuses, timeout))
 
+    def ops_url(self, name: str) -> str:
+        """Where a process serves `/metrics`, `/health/live` and `/health/ready`: the api on its own port,
+        the others on their OPS_PORT."""
+        if name.split("@", 1)[0] == "api":
+            port = int(self.service_env.get(name, {}).get("API_PORT", self.api_port))
+        else:
+            port = self.ops_ports[name]
+        return f"http://127.0.0.1:{port}"
+
+    def metrics(self, name: str) -> str:
+        """A scrape of the process's `/metrics` (Prometheus text)."""
+        response = httpx.get(f"{self.ops_url(name)}/metrics", timeout=10)
+        assert response.status_code == 200, response.text
+        return response.text
+
+    def samples(self, name: str) -> list[Sample]:
+        """The process's `/metrics`, parsed: every sample with its labels."""
+        return parse_metrics(self.metrics(name))
+
     def logs(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.home.glob("*.out")))
 
     def close(self) -> None:
         self.stop()
         self.client.close()
+
+
+class Sample(NamedTuple):
+    name: str  # as exposed: `vibewave_requests_total`, `vibewave_queue_wait_seconds_count`, …
+    labels: dict[str, str]
+    value: float
+
+
+def parse_metrics(text: str) -> list[Sample]:
+    """Prometheus text → its samples (prometheus_client's own parser)."""
+    return [
+        Sample(sample.name, dict(sample.labels), sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    ]
+
+
+def total(samples: list[Sample], name: str, **labels: str) -> float:
+    """The sum of `name`'s samples whose labels include `labels`."""
+    return sum(s.value for s in samples if s.name == name and labels.items() <= s.labels.items())
 
 
 def submit_until_accepted(base_url: str, body: dict[str, Any], key: str, bound: float = 90) -> str:

@@ -103,6 +103,21 @@ def pod_subject(pod_id: str, event: str) -> str:
     return f"{POD_PREFIX}.{pod_id}.{event}"
 
 
+def subject_template(subject: str) -> str:
+    """`subject` with its request or pod id as a placeholder (`vw.req.{request_id}.submitted`,
+    `vw.dispatch.{pod_id}`, a reply inbox as `_INBOX`): what a message's span is named after, so the names
+    stay a small set an operator can group by, whatever the ids."""
+    parts = subject.split(".")
+    if parts[0] == "_INBOX":
+        return "_INBOX"
+    prefix = ".".join(parts[:2])
+    if prefix == REQ_PREFIX and len(parts) >= 4:
+        parts[2] = "{request_id}"
+    elif (prefix == DISPATCH_PREFIX and len(parts) == 3) or (prefix == POD_PREFIX and len(parts) >= 4):
+        parts[2] = "{pod_id}"
+    return ".".join(parts)
+
+
 def split_request_subject(subject: str) -> tuple[str, str]:
     """`vw.req.<id>.<event>` → (id, event)."""
     _, _, request_id, event = subject.split(".", 3)
@@ -317,6 +332,9 @@ class PodNeed(msgspec.Struct, kw_only=True, frozen=True):
     min_gpu_memory_gb: int = 0
     waiting: int = 0
     running: int = 0
+    # W3C traceparents of the oldest waiting requests (at most 8): pod-manager's spans for a pod created for
+    # them link to their traces. Optional: a sender without it means no links.
+    traceparents: tuple[str, ...] = ()
 
 
 class Demand(msgspec.Struct, kw_only=True):

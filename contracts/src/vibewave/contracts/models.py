@@ -521,6 +521,15 @@ class HealthReport(msgspec.Struct, kw_only=True):
     fleet: ComponentHealth | None = None
 
 
+class ProbeReport(msgspec.Struct, kw_only=True):
+    """`GET /health/live` and `GET /health/ready` (the api's, and every service's ops port): `status` is
+    `live`, `ready` or `not ready`; `detail` says why it is not ready (503). Unlike `/health`, they judge
+    only the process answering: liveness whether it answers at all, readiness whether it can do its job."""
+
+    status: str
+    detail: str | None = None
+
+
 REST_MODELS: tuple[type[msgspec.Struct], ...] = (
     WorkflowInput,
     WorkflowResult,
@@ -543,4 +552,5 @@ REST_MODELS: tuple[type[msgspec.Struct], ...] = (
     WorkflowPresets,
     PodView,
     HealthReport,
+    ProbeReport,
 )

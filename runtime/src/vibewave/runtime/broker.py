@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
@@ -32,11 +32,17 @@ from faststream.exceptions import HandlerException
 from faststream.message import StreamMessage
 from faststream.nats import JStream, NatsBroker
 from faststream.nats.message import NatsBatchMessage, NatsMessage
-from faststream.nats.opentelemetry import NatsTelemetryMiddleware
+from faststream.nats.opentelemetry.provider import (
+    NatsBatchTelemetrySettingsProvider,
+    NatsTelemetrySettingsProvider,
+    telemetry_attributes_provider_factory,
+)
 from faststream.nats.publisher.usecase import LogicPublisher
+from faststream.nats.response import NatsPublishCommand
 from faststream.nats.security import NatsUserPassword
 from faststream.nats.subscriber.usecases.key_value_subscriber import KeyValueWatchSubscriber
 from faststream.nats.subscriber.usecases.stream_pull_subscriber import BatchPullStreamSubscriber, PullStreamSubscriber
+from faststream.opentelemetry.middleware import TelemetryMiddleware
 from faststream.response.response import PublishCommand
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -69,8 +75,10 @@ from vibewave.contracts.events import (
     ObjectStoreSpec,
     StreamSpec,
     dead_letter_subject,
+    subject_template,
     utcnow,
 )
+from vibewave.runtime.metrics import instruments
 from vibewave.runtime.settings import CommonSettings
 from vibewave.runtime.telemetry import records_spans
 
@@ -163,6 +171,41 @@ def _tracing(tracer_provider: TracerProvider | None) -> Any:
     if records_spans(tracer_provider):
         return NatsTelemetryMiddleware(tracer_provider=tracer_provider)
     return TraceContext
+
+
+class NatsTelemetryMiddleware(TelemetryMiddleware[NatsPublishCommand]):
+    """FastStream's NATS telemetry, with spans named after the subject's template
+    (`vw.req.{request_id}.submitted process`) rather than the subject itself: a name per request id
+    would make every span name unique, and an operator could not group or compare them."""
+
+    def __init__(self, *, tracer_provider: TracerProvider | None = None) -> None:
+        super().__init__(settings_provider_factory=_templated_names, tracer_provider=tracer_provider)
+
+
+class _TemplatedNames(NatsTelemetrySettingsProvider):
+    def get_publish_destination_name(self, cmd: PublishCommand) -> str:
+        return subject_template(cmd.destination)
+
+    def get_consume_destination_name(self, msg: StreamMessage[Msg]) -> str:
+        return subject_template(msg.raw_message.subject)
+
+
+class _TemplatedBatchNames(NatsBatchTelemetrySettingsProvider):
+    def get_publish_destination_name(self, cmd: PublishCommand) -> str:
+        return subject_template(cmd.destination)
+
+    def get_consume_destination_name(self, msg: StreamMessage[list[Msg]]) -> str:
+        return subject_template(msg.raw_message[0].subject)
+
+
+def _templated_names(msg: Any) -> Any:
+    """FastStream's choice of provider (one message, a batch, none for KV and object-store watches), named
+    by subject template."""
+    if msg is None or isinstance(msg, Msg):
+        return _TemplatedNames()
+    if isinstance(msg, Sequence):
+        return _TemplatedBatchNames()
+    return telemetry_attributes_provider_factory(msg)
 
 
 class TraceContext(BaseMiddleware):
@@ -573,6 +616,7 @@ async def _dead_letter(raw: Msg, spec: ConsumerSpec, deliveries: int, exc: BaseE
     except Exception:
         log.exception("could not store the dead letter of %s; it stays unacknowledged", raw.subject)
         raise
+    instruments().dead_letters.add(1, {"stream": meta.stream, "consumer": spec.durable})
 
 
 def _describe(exc: BaseException) -> str:

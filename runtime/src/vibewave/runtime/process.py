@@ -23,6 +23,8 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from vibewave.runtime.heap import settle_after_start
 from vibewave.runtime.logs import configure_logging
+from vibewave.runtime.metrics import setup_metrics
+from vibewave.runtime.ops import OpsServer, ServiceReadiness
 from vibewave.runtime.settings import CommonSettings
 from vibewave.runtime.telemetry import setup_tracing
 
@@ -105,7 +107,10 @@ async def _quietly_stop(service: Service, log: logging.Logger, timeout: float = 
 
 def run_service(name: str, build: Callable[[CommonSettings, TracerProvider], Service]) -> None:
     """Run until SIGTERM, SIGINT or SIGHUP, then stop gracefully (drain consumers, close connections)
-    within `STOP_TIMEOUT`. Exits with `EX_CONFIG` when building or starting raises `ConfigurationError`."""
+    within `STOP_TIMEOUT`. Exits with `EX_CONFIG` when building or starting raises `ConfigurationError`.
+
+    With OPS_PORT, the ops server (`ops`: metrics and probes) listens before the service starts — alive
+    while a start is retried, ready once it started — and closes after it stopped."""
     asked: list[int] = []
 
     def note(signum: int, _frame: FrameType | None) -> None:
@@ -116,7 +121,14 @@ def run_service(name: str, build: Callable[[CommonSettings, TracerProvider], Ser
     common = CommonSettings.from_env()
     configure_logging(name, common.log_level, common.log_dir)
     provider = setup_tracing(name)
+    meters = setup_metrics(name)
     log = logging.getLogger(f"vibewave.{name.replace('-', '_')}")
+    readiness = ServiceReadiness()
+
+    def building() -> Service:
+        service = build(common, provider)
+        readiness.service, readiness.started = service, False
+        return service
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -125,9 +137,19 @@ def run_service(name: str, build: Callable[[CommonSettings, TracerProvider], Ser
             loop.add_signal_handler(sig, stop.set)
         if asked:
             stop.set()
-        service = await start_with_retries(lambda: build(common, provider), stop, log)
+        ops = await _start_ops(common, readiness)
+        try:
+            await serve(stop)
+        finally:
+            readiness.stopping = True
+            if ops is not None:
+                await ops.stop()
+
+    async def serve(stop: asyncio.Event) -> None:
+        service = await start_with_retries(building, stop, log)
         if service is None:
             return
+        readiness.started = True
         settle_after_start()
         log.info("%s started", name, extra={"nats_url": common.nats_url, "nats_user": common.nats_user})
         ended: asyncio.Event | None = getattr(service, "ended", None)  # set by a leader that lost its lease
@@ -136,6 +158,7 @@ def run_service(name: str, build: Callable[[CommonSettings, TracerProvider], Ser
         for wait in waits:
             wait.cancel()
         demoted = ended is not None and ended.is_set() and not stop.is_set()
+        readiness.stopping = True
         log.info("%s stopping%s", name, " (lost its lease)" if demoted else "")
         if not await _quietly_stop(service, log):
             logging.shutdown()
@@ -155,6 +178,21 @@ def run_service(name: str, build: Callable[[CommonSettings, TracerProvider], Ser
         for sig in STOP_SIGNALS:  # asyncio restored the defaults when its loop closed
             signal.signal(sig, note)
         provider.shutdown()
+        meters.shutdown()
         log.info("%s stopped", name)
     if code:
         sys.exit(code)
+
+
+async def _start_ops(common: CommonSettings, readiness: ServiceReadiness) -> OpsServer | None:
+    """The ops server on OPS_HOST:OPS_PORT (None without OPS_PORT); a port it cannot take is a
+    configuration error: another process holds it, and a restart would meet it again."""
+    if common.ops_port is None:
+        return None
+    ops = OpsServer(common.ops_host, common.ops_port, readiness)
+    try:
+        await ops.start()
+    except OSError as exc:
+        await ops.stop()
+        raise ConfigurationError(f"OPS_PORT {common.ops_port} on {common.ops_host}: {exc.strerror or exc}") from exc
+    return ops

@@ -74,6 +74,8 @@ class CommonSettings:
     nats_user: str | None = None  # NATS_USER: this service's own NATS user (None: connect without credentials)
     nats_password: Secret = field(default_factory=lambda: Secret(""))  # NATS_PASSWORD: its password (never logged)
     provision: bool = True  # NATS_PROVISION: create/update the contract's streams, buckets and store at start
+    ops_host: str = "127.0.0.1"  # OPS_HOST: where the ops port listens (0.0.0.0 in containers)
+    ops_port: int | None = None  # OPS_PORT: /metrics, /health/live, /health/ready (None: no ops server)
 
     @property
     def nats_servers(self) -> list[str]:
@@ -97,4 +99,6 @@ class CommonSettings:
             nats_user=os.environ.get("NATS_USER", "").strip() or None,
             nats_password=Secret(os.environ.get("NATS_PASSWORD", "")),
             provision=env_bool("NATS_PROVISION", True),
+            ops_host=env_str("OPS_HOST", "127.0.0.1"),
+            ops_port=env_int("OPS_PORT", 0) if env_str("OPS_PORT", "") else None,
         )

@@ -33,6 +33,7 @@ from pathlib import Path
 from types import FrameType
 
 from vibewave.devstack import nats_auth
+from vibewave.devstack.nats_cluster import free_ports
 from vibewave.devstack.nats_server import EmbeddedNats
 from vibewave.devstack.processes import HomeBusy, HomeLock, PidsFile, die_with_parent, find_leftovers, stop_leftovers
 from vibewave.runtime.logs import LOG_FILE_BACKUPS, LOG_FILE_BYTES
@@ -48,6 +49,7 @@ KILL_WAIT = 5.0  # seconds to wait for a SIGKILLed process to be gone
 POD_MANAGER_ONLY = ("RUNPOD_API_KEY",)  # secrets no other child sees
 API_ONLY = ("VIBEWAVE_ADMIN_KEY", "WEBHOOK_SECRET")  # the api's bootstrap key and webhook secret: no other child
 POD_TOKEN_HOLDERS = ("pod-manager", "executor")  # the only children that derive pods' ComfyUI tokens
+OPS_SERVICES = ("scheduler", "pod-manager", "executor")  # each on a free OPS_PORT (the api's are on API_PORT)
 STORAGE_HOLDERS = ("executor", "api")  # the only children that write or read the S3 output store
 STORAGE_CREDENTIALS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 NATS_CREDENTIALS = ("NATS_USER", "NATS_PASSWORD", "NATS_PROVISION")  # the services' alone, each its own with auth
@@ -483,7 +485,16 @@ def child_environments(settings: StackSettings, nats_url: str) -> tuple[dict[str
     key = pod_token_key(settings.home)
     for name in POD_TOKEN_HOLDERS:
         extra[name][POD_TOKEN_KEY_ENV] = key
+    for name, port in zip(OPS_SERVICES, free_ports(len(OPS_SERVICES)), strict=True):
+        extra[name]["OPS_PORT"] = str(port)  # kept across its restarts: a scraper's target stays put
     return common, extra
+
+
+def metrics_urls(settings: StackSettings, extra: Mapping[str, Mapping[str, str]]) -> str:
+    """Where each service's `/metrics` answers (its ops port serves `/health/live` and `/health/ready` too)."""
+    urls = [f"api http://127.0.0.1:{settings.api_port}/metrics"]
+    urls += [f"{name} http://127.0.0.1:{extra[name]['OPS_PORT']}/metrics" for name in OPS_SERVICES]
+    return ", ".join(urls)
 
 
 class Stack:
@@ -552,6 +563,7 @@ class Stack:
             self.console.say(f"pods come from the RunPod emulator at {for_pod_manager['RUNPOD_API_BASE_URL']}")
         for name in SERVICES:
             self.services.append(self._service(name, {**env, **extra[name]}))
+        self.console.say(f"metrics: {metrics_urls(settings, extra)}")
         for service in self.services:
             service.start()
         ready = asyncio.create_task(_wait_healthy(settings.api_port, self.console, started))

@@ -18,6 +18,7 @@ from vibewave.api.app import create_app
 from vibewave.api.settings import ApiSettings, is_loopback
 from vibewave.runtime.heap import settle_after_start
 from vibewave.runtime.logs import configure_logging
+from vibewave.runtime.metrics import HttpServerMetrics, setup_metrics
 from vibewave.runtime.process import EX_CONFIG, ConfigurationError
 from vibewave.runtime.telemetry import setup_tracing
 
@@ -41,10 +42,11 @@ def main() -> None:
     else:
         log.warning("VIBEWAVE_AUTH=off: the API is open to anyone who can reach %s:%d", settings.host, settings.port)
     provider = setup_tracing("api")
+    meters = setup_metrics("api")
     app = create_app(settings, provider)
     app.on_startup.append(settle_after_start)  # after the gateway's broker has started (see runtime.heap)
     config = uvicorn.Config(
-        AccessLog(app),
+        HttpServerMetrics(AccessLog(app)),  # both outermost: they see every request, refused ones too
         host=settings.host,
         port=settings.port,
         log_config=None,
@@ -63,6 +65,7 @@ def main() -> None:
             asyncio.run(server.serve())
     finally:
         provider.shutdown()
+        meters.shutdown()
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from litestar._openapi.plugin import OpenAPIPlugin
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
-from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
+from litestar.plugins.opentelemetry import OpenTelemetryPlugin
 from opentelemetry.trace import TracerProvider
 
 from vibewave.api.auth import ApiKeyMiddleware
@@ -28,13 +28,16 @@ from vibewave.api.routes import (
     generate_image_async,
     generate_multiple_images,
     health,
+    health_live,
+    health_ready,
+    metrics,
     stats,
     upload_file,
 )
 from vibewave.api.runpod_routes import RunPodController
 from vibewave.api.settings import ApiSettings
 from vibewave.api.sse import request_events
-from vibewave.api.tracing import TraceContextMiddleware
+from vibewave.api.tracing import RouteSpanName, TraceContextMiddleware, telemetry_config
 from vibewave.api.webhook_routes import webhook_deliveries
 from vibewave.runtime.telemetry import records_spans
 
@@ -68,8 +71,9 @@ def create_app(
 
     # spans recorded: the OpenTelemetry middleware; else only the trace context (see `tracing`)
     recording = records_spans(tracer_provider)
-    plugins = [OpenTelemetryPlugin(OpenTelemetryConfig(tracer_provider=tracer_provider))] if recording else []
-    middleware = [] if recording else [DefineMiddleware(TraceContextMiddleware, provider=tracer_provider)]
+    plugins = [OpenTelemetryPlugin(telemetry_config(tracer_provider))] if recording else []
+    tracing = RouteSpanName if recording else TraceContextMiddleware
+    middleware = [DefineMiddleware(tracing)]
     middleware.append(DefineMiddleware(ApiKeyMiddleware, store=lambda: gateway.keys, enabled=settings.auth))
     app = Litestar(
         route_handlers=[
@@ -86,6 +90,9 @@ def create_app(
             upload_file,
             request_events,
             health,
+            health_live,
+            health_ready,
+            metrics,
             swagger_ui,
             redoc,
             docs_assets(),

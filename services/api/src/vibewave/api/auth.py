@@ -39,7 +39,10 @@ KEY_FORMAT = re.compile(r"^vw_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 KEY_ID = re.compile(r"^[0-9a-f]{12}$")
 ALL_SCOPES = frozenset(Scope)
 # open to anyone: health (load balancers, probes) and the API's documentation
-PUBLIC_PATHS = [r"^/health$", r"^/api/qwen/health$", r"^/api/runpod/health$", r"^/docs", r"^/redoc", r"^/schema"]
+PUBLIC_PATHS = [
+    r"^/health$", r"^/health/(live|ready)$", r"^/metrics$", r"^/api/qwen/health$", r"^/api/runpod/health$",
+    r"^/docs", r"^/redoc", r"^/schema",
+]  # fmt: skip
 BEARER = {"WWW-Authenticate": 'Bearer realm="vibewave"'}
 
 

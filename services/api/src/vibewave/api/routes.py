@@ -21,6 +21,7 @@ from litestar.status_codes import (
     HTTP_422_UNPROCESSABLE_ENTITY,
     HTTP_503_SERVICE_UNAVAILABLE,
 )
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from vibewave.api import webhooks
 from vibewave.api.auth import Principal, principal_of, requires
@@ -50,6 +51,7 @@ from vibewave.contracts.models import (
     HealthReport,
     MultipleImagesRequest,
     Priority,
+    ProbeReport,
     QueueStats,
     QueueStatus,
     RequestStatus,
@@ -62,6 +64,8 @@ from vibewave.contracts.models import (
     WorkflowResult,
 )
 from vibewave.contracts.workflows import InvalidInput, Workflow
+from vibewave.runtime.metrics import registry
+from vibewave.runtime.ops import nats_connected
 
 NOT_FOUND = "Request not found"
 CANCEL_WAIT_S = 10.0
@@ -558,3 +562,30 @@ async def health(state: State) -> Response[HealthReport]:
     """The api, its NATS connection and each service; 503 with the same body when anything is down."""
     report = await gateway_of(state).health()
     return Response(report, status_code=HTTP_503_SERVICE_UNAVAILABLE if report.unhealthy else 200)
+
+
+@get("/health/live", operation_id="healthLive", tags=["Health"])
+async def health_live() -> ProbeReport:
+    """Liveness: 200 while the api answers, whatever the other services do (`/health` judges them all)."""
+    return ProbeReport(status="live")
+
+
+@get("/health/ready", operation_id="healthReady", tags=["Health"])
+async def health_ready(state: State) -> Response[ProbeReport]:
+    """Readiness: 200 when the api can serve — its NATS connection is up and its request index loaded;
+    else 503 with the same body, whose `detail` (an error's) says why."""
+    gateway = gateway_of(state)
+    reason = None
+    if not nats_connected(gateway.broker):
+        reason = "NATS is not connected"
+    elif not gateway.index.loaded.is_set():
+        reason = "loading the request index"
+    if reason is None:
+        return Response(ProbeReport(status="ready"))
+    return Response(ProbeReport(status="not ready", detail=reason), status_code=HTTP_503_SERVICE_UNAVAILABLE)
+
+
+@get("/metrics", operation_id="metrics", include_in_schema=False, media_type=CONTENT_TYPE_LATEST)
+async def metrics() -> Response[bytes]:
+    """The Prometheus exposition of the api's metrics (open, like health: scrapers carry no key)."""
+    return Response(generate_latest(registry()), media_type=CONTENT_TYPE_LATEST)

@@ -58,6 +58,7 @@ from vibewave.contracts.models import (
 )
 from vibewave.runtime import broker as runtime
 from vibewave.runtime.broker import decode
+from vibewave.runtime.metrics import instruments
 from vibewave.runtime.settings import Secret
 from vibewave.runtime.urls import UrlRefused, allow_private_urls, check_url, guarded_session
 
@@ -141,6 +142,11 @@ def signed_headers(secret: str, msg_id: str, body: bytes, now: datetime) -> dict
         "content-type": "application/json",
         "user-agent": USER_AGENT,
     }
+
+
+def _count(event: WebhookEvent, outcome: str) -> None:
+    """One try in `vibewave.webhook.deliveries`: `delivered`, `failed` (to be retried) or `dead` (given up)."""
+    instruments().webhook_deliveries.add(1, {"event": event.value, "outcome": outcome})
 
 
 def _host(url: str) -> str:
@@ -230,6 +236,7 @@ class WebhookSender:
         secret = choose_secret(await self.keys.webhook_secret(record.key_id), self.settings.secret)
         if secret is None:  # the key lost its secret and there is no deployment's: retrying cannot help
             await self._put(msgspec.structs.replace(delivery, status=DeliveryStatus.DEAD, error="no webhook secret"))
+            _count(event, "dead")
             log.error("webhook not sent: no secret to sign it", extra={"request_id": record.id, "webhook_id": msg_id})
             return
         progress = decode(raw.data, RequestProgress) if event == WebhookEvent.PROGRESS else None
@@ -238,6 +245,7 @@ class WebhookSender:
         delivery = msgspec.structs.replace(delivery, response_status=status, error=error)
         if error is None:
             await self._put(msgspec.structs.replace(delivery, status=DeliveryStatus.DELIVERED))
+            _count(event, "delivered")
             log.info(
                 "webhook delivered", extra={"request_id": record.id, "webhook_id": msg_id, "host": _host(webhook.url)}
             )
@@ -245,6 +253,7 @@ class WebhookSender:
         await self._put(
             msgspec.structs.replace(delivery, status=DeliveryStatus.DEAD if last else DeliveryStatus.PENDING)
         )
+        _count(event, "dead" if last else "failed")
         if last and tries is not None:
             return  # a progress event is dropped, not dead-lettered (see PROGRESS_TRIES)
         raise DeliveryFailed(f"webhook {msg_id} to {_host(webhook.url)}: {error}")

@@ -8,6 +8,13 @@ reopened with the same client id (the server then resumes sending our frames); a
 silent is checked through `/queue` and `/history`, and a prompt found in neither was lost with a
 ComfyUI restart. A prompt id derived from the request and attempt makes a redelivered assignment find
 its earlier prompt instead of running it twice.
+
+Traces: each HTTP call is a CLIENT span `comfyui {METHOD} {path template}` (`comfyui GET /history/{prompt_id}`)
+with the HTTP client attributes — explicit spans rather than the aiohttp instrumentation, because each
+call site knows its path template (the instrumentation would have to guess it back from the URL) and the
+pod token, sent as a header, then never goes near a span; `url.full` carries no query string. A run is a
+`comfyui prompt` span, and from the WebSocket's frames each executed node a child `comfyui node {class_type}`
+span (`NodeSpans`).
 """
 
 from __future__ import annotations
@@ -16,20 +23,26 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import uuid4
 
 import aiohttp
+from opentelemetry import trace
+from opentelemetry.trace import Span, Status, StatusCode
 
 from vibewave.contracts.events import FailureKind
+from vibewave.runtime.telemetry import client_span, responded
 
 log = logging.getLogger("vibewave.executor.comfyui")
 
 TERMINAL_FRAMES = ("execution_success", "execution_error", "execution_interrupted")
 SILENCE_CHECK_S = 5.0
 RECONNECTS = 3
+MAX_PROGRESS_EVENTS = 100  # `progress` events kept on one node span (a 1000-step sampler would make 1000)
+
+_tracer = trace.get_tracer("vibewave.executor.comfyui")
 
 
 class ComfyUIError(Exception):
@@ -123,6 +136,91 @@ def _isolated(callback: Callable[..., Awaitable[None]]) -> Callable[..., Awaitab
     return call
 
 
+class NodeSpans:
+    """One `comfyui node {class_type}` span per node ComfyUI executes, children of the run's `comfyui prompt`
+    span, built from the WebSocket's frames: `executing` opens a node's span (and ends the one before),
+    `progress` adds an event to it (at most MAX_PROGRESS_EVENTS), `execution_error` marks it ERROR, the end
+    of the run ends it. Cached nodes run nothing: they are listed on the prompt span, not spanned. Frames
+    of a reconnected socket may repeat or miss a node; what was seen is what is spanned."""
+
+    def __init__(self, tracer: trace.Tracer, prompt: Span, graph: dict[str, Any], prompt_id: str) -> None:
+        self.tracer = tracer
+        self.prompt = prompt
+        self.parent = trace.set_span_in_context(prompt)
+        self.graph = graph
+        self.prompt_id = prompt_id
+        self.recording = prompt.is_recording()
+        self.node: str | None = None
+        self.span: Span | None = None
+        self.events = 0
+        self.executed: list[str] = []
+        self.cached: list[str] = []
+
+    def frame(self, kind: object, data: dict[str, Any]) -> None:
+        if not self.recording:
+            return
+        if kind == "executing":
+            node = data.get("node")
+            self._end()
+            if node is not None:
+                self._begin(str(node))
+        elif kind == "progress":
+            if self.span is not None and self.events < MAX_PROGRESS_EVENTS:
+                self.events += 1
+                value, maximum = data.get("value", 0), data.get("max", 0)
+                self.span.add_event("progress", {"value": int(value), "max": int(maximum)})
+        elif kind == "execution_cached":
+            self.cached = [str(n) for n in data.get("nodes") or []]
+            self.prompt.set_attribute("comfyui.cached_nodes", self.cached)
+            self.prompt.set_attribute("comfyui.cached_count", len(self.cached))
+        elif kind == "execution_start":
+            self.prompt.add_event("execution_start")
+        elif kind == "execution_error":
+            node = str(data.get("node_id", self.node))
+            if node != self.node:
+                self._end()
+                self._begin(node)
+            error = str(data.get("exception_type") or "execution_error")
+            if self.span is not None:
+                self.span.set_attribute("error.type", error)
+                message = str(data.get("exception_message") or "").strip().splitlines()
+                self.span.set_status(Status(StatusCode.ERROR, f"{error}: {message[0] if message else ''}"[:200]))
+            self._end()
+        elif kind == "execution_interrupted":
+            if self.span is not None:
+                self.span.set_attribute("error.type", "interrupted")
+                self.span.set_status(Status(StatusCode.ERROR, "interrupted"))
+            self._end()
+        elif kind == "execution_success":
+            self._end()
+
+    def _begin(self, node: str) -> None:
+        spec = self.graph.get(node)
+        class_type = str(spec.get("class_type")) if isinstance(spec, dict) and spec.get("class_type") else "unknown"
+        self.node, self.events = node, 0
+        self.executed.append(node)
+        self.span = self.tracer.start_span(
+            f"comfyui node {class_type}",
+            context=self.parent,
+            attributes={
+                "comfyui.node.id": node,
+                "comfyui.node.class_type": class_type,
+                "comfyui.prompt_id": self.prompt_id,
+            },
+        )
+
+    def _end(self) -> None:
+        if self.span is not None:
+            self.span.end()
+        self.node, self.span = None, None
+
+    def close(self) -> None:
+        """At the run's end, whatever came last: a node still open ends here."""
+        if self.recording:
+            self._end()
+            self.prompt.set_attribute("comfyui.executed_count", len(self.executed))
+
+
 class ComfyUIClient:
     def __init__(
         self,
@@ -131,8 +229,10 @@ class ComfyUIClient:
         *,
         connect_timeout: float = 10.0,
         token: str | None = None,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         """`token`: the pod's ComfyUI token, presented on every call and on the WebSocket upgrade."""
+        self.tracer = tracer or _tracer
         self.base_url = base_url.rstrip("/")
         self.session = session
         self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=60)
@@ -159,9 +259,35 @@ class ComfyUIClient:
         cancel = cancel or asyncio.Event()
         if cancel.is_set():
             raise Cancelled("cancelled before it started")
+        attributes: dict[str, str | int] = {"comfyui.prompt_id": prompt_id, "comfyui.node_count": len(graph)}
+        with self.tracer.start_as_current_span(
+            "comfyui prompt", attributes=attributes, record_exception=False, set_status_on_exception=False
+        ) as span:
+            nodes = NodeSpans(self.tracer, span, graph, prompt_id)
+            try:
+                return await self._guarded(graph, prompt_id, on_started, on_progress, timeout, cancel, nodes)
+            except Exception as exc:
+                if span.is_recording():
+                    span.set_attribute("error.type", type(exc).__qualname__)
+                    span.set_status(Status(StatusCode.ERROR, str(exc)[:200]))
+                raise
+            finally:
+                nodes.close()
+
+    async def _guarded(
+        self,
+        graph: dict[str, Any],
+        prompt_id: str,
+        on_started: StartedCallback,
+        on_progress: ProgressCallback,
+        timeout: float,
+        cancel: asyncio.Event,
+        nodes: NodeSpans,
+    ) -> list[OutputRef]:
+        """`_run` within its timeout, with every failure turned into the ComfyUIError it means."""
         try:
             async with asyncio.timeout(timeout) as scope:
-                return await self._run(graph, prompt_id, _isolated(on_started), _isolated(on_progress), cancel)
+                return await self._run(graph, prompt_id, _isolated(on_started), _isolated(on_progress), cancel, nodes)
         except _CallbackFailed as failed:  # the caller's own error (e.g. NATS), not ComfyUI's
             raise failed.error from None
         except (aiohttp.ClientError, ConnectionError) as exc:  # refused, reset, a 502 page, a silent socket
@@ -184,6 +310,7 @@ class ComfyUIClient:
         on_started: StartedCallback,
         on_progress: ProgressCallback,
         cancel: asyncio.Event,
+        nodes: NodeSpans | None = None,
     ) -> list[OutputRef]:
         client_id = uuid4().hex
         tracker = ProgressTracker(total=len(graph))
@@ -197,7 +324,7 @@ class ComfyUIClient:
             else:
                 await self.submit(graph, client_id, prompt_id)
             await on_started()
-            follow = asyncio.create_task(self._follow(ws, client_id, prompt_id, tracker, on_progress))
+            follow = asyncio.create_task(self._follow(ws, client_id, prompt_id, tracker, on_progress, nodes))
             cancelled = asyncio.create_task(cancel.wait())
             try:
                 await asyncio.wait({follow, cancelled}, return_when=asyncio.FIRST_COMPLETED)
@@ -235,20 +362,35 @@ class ComfyUIClient:
             raise
         return await connecting, entry, queued
 
+    @contextlib.asynccontextmanager
+    async def _call(
+        self, method: str, template: str, path: str, **kwargs: Any
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """One HTTP call to the server, as a CLIENT span `comfyui {method} {template}` (see the module docstring)."""
+        url = f"{self.base_url}{path}"
+        with client_span(self.tracer, f"comfyui {method} {template}", method, url) as span:
+            async with self.session.request(
+                method, url, timeout=self.timeout, headers=self.headers, **kwargs
+            ) as response:
+                responded(span, response.status)
+                yield response
+
     async def _connect(self, client_id: str) -> aiohttp.ClientWebSocketResponse:
-        return await self.session.ws_connect(
-            f"{self.base_url}/ws",
-            params={"clientId": client_id},
-            heartbeat=30,
-            timeout=aiohttp.ClientWSTimeout(),
-            headers=self.headers,
-        )
+        url = f"{self.base_url}/ws"
+        with client_span(self.tracer, "comfyui GET /ws", "GET", url) as span:
+            ws = await self.session.ws_connect(
+                url,
+                params={"clientId": client_id},
+                heartbeat=30,
+                timeout=aiohttp.ClientWSTimeout(),
+                headers=self.headers,
+            )
+            responded(span, 101)
+            return ws
 
     async def submit(self, graph: dict[str, Any], client_id: str, prompt_id: str) -> None:
         body = {"prompt": graph, "client_id": client_id, "prompt_id": prompt_id}
-        async with self.session.post(
-            f"{self.base_url}/prompt", json=body, timeout=self.timeout, headers=self.headers
-        ) as response:
+        async with self._call("POST", "/prompt", "/prompt", json=body) as response:
             if response.status == 400:
                 try:
                     rejection = await response.json(content_type=None)
@@ -268,6 +410,7 @@ class ComfyUIClient:
         prompt_id: str,
         tracker: ProgressTracker,
         on_progress: ProgressCallback,
+        nodes: NodeSpans | None = None,
     ) -> aiohttp.ClientWebSocketResponse:
         """Read frames until this prompt ends; reconnect when the socket drops; check the server when it
         stays silent. Returns the socket in use at the end (the caller closes it)."""
@@ -305,6 +448,8 @@ class ComfyUIClient:
             kind = message.get("type")
             if data.get("prompt_id") != prompt_id:
                 continue
+            if nodes is not None:
+                nodes.frame(kind, data)
             if kind == "execution_cached":
                 tracker.cached([str(n) for n in data.get("nodes") or []])
             elif kind == "executing":
@@ -347,14 +492,14 @@ class ComfyUIClient:
             delay = min(delay * 2, 1.0)
 
     async def history(self, prompt_id: str) -> dict[str, Any]:
-        body = await self._get_json(f"/history/{prompt_id}")
+        body = await self._get_json(f"/history/{prompt_id}", "/history/{prompt_id}")
         entry = body.get(prompt_id) or {}
         if not isinstance(entry, dict):
             raise PodFault(f"ComfyUI's history of {prompt_id} is not an object: {str(entry)[:200]}")
         return entry
 
     async def _queue(self) -> tuple[list[str], list[str]]:
-        body = await self._get_json("/queue")
+        body = await self._get_json("/queue", "/queue")
 
         def ids(key: str) -> list[str]:
             items = body.get(key) or []
@@ -364,10 +509,10 @@ class ComfyUIClient:
 
         return ids("queue_running"), ids("queue_pending")
 
-    async def _get_json(self, path: str) -> dict[str, Any]:
+    async def _get_json(self, path: str, template: str) -> dict[str, Any]:
         """A GET answered 200 with a JSON object, or a PodFault saying what came instead (a proxy's 502
-        page, HTML, a body that is not JSON, an unexpected status)."""
-        async with self.session.get(f"{self.base_url}{path}", timeout=self.timeout, headers=self.headers) as response:
+        page, HTML, a body that is not JSON, an unexpected status). `template`: the path's, for its span."""
+        async with self._call("GET", template, path) as response:
             text = await response.text(errors="replace")
             if response.status != 200:
                 raise PodFault(f"ComfyUI answered {response.status} to GET {path}: {text[:200]}")
@@ -401,9 +546,7 @@ class ComfyUIClient:
         return None
 
     async def _post_empty(self, path: str, body: dict[str, Any]) -> None:
-        async with self.session.post(
-            f"{self.base_url}{path}", json=body, timeout=self.timeout, headers=self.headers
-        ) as response:
+        async with self._call("POST", path, path, json=body) as response:
             await response.read()
 
     async def upload_image(self, filename: str, data: bytes, content_type: str) -> str:
@@ -414,9 +557,7 @@ class ComfyUIClient:
         form.add_field("overwrite", "true")
         form.add_field("type", "input")
         try:
-            async with self.session.post(
-                f"{self.base_url}/upload/image", data=form, timeout=self.timeout, headers=self.headers
-            ) as response:
+            async with self._call("POST", "/upload/image", "/upload/image", data=form) as response:
                 text = await response.text(errors="replace")
                 if response.status != 200:
                     raise PodFault(f"ComfyUI answered {response.status} to POST /upload/image: {text[:200]}")
@@ -432,9 +573,7 @@ class ComfyUIClient:
         """An output file's bytes and type; anything but a 200 with a body is a PodFault."""
         params = {"filename": ref.filename, "subfolder": ref.subfolder, "type": ref.type}
         try:
-            async with self.session.get(
-                f"{self.base_url}/view", params=params, timeout=self.timeout, headers=self.headers
-            ) as response:
+            async with self._call("GET", "/view", "/view", params=params) as response:
                 if response.status != 200:
                     raise PodFault(f"ComfyUI answered {response.status} for output {ref.filename}")
                 return await response.read(), response.content_type

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urljoin
 
 import aiohttp
+from opentelemetry import trace
 
 from vibewave.contracts.workflows import IMAGE_TYPES, MAX_IMAGE_BYTES, Workflow, image_inputs, is_stored_image
 from vibewave.executor.comfyui import ComfyUIClient, WorkflowError
@@ -83,9 +84,10 @@ async def _read(response: aiohttp.ClientResponse, what: str, max_bytes: int) -> 
 class InputImages:
     """Places a request's input images on its pod (see the module docstring)."""
 
-    def __init__(self, files: FileStore, limits: FetchLimits | None = None) -> None:
+    def __init__(self, files: FileStore, limits: FetchLimits | None = None, tracer: trace.Tracer | None = None) -> None:
         self.files = files
         self.limits = limits or FetchLimits()
+        self.tracer = tracer or trace.get_tracer("vibewave.executor")
 
     async def place(
         self, client: ComfyUIClient, workflow: Workflow, inputs: dict[str, Any], graph: dict[str, Any], request_id: str
@@ -94,11 +96,16 @@ class InputImages:
         are the request's own, so a retried attempt replaces the same files."""
         for name, value in image_inputs(workflow, inputs).items():
             what = f"inputs.{name}"
-            data, content_type = await self._bytes_of(value, what)
-            extension = IMAGE_TYPES.get(content_type, "png")
-            stored = await client.upload_image(
-                f"vw_{request_id}_{_UNSAFE.sub('_', name)}.{extension}", data, content_type
-            )
+            source = "stored" if is_stored_image(value) else "url"
+            with self.tracer.start_as_current_span(
+                "comfyui upload image", attributes={"vibewave.input": name, "vibewave.input.source": source}
+            ) as span:
+                data, content_type = await self._bytes_of(value, what)
+                extension = IMAGE_TYPES.get(content_type, "png")
+                stored = await client.upload_image(
+                    f"vw_{request_id}_{_UNSAFE.sub('_', name)}.{extension}", data, content_type
+                )
+                span.set_attributes({"vibewave.file.bytes": len(data), "vibewave.file.name": stored})
             spec = workflow.definition.inputs[name]
             graph[spec.node]["inputs"][spec.field] = stored
         return graph

@@ -167,7 +167,8 @@ class ExecutorService:
         self._session: aiohttp.ClientSession | None = None
         self._outputs: OutputStore | None = None
         self._files: FileStore = open_file_store(settings.storage, lambda: runtime.jetstream(self.broker))
-        self._images = InputImages(self._files)  # an image input's file, put on the pod before the run
+        self._images = InputImages(self._files, tracer=self.tracer)  # an image input's file, put on the pod first
+        self._kind = settings.storage.backend  # `nats` or `s3`, on each `store output` span
         self._requests: KeyValue | None = None
         self._running: dict[str, asyncio.Event] = {}  # request id → its cancel switch
         self._runs: dict[tuple[str, int], _Run] = {}  # (request id, attempt) → its run in this process
@@ -279,7 +280,7 @@ class ExecutorService:
         key = self.settings.pod_token_key
         token = pod_token(key.reveal(), a.pod_name) if key and a.pod_name else None
         timeout = self.settings.connect_timeout_s
-        client = ComfyUIClient(a.comfyui_url, self._session, connect_timeout=timeout, token=token)
+        client = ComfyUIClient(a.comfyui_url, self._session, connect_timeout=timeout, token=token, tracer=self.tracer)
         prompt_id = prompt_id_for(a.request_id, a.attempt)
         reporter = _ProgressReporter(self, a, self.settings.progress_interval_s)
         began, spent = time.monotonic(), _Spent()
@@ -347,8 +348,11 @@ class ExecutorService:
             data, content_type = await client.download(ref)
             suffix = suffix_of(ref.filename, content_type)
             storing = time.monotonic()
-            name = await _until_nats(partial(outputs.claim_name, stem, suffix, a.request_id, index), "claim a name")
-            await _until_nats(partial(self._files.save, name, data, content_type), f"store {name}")
+            attributes: dict[str, str | int] = {"vibewave.file.bytes": len(data), "vibewave.store.kind": self._kind}
+            with self.tracer.start_as_current_span("store output", attributes=attributes) as span:
+                name = await _until_nats(partial(outputs.claim_name, stem, suffix, a.request_id, index), "claim a name")
+                await _until_nats(partial(self._files.save, name, data, content_type), f"store {name}")
+                span.set_attribute("vibewave.file.name", name)
             files.append(name)
             if spent is not None:
                 spent.storing += time.monotonic() - storing

@@ -18,16 +18,18 @@ bounded wait.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import platform
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Protocol, TypeVar
 from urllib.parse import quote, urlencode
 
 import aiohttp
+from opentelemetry import trace
 
 from vibewave.pod_manager.providers.base import (
     BadRequest,
@@ -41,8 +43,11 @@ from vibewave.pod_manager.providers.base import (
     Unauthorized,
     Unavailable,
 )
+from vibewave.runtime.metrics import instruments
+from vibewave.runtime.telemetry import client_span, responded
 
 log = logging.getLogger("vibewave.pod_manager.runpod")
+_tracer = trace.get_tracer("vibewave.pod_manager.runpod")  # a CLIENT span per call: `runpod {operation}`
 
 REST = "rest"
 GRAPHQL = "graphql"
@@ -189,7 +194,9 @@ class RunPodTransport(Protocol):
 
 class RunPodHttp:
     """RunPod over HTTP with aiohttp: `POST {base}/graphql` and REST v2 `{base}/v2/...`, one session;
-    maps HTTP, GraphQL and problem+json failures to ProviderErrors."""
+    maps HTTP, GraphQL and problem+json failures to ProviderErrors. Each call is a CLIENT span `runpod
+    {operation}` (GraphQL's operation name; REST `runpod GET /pods/{podId}`) with the HTTP client attributes
+    and `error.type` on failure: never the key (a header) nor a query string (`telemetry.safe_url`)."""
 
     def __init__(self, base_url: str, api_key: str, *, timeout_s: float = 30.0) -> None:
         self.base_url = base_url.rstrip("/")
@@ -211,19 +218,28 @@ class RunPodHttp:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
         try:
             async with self._session.request(method, url, json=body, headers=self._headers) as response:
+                responded(trace.get_current_span(), response.status)  # the call's span (`execute`, `request`)
                 return response.status, await response.text(), response.headers.get("Retry-After")
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise Unavailable(f"RunPod unreachable: {type(exc).__name__}") from None
 
     async def execute(self, query: str, variables: dict[str, Any] | None, operation: str) -> dict[str, Any]:
-        body = {"query": query, "variables": variables or {}, "operationName": operation}
-        status, text, retry_after = await self._send("POST", self.url, body)
-        if status == 429:
-            raise rate_limited(text, retry_after)
-        return _parse(status, text, operation)
+        graphql = {"graphql.operation.name": operation}
+        with counted(operation), client_span(_tracer, f"runpod {operation}", "POST", self.url, graphql):
+            body = {"query": query, "variables": variables or {}, "operationName": operation}
+            status, text, retry_after = await self._send("POST", self.url, body)
+            if status == 429:
+                raise rate_limited(text, retry_after)
+            return _parse(status, text, operation)
 
     async def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any] | None:
         """A REST v2 call (`path` under `/v2`, query string included); the JSON answer, or None for 204."""
+        route = rest_route(path)
+        url = f"{self.base_url}/v2{path}"
+        with counted(f"{method} {route}"), client_span(_tracer, f"runpod {method} {route}", method, url):
+            return await self._rest(method, path, body)
+
+    async def _rest(self, method: str, path: str, body: dict[str, Any] | None) -> dict[str, Any] | None:
         status, text, retry_after = await self._send(method, f"{self.base_url}/v2{path}", body)
         if status == 429:
             raise rate_limited(text, retry_after)
@@ -242,6 +258,31 @@ class RunPodHttp:
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+REST_IDS = {"pods": "{podId}", "network-volumes": "{networkVolumeId}", "templates": "{templateId}"}
+
+
+def rest_route(path: str) -> str:
+    """A REST path as its route template, without the query: `/pods/abc/stop?x=1` → `/pods/{podId}/stop`
+    (a bounded name: a metric label or a span name never carries an id)."""
+    parts = path.partition("?")[0].split("/")
+    for i in range(1, len(parts) - 1):
+        if parts[i] in REST_IDS and parts[i + 1]:
+            parts[i + 1] = REST_IDS[parts[i]]
+    return "/".join(parts)
+
+
+@contextlib.contextmanager
+def counted(operation: str) -> Iterator[None]:
+    """One `vibewave.runpod.api.calls` per HTTP call (a retry is another call), with `error.type` — the
+    failure's class, e.g. `RateLimited`, `Unavailable` — when it failed."""
+    try:
+        yield
+    except Exception as exc:
+        instruments().runpod_calls.add(1, {"operation": operation, "error.type": type(exc).__name__})
+        raise
+    instruments().runpod_calls.add(1, {"operation": operation})
 
 
 def rate_limited(text: str, retry_after: str | None) -> RateLimited:

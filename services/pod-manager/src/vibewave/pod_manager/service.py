@@ -47,7 +47,9 @@ from faststream import AckPolicy
 from faststream.nats import NatsBroker, PullSub
 from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
-from opentelemetry.trace import TracerProvider
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Link, Span, Status, StatusCode, TracerProvider
 
 from vibewave.contracts.events import (
     DEMAND_SUBJECT,
@@ -93,6 +95,8 @@ from vibewave.runtime import broker as runtime
 from vibewave.runtime.broker import bounded, decode, encode
 from vibewave.runtime.health import count_instances, serve_liveness
 from vibewave.runtime.lease import Lease, LeaseLost
+from vibewave.runtime.metrics import instruments
+from vibewave.runtime.telemetry import links_to
 
 log = logging.getLogger("vibewave.pod_manager")
 
@@ -120,6 +124,8 @@ class PodManagerService:
     def __init__(self, settings: PodManagerSettings, tracer_provider: TracerProvider | None = None) -> None:
         self.settings = settings
         self.tracer_provider = tracer_provider
+        self.tracer = trace.get_tracer("vibewave.pod_manager", tracer_provider=tracer_provider)
+        self._boots: dict[str, Span] = {}  # pod id → its `pod boot` span, open until it is ready or gone
         self.lease: Lease | None = None
         self.ended = asyncio.Event()  # set when the lease was lost: the process exits, to return as a standby
         self.provider: Provider = LeaderOnly(create_provider(settings), self._check_lease)
@@ -134,6 +140,8 @@ class PodManagerService:
         self._fleet_revision = 0
         self.incarnation = uuid4().hex[:12]  # this pod-manager process, as the pods it verified name it
         self.pods: dict[str, PodRecord] = {}  # every pod not yet terminated
+        self._meters = instruments()
+        self._meters.pods_source = self.pod_counts
         self.demand = Demand(at=utcnow())
         self.lock = asyncio.Lock()  # reconcile, fault reports and admin calls change pods one at a time
         capacity = self.provider.capacity
@@ -277,6 +285,8 @@ class PodManagerService:
             except TimeoutError:
                 left = ", ".join(p.id for p in self.pods.values()) or "none"
                 log.error("shutdown took too long; pods not confirmed gone: %s (the next start retries)", left)
+        for pod_id in list(self._boots):
+            self._boot_ended(pod_id, "pod-manager stopped")
         await self.provider.close()
         if self._session is not None:
             await self._session.close()
@@ -291,6 +301,15 @@ class PodManagerService:
             return max(0, await count_instances(self.broker.connection, "pod-manager") - 1)
         except Exception:
             return 0
+
+    def pod_counts(self) -> dict[tuple[str, str], int]:
+        """The fleet for the `vibewave.pods` gauge: pods not yet terminated per (state, provider). A standby
+        holds none, so replicas' series add up to the leader's fleet."""
+        counts: dict[tuple[str, str], int] = {}
+        for pod in self.pods.values():
+            key = (pod.status.value, pod.provider)
+            counts[key] = counts.get(key, 0) + 1
+        return counts
 
     def shutdown_policy(self) -> str:
         """Local processes always end (they die with us anyway); static servers are only released."""
@@ -534,8 +553,9 @@ class PodManagerService:
         name = self.pod_name(gpu_class)
         if not surface_errors:
             self.breakers.creating(gpu_class)
+        boot = self._boot_began(name, gpu_class)
         try:
-            found = await self.provider.create(name, gpu_class, boot=self.boot.for_pod(name))
+            found = await self._created(boot, name, gpu_class)
         except RateLimited:
             raise
         except ProviderError as exc:
@@ -576,6 +596,54 @@ class PodManagerService:
         await self._save(pod)
         log.info("pod %s starting", pod.id, extra={"pod_id": pod.id, "gpu": found.gpu_type, "gpu_class": gpu_class})
         return pod
+
+    # --------------------------------------------------------------------------------------- tracing
+
+    def _demand_links(self, gpu_class: int) -> list[Link]:
+        """Links to the traces of the requests a new pod of this class is for: the oldest waiting ones the
+        scheduler's demand names for the class (any class's when it names none for this one)."""
+        needs = self.demand.needs
+        mine = [t for n in needs if n.min_gpu_memory_gb == gpu_class for t in n.traceparents]
+        return links_to(mine or [t for n in needs for t in n.traceparents])
+
+    def _boot_began(self, name: str, gpu_class: int) -> Span:
+        """`pod boot`: from the create call until the pod is judged ready (or fails, or goes), a trace of its
+        own linked to the requests whose demand caused it — a cold start is no gap in their traces."""
+        return self.tracer.start_span(
+            "pod boot",
+            context=otel_context.Context(),
+            links=self._demand_links(gpu_class),
+            attributes={
+                "vibewave.pod.name": name,
+                "vibewave.gpu_class": gpu_class,
+                "vibewave.provider": self.provider.name,
+            },
+        )
+
+    async def _created(self, boot: Span, name: str, gpu_class: int) -> ProviderPod:
+        """The provider's create call(s) as `pod create`, inside `pod boot`; a failed create ends the boot."""
+        try:
+            with (
+                trace.use_span(boot, end_on_exit=False),
+                self.tracer.start_as_current_span(
+                    "pod create", links=self._demand_links(gpu_class), attributes={"vibewave.pod.name": name}
+                ) as span,
+            ):
+                found = await self.provider.create(name, gpu_class, boot=self.boot.for_pod(name))
+                span.set_attribute("vibewave.pod_id", found.id)
+        except BaseException as exc:
+            boot.set_status(Status(StatusCode.ERROR, f"create failed: {type(exc).__name__}"))
+            boot.end()
+            raise
+        boot.set_attribute("vibewave.pod_id", found.id)
+        self._boots[found.id] = boot
+        return found
+
+    def _boot_ended(self, pod_id: str, error: str | None) -> None:
+        boot = self._boots.pop(pod_id, None)
+        if boot is not None:
+            boot.set_status(Status(StatusCode.OK) if error is None else Status(StatusCode.ERROR, error[:200]))
+            boot.end()
 
     async def _resume(self, pod: PodRecord) -> Resumed:
         try:
@@ -701,6 +769,8 @@ class PodManagerService:
                 )  # fmt: skip
                 if pod.status == PodStatus.STARTING:
                     self.breakers.succeeded(self.class_of(pod))
+                    booted = (utcnow() - (pod.started_at or pod.created_at)).total_seconds()
+                    self._meters.pod_boot.record(max(0.0, booted), {"provider": pod.provider})
                     log.info("pod %s ready", pod.id, extra={"pod_id": pod.id})
                 elif pod.status == PodStatus.SUSPECT:
                     log.info("pod %s answers again; ready", pod.id, extra={"pod_id": pod.id})
@@ -846,6 +916,8 @@ class PodManagerService:
             self.pods.pop(pod.id, None)
         else:
             self.pods[pod.id] = pod
+        if pod.id in self._boots and pod.status not in (PodStatus.CREATING, PodStatus.STARTING):
+            self._boot_ended(pod.id, None if pod.status == PodStatus.READY else pod.error or str(pod.status))
         if quiet:
             return pod
         await runtime.publish(

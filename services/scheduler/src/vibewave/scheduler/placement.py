@@ -284,6 +284,13 @@ class Placer:
     def on_pod(self) -> dict[str, str]:
         return dict(self._pod_of)
 
+    def queue_depth(self) -> dict[str, int]:
+        """Waiting requests (queued, or waiting out a retry's backoff) per priority class, every class named."""
+        depth = {priority.value: 0 for priority in PRIORITY_ORDER}
+        for record in (*self._queued.values(), *self._delayed.values()):
+            depth[record.priority.value] += 1
+        return depth
+
     @property
     def queued_count(self) -> int:
         return len(self._queued) + len(self._delayed)

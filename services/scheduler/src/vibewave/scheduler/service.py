@@ -30,9 +30,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import heapq
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 
 import msgspec
 import nats.js.errors
@@ -79,6 +82,7 @@ from vibewave.contracts.events import (
     dispatch_subject,
     request_subject,
     split_request_subject,
+    subject_template,
     utcnow,
 )
 from vibewave.contracts.models import RequestStatus
@@ -86,7 +90,8 @@ from vibewave.runtime import broker as runtime
 from vibewave.runtime.health import serve_liveness
 from vibewave.runtime.lease import Lease
 from vibewave.runtime.logs import request_id_var
-from vibewave.runtime.telemetry import records_spans, trace_headers
+from vibewave.runtime.metrics import Instruments, instruments
+from vibewave.runtime.telemetry import MAX_LINKS, records_spans, trace_headers
 from vibewave.scheduler import lifecycle
 from vibewave.scheduler.lifecycle import Announcement, Decision, RetryPolicy
 from vibewave.scheduler.placement import Placer
@@ -148,6 +153,13 @@ class SchedulerService:
         self._announcements: list[Pending] = []
         self._orphans: list[Pending] = []  # a failed commit's: sent after the reload if their record was stored
         self._fleet: FleetStatus | None = None  # pod-manager's heartbeat and circuit breakers (KV `fleet`)
+        # Metrics: each change of a record (before, after), measured once its write is stored — so a count
+        # is the leader's, once per change, and a failed commit's changes (redone from the redelivered
+        # events) are not counted twice; and when each request of the next commit was placed.
+        self._meters = instruments()
+        self._meters.queue_source = self.placer.queue_depth
+        self._observed: list[tuple[RequestRecord | None, RequestRecord]] = []
+        self._placed_at: dict[str, float] = {}
         self._declare()
 
     def _declare(self) -> None:
@@ -286,7 +298,10 @@ class SchedulerService:
         if self._recording:
             attributes = {"messaging.system": "nats", "messaging.destination.name": raw.subject}
             with self._tracer.start_as_current_span(
-                f"{raw.subject} process", context=parent, kind=SpanKind.CONSUMER, attributes=attributes
+                f"{subject_template(raw.subject)} process",
+                context=parent,
+                kind=SpanKind.CONSUMER,
+                attributes=attributes,
             ):
                 yield
             return
@@ -365,6 +380,7 @@ class SchedulerService:
         record = decision.record
         if record is None:
             return None
+        self._observed.append((self._open.get(record.id), record))
         if record.status.terminal:
             self._open.pop(record.id, None)
             if decision.note:
@@ -396,6 +412,7 @@ class SchedulerService:
                 self._in_sync = False
                 self._orphans += self._announcements
                 self._changed, self._new, self._dispatches, self._announcements = {}, set(), [], []
+                self._observed, self._placed_at = [], {}
                 raise
 
     def _leader(self) -> Lease:
@@ -480,7 +497,11 @@ class SchedulerService:
             if not (self._changed or self._dispatches or self._announcements):
                 return
             changed, new, self._changed, self._new = self._changed, self._new, {}, set()
+            observed, self._observed = self._observed, []
             duplicates = await self._store(changed, new)
+            for before, after in observed:
+                if after.id not in duplicates:
+                    measure(self._meters, before, after)
             if duplicates:
                 self._dispatches = [(r, pod) for r, pod in self._dispatches if r.id not in duplicates]
                 self._announcements = [p for p in self._announcements if p.request_id not in duplicates]
@@ -560,6 +581,7 @@ class SchedulerService:
                 self.placer.release(placement.request_id)
                 continue
             self._dispatches.append((assigned, pod))
+            self._placed_at[assigned.id] = time.perf_counter()
             log.info("request assigned", extra={"request_id": assigned.id, "pod_id": pod.id})
 
     async def _send_assignment(self, record: RequestRecord, pod: PodRecord) -> None:
@@ -596,6 +618,9 @@ class SchedulerService:
                     return_exceptions=True,
                 )
             )
+            placed = self._placed_at.pop(record.id, None)  # None: a dispatch sent again after a reload
+            if placed is not None:
+                self._meters.dispatch_latency.record(time.perf_counter() - placed)
         finally:
             otel_context.detach(token)
 
@@ -718,14 +743,48 @@ class SchedulerService:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._demand_changed.wait(), self.settings.demand_interval_s)
             self._demand_changed.clear()
+            traces = waiting_traces(self.placer.waiting())
             needs = [
-                PodNeed(min_gpu_memory_gb=needs, waiting=waiting, running=running)
+                PodNeed(min_gpu_memory_gb=needs, waiting=waiting, running=running, traceparents=traces.get(needs, ()))
                 for needs, (waiting, running) in sorted(self.placer.demand().items())
             ]
             demand = Demand(needs=needs, busy_pods=self.placer.busy_pods(), at=utcnow())
             with contextlib.suppress(Exception):
                 await self._demand.publish(demand)
             await asyncio.sleep(DEMAND_MIN_GAP_S)
+
+
+def waiting_traces(waiting: Iterable[RequestRecord], limit: int = MAX_LINKS) -> dict[int, tuple[str, ...]]:
+    """Per GPU class, the traceparents of its oldest waiting requests (at most `limit`): pod-manager links
+    the spans of a pod it creates for them to their traces."""
+    by_class: dict[int, list[tuple[datetime, str]]] = {}
+    for record in waiting:
+        if record.traceparent:
+            by_class.setdefault(record.min_gpu_memory_gb, []).append((record.created_at, record.traceparent))
+    return {gpu_class: tuple(t for _, t in heapq.nsmallest(limit, found)) for gpu_class, found in by_class.items()}
+
+
+def measure(meters: Instruments, before: RequestRecord | None, after: RequestRecord) -> None:
+    """One stored change of a request, in the metrics: its submission; the pod time (and cost) its
+    attempt was billed; its wait until its first assignment (creation → placed, booting pods included);
+    its end (final status), and — if it ended on a pod — its run (`timings.run_ms`: the executor's run
+    of a completed request, else placed → end)."""
+    workflow = {"workflow": after.workflow_name}
+    if before is None:
+        meters.submitted.add(1, workflow)
+        return
+    billed = after.gpu_seconds - before.gpu_seconds
+    if billed > 0:
+        meters.gpu_usage.add(billed, workflow)
+        meters.gpu_cost.add(max(0.0, after.cost - before.cost), workflow)
+    first = before.status == RequestStatus.PENDING and after.status == RequestStatus.ASSIGNED and after.attempts == 1
+    if first and after.assigned_at is not None:
+        meters.queue_wait.record(max(0.0, (after.assigned_at - after.created_at).total_seconds()), workflow)
+    if after.status.terminal and not before.status.terminal:
+        meters.requests.add(1, {**workflow, "status": after.status.value})
+        on_pod = before.status in (RequestStatus.ASSIGNED, RequestStatus.RUNNING)
+        if on_pod and after.timings is not None:
+            meters.run_duration.record(after.timings.run_ms / 1000, workflow)
 
 
 class StaleMemory(Exception):
