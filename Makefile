@@ -13,7 +13,7 @@ export UV_LINK_MODE := copy
 
 PYPROJECTS := pyproject.toml $(wildcard contracts/pyproject.toml runtime/pyproject.toml services/*/pyproject.toml simulators/*/pyproject.toml deploy/*/pyproject.toml)
 
-.PHONY: install run run-cluster test test-unit test-integration test-e2e fuzz coverage lint format bench clean
+.PHONY: install run run-cluster test test-unit test-integration test-e2e fuzz coverage lint format bench image compose-up compose-down clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -60,6 +60,23 @@ format: install
 
 bench: install ## performance benchmarks → bench/results/ (one: SCENARIO=edge|pipeline|deepqueue|history|scale|cluster)
 	$(PY) -m bench $(if $(SCENARIO),--scenario $(SCENARIO))
+
+# The service image (deploy/image/). BASE_IMAGE=python:3.11-slim where a registry is reachable; without
+# one, the default builds a Debian base here first (deploy/image/build-base.sh, needs debootstrap and root).
+BASE_IMAGE ?= vibewave-base:bookworm
+VIBEWAVE_IMAGE ?= vibewave:latest
+COMPOSE ?= $(shell command -v docker-compose >/dev/null 2>&1 && echo docker-compose || echo docker compose)
+
+image: ## the service image $(VIBEWAVE_IMAGE) (one for all four services and the ComfyUI simulator)
+	$(if $(filter vibewave-base:bookworm,$(BASE_IMAGE)),deploy/image/build-base.sh $(BASE_IMAGE))
+	docker build --network host --build-arg BASE_IMAGE=$(BASE_IMAGE) -f deploy/image/Dockerfile -t $(VIBEWAVE_IMAGE) .
+
+compose-up: image ## the compose deployment's core profile (deploy/compose/; makes its .env on first use)
+	@test -f deploy/compose/.env || python3 deploy/compose/make-env.py
+	VIBEWAVE_IMAGE=$(VIBEWAVE_IMAGE) $(COMPOSE) -f deploy/compose/compose.yaml up -d
+
+compose-down: ## stop and remove the compose deployment (its volumes stay: `down -v` removes them)
+	$(COMPOSE) -f deploy/compose/compose.yaml down
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .vibewave .pytest_cache .mypy_cache .ruff_cache htmlcov .coverage .coverage.*
