@@ -45,7 +45,16 @@ def test_comfyui_request_has_the_api_document_shape():
     encoded = msgspec.json.decode(msgspec.json.encode(request))
     documented = {"id", "workflow_name", "inputs", "status", "pod_id", "created_at", "updated_at", "result", "error"}
     assert documented <= set(encoded)
-    additions = {"attempts", "progress", "queue_position", "eta_seconds", "timings", "gpu_seconds", "cost"}
+    additions = {
+        "attempts",
+        "progress",
+        "queue_position",
+        "eta_seconds",
+        "timings",
+        "gpu_seconds",
+        "cost",
+        "waiting_reason",
+    }
     assert set(encoded) - documented == additions, "only additive fields beyond the document"
     assert encoded["created_at"] == "2024-01-01T00:00:00Z"
     assert encoded["updated_at"] == "2024-01-01T00:05:00Z"

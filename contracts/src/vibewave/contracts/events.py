@@ -335,6 +335,12 @@ class PodNeed(msgspec.Struct, kw_only=True, frozen=True):
     # W3C traceparents of the oldest waiting requests (at most 8): pod-manager's spans for a pod created for
     # them link to their traces. Optional: a sender without it means no links.
     traceparents: tuple[str, ...] = ()
+    # For scaling on the queue's expected wait (all optional: 0 means unknown). How long the oldest waiting
+    # request has waited; the expected run seconds of the waiting requests (their presets' catalogue
+    # midpoints); and the expected seconds left of the running ones.
+    oldest_wait_s: float = 0.0
+    waiting_work_s: float = 0.0
+    running_left_s: float = 0.0
 
 
 class Demand(msgspec.Struct, kw_only=True):
@@ -374,6 +380,10 @@ class FleetStatus(msgspec.Struct, kw_only=True):
     settings: str = ""  # fingerprint of the pod settings the breakers were opened under
     stopping: bool = False
     models: list[str] | None = None  # `folder/file` every new pod fetches (None: pods have every model)
+    policy: str | None = None  # the fleet policy (FLEET_POLICY): demand, serverless or economic
+    spend_per_hr: float | None = None  # what the live pods cost per hour now, in USD (None: prices unknown)
+    max_hourly_spend: float | None = None  # MAX_HOURLY_SPEND (None: no cap)
+    held: str | None = None  # why waiting requests get no new pod now (the spend cap), for their status
 
     def fresh(self, now: datetime) -> bool:
         return not self.stopping and (now - self.heartbeat_at).total_seconds() <= max(

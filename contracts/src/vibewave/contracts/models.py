@@ -220,6 +220,7 @@ class ComfyUIRequest(msgspec.Struct, kw_only=True):
     progress: float | None = None
     queue_position: int | None = None  # waiting: 1 is the next to get a pod of its kind
     eta_seconds: float | None = None  # unfinished: expected seconds until it is finished
+    waiting_reason: str | None = None  # waiting: why no pod is started for it beyond the queue (the spend cap)
     timings: RequestTimings | None = None  # finished: where its time went
     gpu_seconds: float | None = None  # finished: the pod time its runs took
     cost: float | None = None  # finished: gpu_seconds x its pod's hourly price / 3600, in USD

@@ -19,7 +19,7 @@ import re
 import secrets
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import msgspec
 
@@ -216,6 +216,27 @@ class Workflow(msgspec.Struct, frozen=True, kw_only=True):
             spec = self.definition.inputs[name]
             graph[spec.node]["inputs"][spec.field] = value
         return graph
+
+
+class Catalog(Protocol):
+    """What looks workflows up by name: a loaded catalogue (`load_catalog`) or a `WorkflowCatalog`."""
+
+    def get(self, name: str, /) -> Workflow | None: ...
+
+
+def expected_run_s(catalog: Catalog, workflow_name: str, preset: str | None) -> float | None:
+    """The midpoint of the preset's `expected_seconds` (the workflow's default preset when none is named): what
+    a run is expected to take, for ETAs and scaling. None when the workflow, or its preset's expected time, is
+    unknown."""
+    workflow = catalog.get(workflow_name)
+    if workflow is None:
+        return None
+    definition = workflow.definition
+    found = definition.presets.get(preset or definition.default_preset or "")
+    if found is None or found.expected_seconds is None:
+        return None
+    low, high = found.expected_seconds
+    return (low + high) / 2
 
 
 def is_upload(value: str) -> bool:

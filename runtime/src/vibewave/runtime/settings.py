@@ -76,6 +76,9 @@ class CommonSettings:
     provision: bool = True  # NATS_PROVISION: create/update the contract's streams, buckets and store at start
     ops_host: str = "127.0.0.1"  # OPS_HOST: where the ops port listens (0.0.0.0 in containers)
     ops_port: int | None = None  # OPS_PORT: /metrics, /health/live, /health/ready (None: no ops server)
+    # VIBEWAVE_TIME_SCALE: simulated seconds per real second, for time-compressed benchmarks only (1: real time).
+    # Fixed durations the services assume (catalogue run times, the policies' defaults) are divided by it.
+    time_scale: float = 1.0
 
     @property
     def nats_servers(self) -> list[str]:
@@ -101,4 +104,5 @@ class CommonSettings:
             provision=env_bool("NATS_PROVISION", True),
             ops_host=env_str("OPS_HOST", "127.0.0.1"),
             ops_port=env_int("OPS_PORT", 0) if env_str("OPS_PORT", "") else None,
+            time_scale=env_float("VIBEWAVE_TIME_SCALE", 1.0),
         )
