@@ -23,6 +23,7 @@ from vibewave.pod_manager.providers.base import (
 from vibewave.pod_manager.providers.runpod import RunPodPodDefaults, RunPodProvider
 from vibewave.pod_manager.runpod_api import RunPodClient, RunPodHttp, _parse, problem_error, rate_limited
 from vibewave.pod_manager.settings import PodManagerSettings, Secret
+from vibewave.runpod_emu.catalogue import default_gpu_types
 from vibewave.runtime.process import ConfigurationError
 
 pytestmark = pytest.mark.unit
@@ -270,3 +271,54 @@ async def test_restart_is_runpods_in_place_restart(fake, provider):
 )  # fmt: skip
 def test_rest_problem_answers_map_to_precise_errors(status, body, error):
     assert isinstance(problem_error(status, body, "POST /v2/pods/p1/action"), error)
+
+
+def _catalogue(provider: RunPodProvider) -> None:
+    """The emulator's catalogue in GraphQL's shape (its prices are RunPod's list prices)."""
+    for gpu in default_gpu_types():
+        provider._learn({"id": gpu.id, "displayName": gpu.display_name, "memoryInGb": gpu.memory_in_gb,
+                         "secureCloud": gpu.secure_cloud, "communityCloud": gpu.community_cloud,
+                         "securePrice": gpu.secure_price, "communityPrice": gpu.community_price})  # fmt: skip
+
+
+async def test_cheapest_choice_tries_the_fitting_types_by_price_and_the_spend_cap_bounds_the_price(fake):
+    listed = ("NVIDIA GeForce RTX 4090", "NVIDIA RTX A6000", "NVIDIA L40S", "NVIDIA GeForce RTX 3090")
+    cheapest = RunPodProvider(
+        RunPodClient(fake), defaults(gpu_types=listed, cloud_type="SECURE", gpu_choice="cheapest")
+    )
+    _catalogue(cheapest)
+    assert [gpu for gpu, _ in cheapest.candidates(0)] == [
+        "NVIDIA GeForce RTX 3090", "NVIDIA RTX A6000", "NVIDIA GeForce RTX 4090", "NVIDIA L40S"
+    ]  # fmt: skip
+    assert [gpu for gpu, _ in cheapest.candidates(48)] == ["NVIDIA RTX A6000", "NVIDIA L40S"]
+    assert cheapest.new_pod_price(0) == 0.43 and cheapest.new_pod_price(48) == 0.49
+    preferred = RunPodProvider(RunPodClient(fake), defaults(gpu_types=listed, cloud_type="SECURE"))
+    _catalogue(preferred)
+    assert preferred.candidates(0)[0] == ("NVIDIA GeForce RTX 4090", "SECURE") and preferred.new_pod_price(0) == 0.69
+
+    fake.on("CreatePod", CapacityError(CAPACITY), {"podFindAndDeployOnDemand": {"id": "p2"}})
+    fake.pods["p2"] = pod("p2")
+    await cheapest.create("vibewave-x-1", max_price=0.5)
+    tried = [call[2]["input"]["gpuTypeId"] for call in fake.calls if call[0] == "CreatePod"]
+    assert tried == ["NVIDIA GeForce RTX 3090", "NVIDIA RTX A6000"], "no capacity on the 3090: the next under $0.50"
+    fake.calls.clear()
+    fake.on("CreatePod", CapacityError(CAPACITY))
+    with pytest.raises(CapacityError, match="over the spend cap"):
+        await cheapest.create("vibewave-x-2", max_price=0.45)
+    assert [c[2]["input"]["gpuTypeId"] for c in fake.calls if c[0] == "CreatePod"] == ["NVIDIA GeForce RTX 3090"]
+
+
+def test_gpu_choice_and_fleet_policy_settings_are_checked(monkeypatch):
+    monkeypatch.setenv("FLEET_POLICY", "economic")
+    assert PodManagerSettings.from_env().runpod.gpu_choice == "cheapest", "economic picks the cheapest type"
+    monkeypatch.setenv("RUNPOD_GPU_CHOICE", "preference")
+    assert PodManagerSettings.from_env().runpod.gpu_choice == "preference"
+    monkeypatch.setenv("FLEET_POLICY", "cheapskate")
+    with pytest.raises(ConfigurationError, match="FLEET_POLICY"):
+        PodManagerSettings.from_env()
+    monkeypatch.setenv("FLEET_POLICY", "demand")
+    monkeypatch.setenv("MAX_HOURLY_SPEND", "0")
+    with pytest.raises(ConfigurationError, match="MAX_HOURLY_SPEND"):
+        PodManagerSettings.from_env()
+    monkeypatch.setenv("MAX_HOURLY_SPEND", "2.5")
+    assert PodManagerSettings.from_env().max_hourly_spend == 2.5

@@ -26,6 +26,7 @@ class FleetPlan:
     resume: list[str] = field(default_factory=list)  # pod ids
     stop: list[str] = field(default_factory=list)
     terminate: list[str] = field(default_factory=list)
+    held: str | None = None  # why pods the needs ask for are not started (the spend cap)
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class FleetLimits:
     min_warm: int
     idle_timeout_s: float
     terminate_timeout_s: float
+    max_hourly_spend: float | None = None  # USD per hour the live pods may cost together (None: no cap)
 
 
 def plan_fleet(

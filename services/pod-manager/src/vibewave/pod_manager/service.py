@@ -75,7 +75,8 @@ from vibewave.contracts.workflows import load_catalog
 from vibewave.pod_manager.admin import register_admin
 from vibewave.pod_manager.boot import BootPlan, check_disk, fleet_models
 from vibewave.pod_manager.breakers import Breakers
-from vibewave.pod_manager.fleet import LIVE, FleetLimits, plan_fleet
+from vibewave.pod_manager.fleet import LIVE, FleetLimits
+from vibewave.pod_manager.policy import DEFAULT_BOOT_S, FleetMemory, FleetSituation, hourly_spend, make_policy
 from vibewave.pod_manager.probe import Probe, probe_pod
 from vibewave.pod_manager.providers import (
     Conflict,
@@ -150,7 +151,13 @@ class PodManagerService:
             min_warm=settings.min_warm_pods,
             idle_timeout_s=settings.idle_timeout_s,
             terminate_timeout_s=settings.terminate_timeout_s,
+            max_hourly_spend=settings.max_hourly_spend,
         )
+        scale = settings.common.time_scale
+        self.policy = make_policy(settings.fleet_policy, scale)
+        self.memory = FleetMemory(create_boot_s=DEFAULT_BOOT_S / scale, resume_boot_s=DEFAULT_BOOT_S / scale)
+        self.held: str | None = None  # why waiting requests get no new pod now (the spend cap)
+        self._resumed: set[str] = set()  # pods starting after a resume (not a create): their boot is a resume's
         self.breakers = Breakers(settings.ready_attempts, settings.breaker_cooldown_s)
         self.heartbeat_interval_s = max(0.2, min(settings.probe_interval_s, 2.0))
         pod_settings = (
@@ -507,16 +514,19 @@ class PodManagerService:
         stopped_for = {
             p.id: (wall - p.stopped_at).total_seconds() for p in self.pods.values() if p.stopped_at is not None
         }
-        plan = plan_fleet(
-            self.demand.needs,
-            list(self.pods.values()),
-            busy,
-            {pod_id: now - since for pod_id, since in self._idle_since.items()},
-            stopped_for,
-            self.limits,
+        self.memory.observe(now, sum(n.waiting + n.running for n in self.demand.needs), self.limits.max_pods)
+        situation = FleetSituation(
+            needs=self.demand.needs,
+            pods=list(self.pods.values()),
+            busy=busy,
+            idle_for={pod_id: now - since for pod_id, since in self._idle_since.items()},
+            stopped_for=stopped_for,
             blocked=self.breakers.blocked(),
             unresumable=self._unresumable,
+            price=self.provider.new_pod_price,
         )
+        plan = self.policy.plan(situation, self.memory, self.limits)
+        self.held = plan.held
         replacements: list[int] = []
         for pod_id in plan.resume:
             stopped = self.pods.get(pod_id)
@@ -525,7 +535,7 @@ class PodManagerService:
         creations = [*plan.create, *replacements]
         if creations and time.monotonic() >= self._create_not_before:
             for gpu_class in creations:
-                if self.live_count() >= self.limits.max_pods:
+                if self.live_count() >= self.limits.max_pods or not self._affordable(gpu_class):
                     break
                 if self.breakers.may_create(gpu_class) and not await self.create(gpu_class):
                     break
@@ -534,6 +544,28 @@ class PodManagerService:
         for pod_id in plan.terminate:
             await self._act(self._terminate, pod_id, "idle")
         await self._probe_all()
+
+    def spend_per_hr(self) -> float:
+        return hourly_spend(list(self.pods.values()), self.provider.new_pod_price)
+
+    def spend_left(self) -> float | None:
+        """What MAX_HOURLY_SPEND leaves for one more pod, per hour (None: no cap)."""
+        cap = self.limits.max_hourly_spend
+        return None if cap is None else cap - self.spend_per_hr()
+
+    def _affordable(self, gpu_class: int) -> bool:
+        """Whether one more pod of the class fits under the spend cap (a replacement after a failed resume
+        too); if not, `held` says so."""
+        left = self.spend_left()
+        price = self.provider.new_pod_price(gpu_class)
+        if left is None or (price is not None and price <= left + 1e-9):
+            return True
+        assert self.limits.max_hourly_spend is not None
+        self.held = (
+            f"the fleet is at its spend cap: MAX_HOURLY_SPEND is ${self.limits.max_hourly_spend:.2f}/h and the live "
+            f"pods cost ${self.spend_per_hr():.2f}/h; new pods wait until spend drops"
+        )
+        return False
 
     async def _act(self, action: Callable[[PodRecord, str], Awaitable[object]], pod_id: str, reason: str) -> None:
         pod = self.pods.get(pod_id)
@@ -555,7 +587,7 @@ class PodManagerService:
             self.breakers.creating(gpu_class)
         boot = self._boot_began(name, gpu_class)
         try:
-            found = await self._created(boot, name, gpu_class)
+            found = await self._created(boot, name, gpu_class, self.spend_left())
         except RateLimited:
             raise
         except ProviderError as exc:
@@ -620,7 +652,7 @@ class PodManagerService:
             },
         )
 
-    async def _created(self, boot: Span, name: str, gpu_class: int) -> ProviderPod:
+    async def _created(self, boot: Span, name: str, gpu_class: int, max_price: float | None) -> ProviderPod:
         """The provider's create call(s) as `pod create`, inside `pod boot`; a failed create ends the boot."""
         try:
             with (
@@ -629,7 +661,7 @@ class PodManagerService:
                     "pod create", links=self._demand_links(gpu_class), attributes={"vibewave.pod.name": name}
                 ) as span,
             ):
-                found = await self.provider.create(name, gpu_class, boot=self.boot.for_pod(name))
+                found = await self.provider.create(name, gpu_class, boot=self.boot.for_pod(name), max_price=max_price)
                 span.set_attribute("vibewave.pod_id", found.id)
         except BaseException as exc:
             boot.set_status(Status(StatusCode.ERROR, f"create failed: {type(exc).__name__}"))
@@ -651,6 +683,7 @@ class PodManagerService:
         except RateLimited:
             raise
         except HostBusy as exc:
+            self.memory.resume_outcome(resumed=False)
             await self._will_not_resume(pod, exc.message)
             return Resumed.REPLACE
         except ProviderError as exc:
@@ -659,8 +692,11 @@ class PodManagerService:
             if exc.retryable and failures < RESUME_FAILURES_BEFORE_REPLACING:
                 log.warning("resuming pod %s failed (%s); trying again", pod.id, exc.message)
                 return Resumed.LATER
+            self.memory.resume_outcome(resumed=False)
             await self._will_not_resume(pod, f"{exc.message} ({failures} tries)")
             return Resumed.REPLACE
+        self.memory.resume_outcome(resumed=True)
+        self._resumed.add(pod.id)
         self._resume_failures.pop(pod.id, None)
         resumed = msgspec.structs.replace(
             pod, status=PodStatus.STARTING, comfyui_url=found.comfyui_url, ip=found.ip, started_at=utcnow(),
@@ -771,6 +807,8 @@ class PodManagerService:
                     self.breakers.succeeded(self.class_of(pod))
                     booted = (utcnow() - (pod.started_at or pod.created_at)).total_seconds()
                     self._meters.pod_boot.record(max(0.0, booted), {"provider": pod.provider})
+                    self.memory.booted(max(0.0, booted), resumed=pod.id in self._resumed)
+                    self._resumed.discard(pod.id)
                     log.info("pod %s ready", pod.id, extra={"pod_id": pod.id})
                 elif pod.status == PodStatus.SUSPECT:
                     log.info("pod %s answers again; ready", pod.id, extra={"pod_id": pod.id})
@@ -879,6 +917,10 @@ class PodManagerService:
             settings=self.fingerprint,
             stopping=self._stopping,
             models=self.wanted,
+            policy=self.policy.name,
+            spend_per_hr=round(self.spend_per_hr(), 4),
+            max_hourly_spend=self.limits.max_hourly_spend,
+            held=self.held,
         )
         self._check_lease()
         try:
@@ -934,6 +976,8 @@ class PodManagerService:
         """A pod asked for through the API counts toward MAX_PODS like any other."""
         if self.live_count() >= self.limits.max_pods:
             raise Conflict(f"MAX_PODS ({self.limits.max_pods}) pods are already running; stop or terminate one first")
+        if not self._affordable(gpu_class):
+            raise Conflict(f"{self.held}: stop or terminate a pod first")
         pod = await self.create(gpu_class, surface_errors=True)
         assert pod is not None
         return pod

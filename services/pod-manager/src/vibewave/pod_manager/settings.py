@@ -8,6 +8,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from vibewave.pod_manager.policy import POLICIES
 from vibewave.runtime.pod_token import POD_TOKEN_KEY_ENV
 from vibewave.runtime.process import ConfigurationError
 from vibewave.runtime.settings import CommonSettings, Secret, env_bool, env_float, env_int, env_str
@@ -44,6 +45,9 @@ class RunPodSettings:
     allowed_cuda_versions: tuple[str, ...] = ()
     network_volume_id: str | None = None  # RUNPOD_NETWORK_VOLUME_ID: at /workspace; pods go to its data center
     bootstrap: bool = True  # RUNPOD_BOOTSTRAP: pods boot deploy/pod's bootstrap (off: the image boots itself)
+    # RUNPOD_GPU_CHOICE: which fitting type of RUNPOD_GPU_TYPES a new pod tries first — `preference` (list order)
+    # or `cheapest` (by the catalogue's price in the cloud asked; the default with FLEET_POLICY=economic)
+    gpu_choice: str = "preference"
 
     @classmethod
     def from_env(cls) -> RunPodSettings:
@@ -75,9 +79,13 @@ class RunPodSettings:
             allowed_cuda_versions=allowed_cuda,
             network_volume_id=os.environ.get("RUNPOD_NETWORK_VOLUME_ID", "").strip() or None,
             bootstrap=env_bool("RUNPOD_BOOTSTRAP", True),
+            gpu_choice=env_str(
+                "RUNPOD_GPU_CHOICE", "cheapest" if env_str("FLEET_POLICY", "demand") == "economic" else "preference"
+            ).lower(),
         )
 
 
+GPU_CHOICES = ("preference", "cheapest")
 SHUTDOWN_POLICIES = ("terminate", "stop", "keep")
 UNRESUMABLE_POLICIES = ("terminate", "keep")
 
@@ -115,6 +123,8 @@ class PodManagerSettings:
     runpod: RunPodSettings
     # LOCAL_GPU_COST_PER_HR: the hourly price of local and static pods, in USD, for requests' `cost` (unset: none)
     local_gpu_cost_per_hr: float | None = None
+    fleet_policy: str = "demand"  # FLEET_POLICY: demand (default), serverless or economic (see `policy`)
+    max_hourly_spend: float | None = None  # MAX_HOURLY_SPEND: USD/hour the live pods may cost together (unset: no cap)
 
     @classmethod
     def from_env(cls, common: CommonSettings | None = None) -> PodManagerSettings:
@@ -152,6 +162,8 @@ class PodManagerSettings:
                 static_gpu_memory_gb=_optional_int("STATIC_GPU_MEMORY_GB"),
                 runpod=runpod,
                 local_gpu_cost_per_hr=_optional_float("LOCAL_GPU_COST_PER_HR"),
+                fleet_policy=env_str("FLEET_POLICY", "demand").lower(),
+                max_hourly_spend=_optional_float("MAX_HOURLY_SPEND"),
             )
         except ValueError as exc:
             raise ConfigurationError(f"a pod-manager setting is not a number: {exc}") from None
@@ -160,6 +172,16 @@ class PodManagerSettings:
 
     def check(self) -> None:
         """Settings that cannot work are a start-up error (exit 78), not a loop that never gets a pod."""
+        if self.fleet_policy not in POLICIES:
+            raise ConfigurationError(f"FLEET_POLICY={self.fleet_policy!r}: use one of {', '.join(POLICIES)}")
+        if self.runpod.gpu_choice not in GPU_CHOICES:
+            raise ConfigurationError(
+                f"RUNPOD_GPU_CHOICE={self.runpod.gpu_choice!r}: use one of {', '.join(GPU_CHOICES)}"
+            )
+        if self.max_hourly_spend is not None and self.max_hourly_spend <= 0:
+            raise ConfigurationError(
+                f"MAX_HOURLY_SPEND ({self.max_hourly_spend}) must be more than 0 (unset it for no cap)"
+            )
         if self.shutdown not in SHUTDOWN_POLICIES:
             raise ConfigurationError(f"POD_SHUTDOWN={self.shutdown!r}: use one of {', '.join(SHUTDOWN_POLICIES)}")
         if self.unresumable not in UNRESUMABLE_POLICIES:

@@ -71,6 +71,7 @@ def create_provider(settings: PodManagerSettings) -> Provider:
             comfyui_port=rp.comfyui_port,
             allowed_cuda_versions=rp.allowed_cuda_versions,
             network_volume_id=rp.network_volume_id,
+            gpu_choice=rp.gpu_choice,
         )
         return RunPodProvider(RunPodClient(transport, api=rp.api), defaults, rp.base_url)
     raise ConfigurationError(f"unknown POD_PROVIDER {settings.provider!r} (runpod, local or static)")

@@ -133,7 +133,13 @@ class Provider(Protocol):
     def describe(self) -> str:
         """What a new pod is, for diagnoses: image, template, start command, port."""
 
-    async def create(self, name: str, min_gpu_memory_gb: int = 0, boot: PodBoot | None = None) -> ProviderPod: ...
+    async def create(
+        self, name: str, min_gpu_memory_gb: int = 0, boot: PodBoot | None = None, max_price: float | None = None
+    ) -> ProviderPod: ...
+
+    def new_pod_price(self, min_gpu_memory_gb: int) -> float | None:
+        """$/hour of the pod a create for this GPU class would make first (None: unknown)."""
+        ...
 
     async def get(self, pod_id: str) -> ProviderPod | None: ...
 

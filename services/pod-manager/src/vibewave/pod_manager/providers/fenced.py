@@ -22,9 +22,14 @@ class LeaderOnly:
     def describe(self) -> str:
         return self.inner.describe()
 
-    async def create(self, name: str, min_gpu_memory_gb: int = 0, boot: PodBoot | None = None) -> ProviderPod:
+    async def create(
+        self, name: str, min_gpu_memory_gb: int = 0, boot: PodBoot | None = None, max_price: float | None = None
+    ) -> ProviderPod:
         self.check()
-        return await self.inner.create(name, min_gpu_memory_gb, boot)
+        return await self.inner.create(name, min_gpu_memory_gb, boot, max_price)
+
+    def new_pod_price(self, min_gpu_memory_gb: int) -> float | None:
+        return self.inner.new_pod_price(min_gpu_memory_gb)
 
     async def get(self, pod_id: str) -> ProviderPod | None:
         return await self.inner.get(pod_id)

@@ -99,8 +99,14 @@ class LocalProvider:
             return f"local command {' '.join(self.command)[:120]!r}"
         return "the bundled ComfyUI simulator (a local process)"
 
-    async def create(self, name: str, min_gpu_memory_gb: int = 0, boot: PodBoot | None = None) -> ProviderPod:
-        """`boot` is ignored: these pods run no container of the provider's making."""
+    def new_pod_price(self, min_gpu_memory_gb: int) -> float | None:
+        return self.cost_per_hr
+
+    async def create(
+        self, name: str, min_gpu_memory_gb: int = 0, boot: PodBoot | None = None, max_price: float | None = None
+    ) -> ProviderPod:
+        """`boot` is ignored: these pods run no container of the provider's making.
+        So is `max_price`: every pod costs `cost_per_hr`, which the spend cap was checked against."""
         if min_gpu_memory_gb and self.gpu_memory_gb is not None and self.gpu_memory_gb < min_gpu_memory_gb:
             raise NoFittingGpu(
                 f"local GPUs have {self.gpu_memory_gb} GB (LOCAL_GPU_MEMORY_GB), {min_gpu_memory_gb} needed"

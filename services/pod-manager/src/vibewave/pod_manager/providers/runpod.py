@@ -62,6 +62,7 @@ class RunPodPodDefaults:
     comfyui_port: int
     allowed_cuda_versions: tuple[str, ...] = ()
     network_volume_id: str | None = None
+    gpu_choice: str = "preference"  # or cheapest: RUNPOD_GPU_CHOICE
 
 
 def hide_env(pod: dict[str, Any]) -> dict[str, Any]:
@@ -102,6 +103,7 @@ class RunPodProvider:
         self._gpu_memory: dict[str, int] = {}  # GPU type id and display name → GB, from the catalogue
         self._gpu_names: dict[str, str] = {}  # GPU type id → display name ("RTX 4090")
         self._gpu_clouds: dict[str, set[str]] = {}  # GPU type id → the clouds that offer it
+        self._gpu_prices: dict[str, dict[str, float]] = {}  # GPU type id → cloud → list $/GPU/hour
         self._volume_data_center: str | None = None
 
     async def validate(self) -> None:
@@ -154,6 +156,13 @@ class RunPodProvider:
         }
         if any(flag is not None for flag in offered.values()):
             self._gpu_clouds[gpu_id] = {cloud for cloud, flag in offered.items() if flag}
+        listed = gpu.get("price")
+        price: dict[str, Any] = listed if isinstance(listed, dict) else {}
+        prices = {
+            "SECURE": price.get("secure", gpu.get("securePrice")),
+            "COMMUNITY": price.get("community", gpu.get("communityPrice")),
+        }
+        self._gpu_prices[gpu_id] = {cloud: float(p) for cloud, p in prices.items() if p}
 
     async def _find_volume(self, volume_id: str) -> None:
         try:
@@ -279,42 +288,71 @@ class RunPodProvider:
             if not min_gpu_memory_gb or self._gpu_memory.get(gpu, min_gpu_memory_gb) >= min_gpu_memory_gb
         ]
 
-    async def create(self, name: str, min_gpu_memory_gb: int = 0, boot: PodBoot | None = None) -> ProviderPod:
-        """Try each fitting GPU type of the preference list (in each cloud to ask) in turn until one has capacity;
+    def candidates(self, min_gpu_memory_gb: int) -> list[tuple[str, str]]:
+        """Each (GPU type, cloud) a create tries, in order: the fitting types in preference order, each in the
+        clouds to ask — or, with `RUNPOD_GPU_CHOICE=cheapest`, every such pair by its catalogue price (an
+        unknown price last; ties keep the preference order)."""
+        pairs = [(gpu, cloud) for gpu in self.fitting_gpu_types(min_gpu_memory_gb) for cloud in self._clouds(gpu)]
+        if self.defaults.gpu_choice == "cheapest":
+            pairs.sort(key=lambda pair: self.price(*pair, lowest=True) or float("inf"))
+        return pairs
+
+    def price(self, gpu_type: str, cloud: str, *, lowest: bool = False) -> float | None:
+        """The catalogue's hourly price of one GPU of the type in the cloud. ALL (GraphQL's own) may land in
+        either cloud: its highest price, or with `lowest` its lowest."""
+        known = self._gpu_prices.get(gpu_type, {})
+        if cloud != "ALL":
+            return known.get(cloud)
+        return (min if lowest else max)(known.values(), default=None)
+
+    def new_pod_price(self, min_gpu_memory_gb: int) -> float | None:
+        """What a new pod of the class would cost per hour: its first candidate's catalogue price."""
+        pairs = self.candidates(min_gpu_memory_gb)
+        return self.price(*pairs[0]) if pairs else None
+
+    async def create(
+        self, name: str, min_gpu_memory_gb: int = 0, boot: PodBoot | None = None, max_price: float | None = None
+    ) -> ProviderPod:
+        """Try each candidate GPU type and cloud (`candidates`) in turn until one has capacity;
         `boot` is the pod's own env and start command. A refusal for the account's access to a pool (403) moves
-        on too; an ambiguous failure adopts the pod if it exists by its (unique) name, else is raised."""
-        candidates = self.fitting_gpu_types(min_gpu_memory_gb)
+        on too; an ambiguous failure adopts the pod if it exists by its (unique) name, else is raised. With
+        `max_price` (what the spend cap leaves), a type and cloud dearer than that, or of unknown price, is
+        not tried."""
+        candidates = self.candidates(min_gpu_memory_gb)
         if not candidates:
             sizes = ", ".join(f"{g} ({self._gpu_memory.get(g, '?')} GB)" for g in self.defaults.gpu_types)
             raise NoFittingGpu(f"no GPU type of RUNPOD_GPU_TYPES has {min_gpu_memory_gb} GB or more: {sizes}")
         refusals: list[str] = []
         forbidden: Forbidden | None = None
-        for gpu_type in candidates:
-            for cloud in self._clouds(gpu_type):
-                label = gpu_type if cloud == self.defaults.cloud_type else f"{gpu_type} in {cloud}"
-                try:
-                    created = await self.client.create_pod(self._spec(name, gpu_type, cloud, boot))
-                except CapacityError:
-                    refusals.append(label)
-                    log.info("no %s available; trying the next candidate", label)
-                    continue
-                except Forbidden as exc:
-                    forbidden = exc
-                    log.info("RunPod refused %s for this account (%s); trying the next candidate", label, exc.message)
-                    continue
-                except RateLimited:
-                    raise  # refused before anything happened
-                except Unavailable:
-                    existing = await self._find_by_name(name)  # the create may have happened anyway
-                    if existing is None:
-                        raise
-                    log.warning("RunPod reported a failure but pod %s exists; adopting it", existing.id)
-                    return existing
-                log.info("RunPod pod %s created on %s", created["id"], label, extra={"pod_id": created["id"]})
-                if "status" in created:  # REST v2 answers the whole Pod
-                    return self._view(created)
-                pod = await self.client.pod(str(created["id"]))
-                return self._view(pod or {**created, "name": name, "desiredStatus": "RUNNING"})
+        for gpu_type, cloud in candidates:
+            label = gpu_type if cloud == self.defaults.cloud_type else f"{gpu_type} in {cloud}"
+            price = self.price(gpu_type, cloud)
+            if max_price is not None and (price is None or price > max_price + 1e-9):
+                refusals.append(f"{label} (over the spend cap)")
+                continue
+            try:
+                created = await self.client.create_pod(self._spec(name, gpu_type, cloud, boot))
+            except CapacityError:
+                refusals.append(label)
+                log.info("no %s available; trying the next candidate", label)
+                continue
+            except Forbidden as exc:
+                forbidden = exc
+                log.info("RunPod refused %s for this account (%s); trying the next candidate", label, exc.message)
+                continue
+            except RateLimited:
+                raise  # refused before anything happened
+            except Unavailable:
+                existing = await self._find_by_name(name)  # the create may have happened anyway
+                if existing is None:
+                    raise
+                log.warning("RunPod reported a failure but pod %s exists; adopting it", existing.id)
+                return existing
+            log.info("RunPod pod %s created on %s", created["id"], label, extra={"pod_id": created["id"]})
+            if "status" in created:  # REST v2 answers the whole Pod
+                return self._view(created)
+            pod = await self.client.pod(str(created["id"]))
+            return self._view(pod or {**created, "name": name, "desiredStatus": "RUNNING"})
         if forbidden is not None and not refusals:
             raise forbidden
         raise CapacityError(f"no capacity for any fitting GPU type ({', '.join(refusals)})")

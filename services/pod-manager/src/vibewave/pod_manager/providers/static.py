@@ -64,8 +64,14 @@ class StaticProvider:
             details={"url": url},
         )
 
-    async def create(self, name: str, min_gpu_memory_gb: int = 0, boot: PodBoot | None = None) -> ProviderPod:
-        """`boot` is ignored: the servers are already running."""
+    def new_pod_price(self, min_gpu_memory_gb: int) -> float | None:
+        return self.cost_per_hr
+
+    async def create(
+        self, name: str, min_gpu_memory_gb: int = 0, boot: PodBoot | None = None, max_price: float | None = None
+    ) -> ProviderPod:
+        """`boot` is ignored: the servers are already running.
+        So is `max_price`: every pod costs `cost_per_hr`, which the spend cap was checked against."""
         if min_gpu_memory_gb and self.gpu_memory_gb is not None and self.gpu_memory_gb < min_gpu_memory_gb:
             raise NoFittingGpu(
                 f"static servers have {self.gpu_memory_gb} GB (STATIC_GPU_MEMORY_GB), {min_gpu_memory_gb} needed"
