@@ -57,7 +57,7 @@ from vibewave.contracts.models import (
     RequestSummary,
     WebhookSpec,
 )
-from vibewave.contracts.workflows import Workflow, WorkflowCatalog
+from vibewave.contracts.workflows import Workflow, WorkflowCatalog, expected_run_s
 from vibewave.runtime import broker as runtime
 from vibewave.runtime.broker import decode
 from vibewave.runtime.health import SERVICE_NAMES, ping
@@ -410,6 +410,7 @@ class Gateway:
             pod_id=None,
             created_at=submitted.created_at,
             updated_at=submitted.created_at,
+            waiting_reason=self.waiting_reason(),
         )
 
     async def _submitted_event(self, request_id: str) -> RequestSubmitted | None:
@@ -483,28 +484,28 @@ class Gateway:
         return await self.files.open(name)
 
     def public(self, record: RequestRecord, *, reveal_pod: bool) -> ComfyUIRequest:
-        """`to_public` with its progress, and — while unfinished — its queue position and ETA."""
+        """`to_public` with its progress, and — while unfinished — its queue position and ETA (and, while it
+        waits for a pod, why none is started for it)."""
         index = self.index
         if record.status.terminal:
             return to_public(record, reveal_pod=reveal_pod)
         estimates = index.estimates
         eta = estimates.eta(record, time.time(), index.active_pods(), index.records, self.catalogued_seconds)
+        waiting = record.status == RequestStatus.PENDING
         return to_public(
             record, index.progress.get(record.id), reveal_pod=reveal_pod,
             queue_position=estimates.position(record), eta_seconds=eta,
+            waiting_reason=self.waiting_reason() if waiting else None,
         )  # fmt: skip
+
+    def waiting_reason(self) -> str | None:
+        """Why waiting requests get no new pod now (the spend cap), as the live pod-manager last said."""
+        fleet = self.index.fleet
+        return fleet.held if fleet is not None and fleet.fresh(utcnow()) else None
 
     def catalogued_seconds(self, record: RequestRecord) -> float | None:
         """The midpoint of its preset's `expected_seconds` in the catalogue (None: the workflow names none)."""
-        workflow = self.catalog.get(record.workflow_name)
-        if workflow is None:
-            return None
-        definition = workflow.definition
-        preset = definition.presets.get(record.preset or definition.default_preset or "")
-        if preset is None or preset.expected_seconds is None:
-            return None
-        low, high = preset.expected_seconds
-        return (low + high) / 2
+        return expected_run_s(self.catalog, record.workflow_name, record.preset)
 
     def signed(self, request: ComfyUIRequest) -> ComfyUIRequest:
         """The request with fresh presigned `urls` (S3 storage): the ones its result was stored with may
@@ -554,7 +555,8 @@ class Gateway:
             detail = "; ".join(f"circuit breaker open: {b.diagnosis}" for b in blocking)
             return ComponentHealth(name="fleet", healthy=False, detail=detail)
         detail = f"{fleet.live_pods} of at most {fleet.max_pods} pods live ({fleet.provider})"
-        return ComponentHealth(name="fleet", healthy=True, detail=detail + (f"; {fleet.note}" if fleet.note else ""))
+        said = [note for note in (fleet.note, fleet.held) if note]
+        return ComponentHealth(name="fleet", healthy=True, detail="; ".join([detail, *dict.fromkeys(said)]))
 
     async def _nats_health(self) -> ComponentHealth:
         nc = self.broker.connection if self._connected else None
@@ -599,6 +601,7 @@ def to_public(
     reveal_pod: bool = True,
     queue_position: int | None = None,
     eta_seconds: float | None = None,
+    waiting_reason: str | None = None,
 ) -> ComfyUIRequest:
     """A request as clients read it; a pod's address only for admins (`reveal_pod`). A finished one shows
     where its time went and what it cost."""
@@ -619,6 +622,7 @@ def to_public(
         progress=100.0 if record.status == RequestStatus.COMPLETED else progress,
         queue_position=queue_position,
         eta_seconds=eta_seconds,
+        waiting_reason=waiting_reason,
         timings=record.timings,
         gpu_seconds=round(record.gpu_seconds, 3) if record.status.terminal else None,
         cost=round(record.cost, 8) if record.status.terminal else None,

@@ -21,18 +21,24 @@ goes only to pods that are ready, verified by the live pod-manager (`manager`), 
 pod on which a run faulted stays out until pod-manager has seen the fault and a probe passed since
 (`PodRecord.fault_seq`). A retry waits out its backoff (`not_before`) before it can be placed, then
 goes first among its tenant's requests of its workflow.
+
+The demand it reports per GPU class (`needs`) says how much work is behind the counts, for scaling on the
+queue's expected wait: each request's expected run seconds (`expected_s`, from the workflow catalogue) are
+summed per class as requests come and go, so a report costs the classes, queues and pods, not the queue's
+depth; the oldest waiting request is found among the queue heads (each queue is oldest first).
 """
 
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from vibewave.contracts.events import PodRecord, PodStatus, RequestRecord
+from vibewave.contracts.events import PodNeed, PodRecord, PodStatus, RequestRecord
 from vibewave.contracts.models import Priority, RequestStatus
 
 PRIORITY_ORDER = (Priority.HIGH, Priority.NORMAL, Priority.LOW)
@@ -48,10 +54,31 @@ class Placement:
     pod: PodRecord
 
 
+@dataclass
+class _Run:
+    """A request on a pod: what it counts for in the fair share and in the demand."""
+
+    workflow: str
+    tenant: str | None
+    gpu_class: int
+    expected_s: float  # its expected run seconds (0: unknown)
+    started: float | None = None  # when its prompt was queued on the pod (epoch seconds; None: not yet)
+
+
+def _unknown(_: RequestRecord) -> float:
+    return 0.0
+
+
 class Placer:
-    def __init__(self, aging_s: float = 30.0, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        aging_s: float = 30.0,
+        clock: Callable[[], float] = time.time,
+        expected_s: Callable[[RequestRecord], float] = _unknown,
+    ) -> None:
         self.aging_s = aging_s
         self.clock = clock
+        self.expected_s = expected_s  # a request's expected run seconds (0: unknown)
         self._queues: dict[QueueKey, deque[str]] = {}  # only non-empty ones, so placing scans only heads
         self._queued: dict[str, RequestRecord] = {}
         self._delayed: dict[str, RequestRecord] = {}  # retries waiting out their backoff
@@ -59,11 +86,14 @@ class Placer:
         self._pods: dict[str, PodRecord] = {}
         self._pod_of: dict[str, str] = {}  # request id → pod id, while assigned or running
         self._request_on: dict[str, str] = {}  # pod id → request id
-        self._on_pod: dict[str, tuple[str, str | None, int]] = {}  # request id → (workflow, tenant, GPU class)
+        self._on_pod: dict[str, _Run] = {}
         self._running: Counter[tuple[str | None, str]] = Counter()  # per (tenant, workflow): requests on pods
         self._virtual: dict[Priority, float] = {}  # per class: virtual start of the last request placed
         self._finish: dict[tuple[Priority, str | None], float] = {}  # per (class, tenant): its virtual time
         self._waiting: Counter[str] = Counter()  # per workflow: queued or delayed
+        self._work: dict[str, tuple[int, float]] = {}  # per waiting request: (its GPU class, its expected seconds)
+        self._class_waiting: Counter[int] = Counter()  # per GPU class: requests queued or delayed
+        self._class_work: dict[int, float] = {}  # per GPU class: the expected seconds of those requests
         self._class_of: dict[str, int] = {}  # workflow → its GPU class (min_gpu_memory_gb)
         self._last_workflow: dict[str, str] = {}  # pod id → the workflow it ran last
         self._suspects: dict[str, int] = {}  # pod id → stream sequence of the fault report that made it suspect
@@ -75,7 +105,7 @@ class Placer:
         """Queue a waiting request; a retry whose backoff has not passed waits aside until it has."""
         if record.id in self._queued or record.id in self._delayed or record.id in self._pod_of:
             return
-        self._waiting[record.workflow_name] += 1
+        self._add_waiting(record)
         self._class_of[record.workflow_name] = record.min_gpu_memory_gb
         if record.not_before is not None and record.not_before.timestamp() > self.clock():
             self._delayed[record.id] = record
@@ -87,6 +117,24 @@ class Placer:
         self._queued[record.id] = record
         queue = self._queues.setdefault((record.workflow_name, record.tenant, record.priority), deque())
         queue.appendleft(record.id) if front else queue.append(record.id)
+
+    def _add_waiting(self, record: RequestRecord) -> None:
+        self._waiting[record.workflow_name] += 1
+        gpu_class, seconds = record.min_gpu_memory_gb, max(0.0, self.expected_s(record))
+        self._work[record.id] = (gpu_class, seconds)
+        self._class_waiting[gpu_class] += 1
+        self._class_work[gpu_class] = self._class_work.get(gpu_class, 0.0) + seconds
+
+    def _drop_waiting(self, record: RequestRecord) -> None:
+        """The request waits no more (placed, or forgotten): it leaves the counts and sums it was added to."""
+        self._waiting[record.workflow_name] -= 1
+        gpu_class, seconds = self._work.pop(record.id, (record.min_gpu_memory_gb, 0.0))
+        self._class_waiting[gpu_class] -= 1
+        if self._class_waiting[gpu_class] <= 0:  # an empty class sums to exactly 0, whatever rounding left
+            del self._class_waiting[gpu_class]
+            self._class_work.pop(gpu_class, None)
+        else:
+            self._class_work[gpu_class] = max(0.0, self._class_work[gpu_class] - seconds)
 
     def _promote_due(self) -> None:
         now = self.clock()
@@ -100,7 +148,11 @@ class Placer:
         """Record a request on a pod (placed now, or state rebuilt after a restart)."""
         self._pod_of[record.id] = pod_id
         self._request_on[pod_id] = record.id
-        self._on_pod[record.id] = (record.workflow_name, record.tenant, record.min_gpu_memory_gb)
+        started = record.started_at if record.status == RequestStatus.RUNNING else None  # an earlier attempt's: no
+        self._on_pod[record.id] = _Run(
+            record.workflow_name, record.tenant, record.min_gpu_memory_gb, max(0.0, self.expected_s(record)),
+            started.timestamp() if started is not None else None,
+        )  # fmt: skip
         self._running[(record.tenant, record.workflow_name)] += 1
         self._last_workflow[pod_id] = record.workflow_name
 
@@ -111,8 +163,14 @@ class Placer:
             del self._request_on[pod_id]
         placed = self._on_pod.pop(request_id, None)
         if placed is not None:
-            self._running[(placed[1], placed[0])] -= 1
+            self._running[(placed.tenant, placed.workflow)] -= 1
         return pod_id
+
+    def started(self, request_id: str, at: float) -> None:
+        """The request's prompt was queued on its pod at `at` (epoch seconds): its expected time runs down."""
+        run = self._on_pod.get(request_id)
+        if run is not None:
+            run.started = at
 
     def forget(self, request_id: str) -> None:
         """Drop a waiting request (cancelled, or failed before placement)."""
@@ -125,7 +183,7 @@ class Placer:
         else:
             record = self._delayed.pop(request_id, None)
         if record is not None:
-            self._waiting[record.workflow_name] -= 1
+            self._drop_waiting(record)
 
     def update_pod(self, pod: PodRecord) -> None:
         mark = self._suspects.get(pod.id)
@@ -180,7 +238,7 @@ class Placer:
             if request_id is None:
                 break
             record = self._queued.pop(request_id)
-            self._waiting[record.workflow_name] -= 1
+            self._drop_waiting(record)
             pod = self._pick_pod(record, free)
             free.remove(pod)
             self.occupy(record, pod.id)
@@ -261,15 +319,50 @@ class Placer:
         ]
         return found + [r.id for r in self._delayed.values() if r.min_gpu_memory_gb == min_gpu_memory_gb]
 
-    def demand(self) -> dict[int, tuple[int, int]]:
-        """Per GPU class: (requests waiting, requests on pods)."""
-        wanted: dict[int, list[int]] = {}
-        for workflow, count in self._waiting.items():
-            if count:
-                wanted.setdefault(self._class_of.get(workflow, 0), [0, 0])[0] += count
-        for *_, needs in self._on_pod.values():
-            wanted.setdefault(needs, [0, 0])[1] += 1
-        return {needs: (waiting, running) for needs, (waiting, running) in wanted.items()}
+    def needs(self, traces: int = 8) -> list[PodNeed]:
+        """Per GPU class with requests waiting or on pods, by class: the counts; the oldest waiting request's
+        wait; the expected seconds of the waiting requests and those left of the running ones; and the
+        traceparents of (at most `traces` of) the oldest waiting ones, looked for among the first `traces` of
+        each queue. Costs the classes, queues and pods (and retries in backoff), not the depth of the queues."""
+        now = self.clock()
+        oldest: dict[int, float] = {}
+        traced: dict[int, list[tuple[float, str]]] = {}
+        for queue in self._queues.values():
+            self._note_waiting(self._queued[queue[0]], oldest)
+            for request_id in itertools.islice(queue, traces):
+                self._note_traced(self._queued[request_id], traced)
+        for record in self._delayed.values():
+            self._note_waiting(record, oldest)
+            self._note_traced(record, traced)
+        running: Counter[int] = Counter()
+        left: dict[int, float] = {}
+        for run in self._on_pod.values():
+            running[run.gpu_class] += 1
+            elapsed = max(0.0, now - run.started) if run.started is not None else 0.0
+            left[run.gpu_class] = left.get(run.gpu_class, 0.0) + max(0.0, run.expected_s - elapsed)
+        return [
+            PodNeed(
+                min_gpu_memory_gb=gpu_class,
+                waiting=self._class_waiting[gpu_class],
+                running=running[gpu_class],
+                traceparents=tuple(t for _, t in heapq.nsmallest(traces, traced.get(gpu_class, []))),
+                oldest_wait_s=max(0.0, now - oldest[gpu_class]) if gpu_class in oldest else 0.0,
+                waiting_work_s=self._class_work.get(gpu_class, 0.0),
+                running_left_s=left.get(gpu_class, 0.0),
+            )
+            for gpu_class in sorted(set(self._class_waiting) | set(running))
+        ]
+
+    @staticmethod
+    def _note_waiting(record: RequestRecord, oldest: dict[int, float]) -> None:
+        created = record.created_at.timestamp()
+        if created < oldest.get(record.min_gpu_memory_gb, math.inf):
+            oldest[record.min_gpu_memory_gb] = created
+
+    @staticmethod
+    def _note_traced(record: RequestRecord, traced: dict[int, list[tuple[float, str]]]) -> None:
+        if record.traceparent:
+            traced.setdefault(record.min_gpu_memory_gb, []).append((record.created_at.timestamp(), record.traceparent))
 
     def busy_pods(self) -> list[str]:
         return sorted(self._request_on)
@@ -308,6 +401,9 @@ class Placer:
         self._on_pod.clear()
         self._running.clear()
         self._waiting.clear()
+        self._work.clear()
+        self._class_waiting.clear()
+        self._class_work.clear()
         for record in sorted(records, key=lambda r: r.created_at):
             if record.status == RequestStatus.PENDING:
                 self.enqueue(record)

@@ -23,6 +23,10 @@ refused — and it learns that it lost the lease and exits (to come back as a st
 It follows pod-manager's heartbeat (KV `fleet`): work goes only to pods the live pod-manager verified,
 and while a GPU class's circuit breaker is open its waiting requests fail with the breaker's diagnosis.
 A pod fault makes the pod suspect here at once (see `placement`) and the retry waits out a backoff.
+
+The demand it announces says, per GPU class, how much work waits and runs: each request counts its
+preset's expected run time from the workflow catalogue (shipped, plus `WORKFLOWS_DIR`; divided by
+VIBEWAVE_TIME_SCALE), so pod-manager's policies can scale on the queue's expected wait.
 """
 
 from __future__ import annotations
@@ -30,12 +34,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import heapq
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
 
 import msgspec
 import nats.js.errors
@@ -68,7 +70,6 @@ from vibewave.contracts.events import (
     Demand,
     FailureKind,
     FleetStatus,
-    PodNeed,
     PodRecord,
     PodStatus,
     RequestAssigned,
@@ -86,6 +87,7 @@ from vibewave.contracts.events import (
     utcnow,
 )
 from vibewave.contracts.models import RequestStatus
+from vibewave.contracts.workflows import WorkflowCatalog, expected_run_s
 from vibewave.runtime import broker as runtime
 from vibewave.runtime.health import serve_liveness
 from vibewave.runtime.lease import Lease
@@ -129,7 +131,8 @@ class SchedulerService:
         self.settings = settings
         common = settings.common
         self.retry = RetryPolicy(max_attempts=settings.max_attempts, backoff_s=settings.retry_backoff_s)
-        self.placer = Placer(aging_s=settings.aging_s)
+        self.catalog = WorkflowCatalog(settings.workflows_dir)
+        self.placer = Placer(aging_s=settings.aging_s, expected_s=self._expected_s)
         self._tracer = trace.get_tracer("vibewave.scheduler", tracer_provider=tracer_provider)
         self._recording = records_spans(tracer_provider)
         self.broker = runtime.new_broker("scheduler", common, tracer_provider, on_reconnect=self._on_reconnect)
@@ -316,7 +319,9 @@ class SchedulerService:
         if isinstance(event, RequestSubmitted):
             self._on_submitted(event)
         elif isinstance(event, RequestStarted):
-            self._apply(lifecycle.started(self._open.get(event.request_id), event, now))
+            running = self._apply(lifecycle.started(self._open.get(event.request_id), event, now))
+            if running is not None and running.started_at is not None:
+                self.placer.started(running.id, running.started_at.timestamp())
         elif isinstance(event, AttemptSucceeded):
             price = self.placer.price(event.pod_id)
             self._on_outcome(event.request_id, lifecycle.succeeded(self._open.get(event.request_id), event, now, price))
@@ -738,30 +743,24 @@ class SchedulerService:
         if record is not None:
             self._apply(decide(record))
 
+    def _expected_s(self, record: RequestRecord) -> float:
+        """The request's expected run seconds: its preset's catalogue midpoint, time-compressed like every
+        duration of a benchmark (0: unknown, and pod-manager assumes its default)."""
+        seconds = expected_run_s(self.catalog, record.workflow_name, record.preset)
+        return seconds / self.settings.common.time_scale if seconds else 0.0
+
     async def _announce_demand(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._demand_changed.wait(), self.settings.demand_interval_s)
             self._demand_changed.clear()
-            traces = waiting_traces(self.placer.waiting())
-            needs = [
-                PodNeed(min_gpu_memory_gb=needs, waiting=waiting, running=running, traceparents=traces.get(needs, ()))
-                for needs, (waiting, running) in sorted(self.placer.demand().items())
-            ]
-            demand = Demand(needs=needs, busy_pods=self.placer.busy_pods(), at=utcnow())
             with contextlib.suppress(Exception):
-                await self._demand.publish(demand)
+                await self._demand.publish(self.demand())
             await asyncio.sleep(DEMAND_MIN_GAP_S)
 
-
-def waiting_traces(waiting: Iterable[RequestRecord], limit: int = MAX_LINKS) -> dict[int, tuple[str, ...]]:
-    """Per GPU class, the traceparents of its oldest waiting requests (at most `limit`): pod-manager links
-    the spans of a pod it creates for them to their traces."""
-    by_class: dict[int, list[tuple[datetime, str]]] = {}
-    for record in waiting:
-        if record.traceparent:
-            by_class.setdefault(record.min_gpu_memory_gb, []).append((record.created_at, record.traceparent))
-    return {gpu_class: tuple(t for _, t in heapq.nsmallest(limit, found)) for gpu_class, found in by_class.items()}
+    def demand(self) -> Demand:
+        """What the queue needs of the fleet now (the pods the oldest waiting requests' traces link to)."""
+        return Demand(needs=self.placer.needs(traces=MAX_LINKS), busy_pods=self.placer.busy_pods(), at=utcnow())
 
 
 def measure(meters: Instruments, before: RequestRecord | None, after: RequestRecord) -> None:
