@@ -58,7 +58,7 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: install ## performance benchmarks → bench/results/ (one: SCENARIO=edge|pipeline|deepqueue|history|scale|cluster)
+bench: install ## performance benchmarks → bench/results/ (one: SCENARIO=edge|pipeline|deepqueue|history|scale|cluster|day)
 	$(PY) -m bench $(if $(SCENARIO),--scenario $(SCENARIO))
 
 # The service image (deploy/image/). BASE_IMAGE=python:3.11-slim where a registry is reachable; without

@@ -18,7 +18,7 @@ from bench.common import log
 from bench.context import ROOT, Context
 from bench.report import render
 
-SCENARIOS = ("edge", "pipeline", "deepqueue", "history", "scale", "cluster")
+SCENARIOS = ("edge", "pipeline", "deepqueue", "history", "scale", "cluster", "day")
 ALIASES = {"dispatch": "pipeline", "e2e": "pipeline", "deep-queue": "deepqueue", "queue": "deepqueue"}
 
 

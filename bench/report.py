@@ -94,6 +94,16 @@ def summary_rows(scenarios: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         rows.append(("scale: last request finished → idle stop", f"{sc['last_finish_to_stop_s']} s",
                      f"idle timeout {cfg['POD_IDLE_TIMEOUT']} s + ≤ probe interval {cfg['POD_PROBE_INTERVAL']} s",
                      _mark(sc["budget"]["idle stop within idle timeout + one probe interval"])))  # fmt: skip
+    day = scenarios.get("day")
+    if day and "traces" in day:
+        for trace, s in day["traces"].items():
+            c, b, a = (s["policies"][p] for p in ("economic", "serverless", "demand"))
+            rows.append((f"day {trace}: (c) economic vs (b) serverless [vs (a) demand]",
+                         f"${c['cost_usd']:.2f} vs ${b['cost_usd']:.2f} [${a['cost_usd']:.2f}]; p95 wait "
+                         f"{c['wait_p95_s']:.0f} vs {b['wait_p95_s']:.0f} [{a['wait_p95_s']:.0f}] s",
+                         "(c) cheaper than (b), p95 no worse",
+                         _mark(day["budget"][f"{trace}: economic costs less than serverless"]
+                               and day["budget"][f"{trace}: economic p95 wait <= serverless"])))  # fmt: skip
     for name, section in scenarios.items():
         if "error" in section:
             rows.append((f"{name}", f"failed: {section['error']}", "", "**error**"))

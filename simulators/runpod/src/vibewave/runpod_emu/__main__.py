@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--balance", "starting clientBalance in USD (overrides the seed)", type=float)
     add("--spend-limit", "account spendLimit in $/hour (overrides the seed)", type=int)
     add("--boot-delay", "seconds a new/resumed pod shows runtime null before its ports appear", "3", type=float)
+    add("--boot-delay-max", "draw each create's boot delay uniformly from [--boot-delay, this]", type=float)
+    add("--resume-delay", "a resume's boot delay (default: as a create's)", type=float)
+    add("--resume-delay-max", "draw each resume's boot delay uniformly from [--resume-delay, this]", type=float)
+    add("--resume-failure-rate", "probability (0-1) that a resume fails with the busy-host message", type=float)
     add("--latency", "seconds added before every /graphql answer", "0", type=float)
     add("--work-dir", "directory for pod disks, network volumes and container logs (default: a new temp dir)")
     switch("--no-comfyui", "do not run pod containers (the proxy then always answers 502)")
@@ -126,6 +130,9 @@ def config_from_args(argv: Sequence[str] | None = None) -> tuple[EmuConfig, str]
     if args.faults:
         text = Path(args.faults[1:]).read_text() if args.faults.startswith("@") else args.faults
         updates.update(json.loads(text))
+    for name in ("boot_delay_max", "resume_delay", "resume_delay_max", "resume_failure_rate"):
+        if getattr(args, name) is not None:
+            updates[name] = getattr(args, name)
     flag_faults: list[tuple[str, str, dict[str, Any]]] = [
         ("capacity", "capacity_error", {"gpu_types": _csv(args.capacity_gpu_types) or None}),
         ("host_busy", "host_busy", {}),

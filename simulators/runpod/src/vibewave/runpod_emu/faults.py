@@ -127,11 +127,21 @@ class Faults:
         up, nothing listens: proxy 502) or `hang` (ComfyUI accepts connections but never answers).
     rate_limit: the call is refused with HTTP 429 and `Retry-After: retry_after` (GraphQL and REST alike).
 
+    Pod behaviour (numbers): a new pod's runtime comes up `boot_delay` seconds after its create or, with
+    `boot_delay_max` above it, after a delay drawn uniformly from [boot_delay, boot_delay_max] per create; a
+    resumed (or restarted) pod's from [resume_delay, resume_delay_max] when `resume_delay` is set, else as a new
+    pod's. `resume_failure_rate` is the probability that a resume hits the busy-host error (RunPod re-rents a
+    stopped pod's GPUs); draws come from the emulator's seeded delay stream (`rng_seed`).
+
     Operation names are GraphQL root fields (`podResume`) or REST v2 operations (`rest:podAction:start`).
     """
 
     latency: float = 0.0
     boot_delay: float = 3.0
+    boot_delay_max: float | None = None
+    resume_delay: float | None = None
+    resume_delay_max: float | None = None
+    resume_failure_rate: float = 0.0
     sim_env: dict[str, str] = field(default_factory=dict)
     capacity: Fault | None = None
     host_busy: Fault | None = None
@@ -156,10 +166,12 @@ class Faults:
         "never_ready",
         "rate_limit",
     )
-    NUMBER_FIELDS = ("latency", "boot_delay")
+    NUMBER_FIELDS = ("latency", "boot_delay", "resume_failure_rate")
+    OPTIONAL_NUMBER_FIELDS = ("boot_delay_max", "resume_delay", "resume_delay_max")
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {name: getattr(self, name) for name in self.NUMBER_FIELDS}
+        out.update({name: getattr(self, name) for name in self.OPTIONAL_NUMBER_FIELDS})
         out["sim_env"] = dict(self.sim_env)
         for name in self.FAULT_FIELDS:
             fault: Fault | None = getattr(self, name)
@@ -173,7 +185,13 @@ class Faults:
             if key in self.NUMBER_FIELDS:
                 if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                     raise ValueError(f"{key} must be a non-negative number")
+                if key == "resume_failure_rate" and value > 1:
+                    raise ValueError("resume_failure_rate must be a probability between 0 and 1")
                 changes[key] = float(value)
+            elif key in self.OPTIONAL_NUMBER_FIELDS:
+                if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value < 0):
+                    raise ValueError(f"{key} must be a non-negative number or null")
+                changes[key] = None if value is None else float(value)
             elif key == "sim_env":
                 if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
                     raise ValueError("sim_env must be an object of strings")
@@ -190,11 +208,20 @@ class Faults:
 
     def to_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {name: getattr(self, name) for name in self.NUMBER_FIELDS}
+        kwargs.update({name: getattr(self, name) for name in self.OPTIONAL_NUMBER_FIELDS})
         kwargs["sim_env"] = dict(self.sim_env)
         for name in self.FAULT_FIELDS:
             fault: Fault | None = getattr(self, name)
             kwargs[name] = None if fault is None else dataclasses.replace(fault)
         return kwargs
+
+    def boot_range(self, *, resumed: bool) -> tuple[float, float]:
+        """The (low, high) seconds a boot's delay is drawn from; low == high means a fixed delay."""
+        if resumed and self.resume_delay is not None:
+            low, high = self.resume_delay, self.resume_delay_max
+        else:
+            low, high = self.boot_delay, self.boot_delay_max
+        return low, max(low, high if high is not None else low)
 
     def fire(
         self, name: str, operation: str | None = None, gpu_type: str | None = None, pod_id: str | None = None

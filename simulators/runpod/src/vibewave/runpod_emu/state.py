@@ -203,6 +203,8 @@ class World:
     clock: Callable[[], float]
     wall: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     rng: random.Random = field(default_factory=random.Random)
+    # Boot delays and resume failures draw from a stream of their own, so ids stay as `rng_seed` made them.
+    delay_rng: random.Random = field(default_factory=random.Random)
     pods: dict[str, Pod] = field(default_factory=dict)
     volumes: dict[str, dict[str, Any]] = field(default_factory=dict)
     templates: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -224,6 +226,7 @@ class World:
     def __post_init__(self) -> None:
         if self.config.rng_seed is not None:
             self.rng.seed(self.config.rng_seed)
+            self.delay_rng.seed(f"delays-{self.config.rng_seed}")
         self.reset(self.config.seed)
 
     @property
@@ -438,7 +441,7 @@ class World:
             machine=machine,
             created_at=wall,
             boot_at=now,
-            boot_delay=self.faults.boot_delay,
+            boot_delay=self.boot_delay(resumed=False),
             last_status_change=f"Rented by User: {js_date(wall)}",
             last_started_at=wall,
             internal_ip=self._internal_ip(),
@@ -470,6 +473,9 @@ class World:
             return pod
         if self.faults.fire("host_busy", operation, pod.gpu_type.id if pod.gpu_type else None, pod.id):
             raise ApiError(HOST_BUSY_MESSAGE)
+        rate = self.faults.resume_failure_rate
+        if rate > 0 and self.delay_rng.random() < rate:
+            raise ApiError(HOST_BUSY_MESSAGE)
         count = pod.gpu_count
         if pod.gpu_type is not None:
             # resume_pod(id, 0) still got one GPU (runpod-python #371).
@@ -486,7 +492,7 @@ class World:
         wall = self.wall()
         pod.gpu_count, pod.cost_per_hr = count, cost
         pod.desired_status = "RUNNING"
-        pod.boot_at, pod.boot_delay = self.clock(), self.faults.boot_delay
+        pod.boot_at, pod.boot_delay = self.clock(), self.boot_delay(resumed=True)
         pod.runtime_at, pod.runtime_ports = None, None
         pod.internal_ip = self._internal_ip()
         pod.last_status_change = f"Rented by User: {js_date(wall)}"
@@ -503,7 +509,7 @@ class World:
         self.advance()
         pod = self._require(pod_id)
         self.check_action(pod, "restart")
-        pod.boot_at, pod.boot_delay = self.clock(), self.faults.boot_delay
+        pod.boot_at, pod.boot_delay = self.clock(), self.boot_delay(resumed=True)
         pod.runtime_at, pod.runtime_ports = None, None
         pod.internal_ip = self._internal_ip()
         pod.last_started_at = self.wall()
@@ -748,6 +754,12 @@ class World:
         if any(p.template_id == found["id"] for p in self.pods.values()):
             raise ApiError("Template is in use by a pod and cannot be deleted.")
         del self.templates[found["id"]]
+
+    def boot_delay(self, *, resumed: bool) -> float:
+        """This boot's delay: fixed, or drawn from the configured range (a draw only when there is a range, so
+        a fixed-delay run consumes nothing from the delay stream)."""
+        low, high = self.faults.boot_range(resumed=resumed)
+        return low if high <= low else self.delay_rng.uniform(low, high)
 
     def drain_events(self) -> list[Event]:
         events, self.events = self.events, []
