@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -150,24 +148,26 @@ def test_restore_rebuilds_the_sums_and_the_runs_started_before() -> None:
     assert need.running_left_s == 400.0 + 45.0, "an assigned run's earlier start (another attempt's) is not counted"
 
 
-def test_needs_stay_cheap_however_deep_the_queue() -> None:
-    placer = Placer(clock=Clock(T0.timestamp() + 20_000), expected_s=expected)
+def test_needs_read_running_sums_not_the_queue() -> None:
+    """Demand is announced every 20 ms with queues of 10 000+: it comes from sums kept on enqueue and dequeue,
+    and never estimates a waiting request again (how fast it is: bench deepqueue, not a timed assertion)."""
+    estimated: list[str] = []
+
+    def counting(record: RequestRecord) -> float:
+        estimated.append(record.id)
+        return expected(record)
+
+    placer = Placer(clock=Clock(T0.timestamp() + 20_000), expected_s=counting)
     for n in range(10_000):
         record = request(n, "image" if n % 2 else "video", traced=True)
         placer.enqueue(msgspec.structs.replace(record, tenant=f"t{n % 5}"))
     for n in range(8):
         placer.update_pod(pod(n))
     placer.place(MANAGER)
-    best = min(_timed(placer.needs) for _ in range(5))
-    assert best < 0.002, f"{best * 1000:.2f} ms for 10 000 waiting requests"  # a scan of them takes several ms
+    estimated.clear()
     need = by_class(placer)[0]
+    assert estimated == [], "no waiting request is estimated again when demand is read"
     assert need.waiting == 9_992 and need.waiting_work_s == pytest.approx(4_996 * 45.0 + 4_996 * 420.0)
-
-
-def _timed(call: Callable[[], object]) -> float:
-    started = time.perf_counter()
-    call()
-    return time.perf_counter() - started
 
 
 def test_the_scheduler_counts_catalogue_midpoints_divided_by_the_time_scale(tmp_path: Path) -> None:
