@@ -6,18 +6,20 @@ NATS_URL goes on publishing and reading."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
+import nats
 import nats.errors
 import nats.js.errors
 import pytest
 
 from tests.support.cluster import cluster_nodes
 from vibewave.contracts.events import BUCKETS, OBJECT_STORES, REQUESTS_BUCKET, REQUESTS_STREAM, STREAMS
-from vibewave.devstack.nats_cluster import NatsCluster
+from vibewave.devstack.nats_cluster import NatsCluster, free_ports
 from vibewave.runtime import broker as runtime
 from vibewave.runtime.settings import CommonSettings
 
@@ -86,3 +88,35 @@ async def test_r3_everywhere_and_the_requests_stream_survives_losing_its_leader(
         print(f"requests stream: leader {old_leader} killed, {after.cluster.leader} took over in {failover_s:.2f}s")
     finally:
         await runtime.stop_broker(broker)
+
+
+def test_a_container_cluster_whose_node_finds_its_port_taken_forms_again_on_fresh_ports() -> None:
+    """On the host's network a port chosen free can be taken before the node binds it: that node exits,
+    and the cluster starts again on fresh ports instead of timing out."""
+    from tests.support.containers import STARTED, ContainerCluster, docker_available
+
+    if not docker_available():
+        pytest.skip("needs a Docker engine (`.ci/run` starts one)")
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))  # bound, not listening: the node cannot bind it, and nothing answers there
+    try:
+        ports = free_ports(6)
+        ports[2] = taken.getsockname()[1]  # n3's client port
+        reported = len(STARTED)
+        with ContainerCluster(ports=ports) as cluster:
+            assert taken.getsockname()[1] not in {int(url.rsplit(":", 1)[1]) for url in cluster.url.split(",")}
+            asyncio.run(_three_replicas_placed(cluster.url))
+        retried = [line for line in STARTED[reported:] if "lost a node" in line]
+        assert len(retried) == 1 and "n3" in retried[0] and "status exited" in retried[0], STARTED[reported:]
+    finally:
+        taken.close()
+
+
+async def _three_replicas_placed(url: str) -> None:
+    nc = await nats.connect(url.split(","))
+    try:
+        js = nc.jetstream()
+        await js.add_stream(name="PORTS_PROBE", subjects=["_ports.probe"], num_replicas=3)
+        assert (await js.stream_info("PORTS_PROBE")).config.num_replicas == 3
+    finally:
+        await nc.close()
