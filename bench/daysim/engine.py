@@ -44,6 +44,7 @@ from vibewave.contracts.events import PodNeed, PodRecord, PodStatus
 from vibewave.pod_manager.fleet import FleetLimits
 from vibewave.pod_manager.policy import (
     GAP_HORIZON_S,
+    WAIT_WORTH,
     EconomicPolicy,
     FleetMemory,
     FleetPolicy,
@@ -78,6 +79,7 @@ class Variant:
     gpu_type: str
     price_per_hr: float
     limits: FleetLimits
+    wait_worth: float = WAIT_WORTH  # the economic policy's FLEET_WAIT_WORTH
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,7 @@ class Model:
     memo: bool = True  # memoise the economic policy's warm hold (same answers, see `_MemoEconomic`)
 
 
-_HOLDS: dict[tuple[float, tuple[float, ...], float], float] = {}
+_HOLDS: dict[tuple[float, tuple[float, ...], float, float], float] = {}
 
 
 class _MemoEconomic(EconomicPolicy):
@@ -102,18 +104,22 @@ class _MemoEconomic(EconomicPolicy):
     seen at a level, quadratic in the gaps, and a day replays ~30,000 passes whose memory mostly did not change."""
 
     @staticmethod
-    def hold_s(memory: FleetMemory, level: int, horizon_s: float = GAP_HORIZON_S) -> float:
-        key = (memory.cold_start_s(), tuple(memory.gaps(level)), horizon_s)
+    def hold_s(
+        memory: FleetMemory, level: int, horizon_s: float = GAP_HORIZON_S, wait_worth: float = WAIT_WORTH
+    ) -> float:
+        key = (memory.cold_start_s(), tuple(memory.gaps(level)), horizon_s, wait_worth)
         found = _HOLDS.get(key)
         if found is None:
             if len(_HOLDS) > 100_000:
                 _HOLDS.clear()
-            found = _HOLDS[key] = EconomicPolicy.hold_s(memory, level, horizon_s)
+            found = _HOLDS[key] = EconomicPolicy.hold_s(memory, level, horizon_s, wait_worth)
         return found
 
 
-def policy_for(name: str, memo: bool = True) -> FleetPolicy:
-    return _MemoEconomic() if name == "economic" and memo else make_policy(name)
+def policy_for(name: str, memo: bool = True, wait_worth: float = WAIT_WORTH) -> FleetPolicy:
+    if name == "economic" and memo:
+        return _MemoEconomic(wait_worth=wait_worth)
+    return make_policy(name, wait_worth=wait_worth)
 
 
 def candidate_gpus() -> list[tuple[str, int, float]]:
@@ -241,7 +247,7 @@ class _Day:
     now: float = 0.0
 
     def __post_init__(self) -> None:
-        self.policy = policy_for(self.variant.policy, self.model.memo)
+        self.policy = policy_for(self.variant.policy, self.model.memo, self.variant.wait_worth)
         requests = self.trace.requests
         catalogue = presets()
         self.midpoint = [catalogue[(r.workflow, r.preset)].midpoint_s for r in requests]

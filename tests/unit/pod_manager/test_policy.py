@@ -235,3 +235,24 @@ def test_time_scale_divides_the_fixed_durations():
     assert scaled.plan(situation([fast(waiting=1, oldest_s=0.1)], []), FleetMemory(), LIMITS).create == [0]
     with pytest.raises(ValueError, match="unknown fleet policy"):
         make_policy("cheapest")
+
+
+def test_a_higher_wait_worth_holds_idle_pods_longer_and_adds_pods_sooner():
+    """FLEET_WAIT_WORTH: the price of a second waited. The same idle pod and the same queue, at 1, 6 and 20."""
+    seen = memory(gaps=(100.0, 150.0, 300.0, 1200.0))
+    holds = [EconomicPolicy.hold_s(seen, 1, wait_worth=w) for w in (1.0, 6.0, 20.0)]
+    assert holds == [0.0, 300.0, 1200.0], "a cold start's worth 150, 525, 1575 s: each covers more of the gaps"
+    fleet = situation([], [pod(1)], idle={"p1": 450.0})
+    let_go = [make_policy("economic", wait_worth=w).plan(fleet, seen, LIMITS) for w in (1.0, 20.0)]
+    assert let_go[0].terminate + let_go[0].stop == ["p1"] and let_go[1].terminate + let_go[1].stop == [], let_go
+    # One pod busy with 30 s left, one 45 s job waiting, a boot 75 s: 75 - 75 = 0 s of work for a second pod.
+    queue = situation([fast(waiting=1, running=1, left_s=30.0)], [pod(1)], busy=("p1",))
+    assert make_policy("economic", wait_worth=6.0).plan(queue, FleetMemory(), LIMITS).create == []
+    assert make_policy("economic", wait_worth=1000.0).plan(queue, FleetMemory(), LIMITS).create == [], (
+        "a pod that would find the queue drained is never worth adding"
+    )
+    longer = situation([fast(waiting=1, running=1, left_s=45.0)], [pod(1)], busy=("p1",))  # 15 s of work left
+    assert make_policy("economic", wait_worth=6.0).plan(longer, FleetMemory(), LIMITS).create == [0]
+    assert make_policy("economic", wait_worth=3.0).plan(longer, FleetMemory(), LIMITS).create == [], (
+        "15 s of work pays a boot only when waiting is dear: 75/(1+6) < 15 < 75/(1+3)"
+    )

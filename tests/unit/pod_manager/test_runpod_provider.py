@@ -322,3 +322,10 @@ def test_gpu_choice_and_fleet_policy_settings_are_checked(monkeypatch):
         PodManagerSettings.from_env()
     monkeypatch.setenv("MAX_HOURLY_SPEND", "2.5")
     assert PodManagerSettings.from_env().max_hourly_spend == 2.5
+    assert PodManagerSettings.from_env().fleet_wait_worth == 6.0
+    for wrong in ("0", "-1", "nan", "inf", "lots"):
+        monkeypatch.setenv("FLEET_WAIT_WORTH", wrong)
+        with pytest.raises(ConfigurationError, match=r"FLEET_WAIT_WORTH|not a number"):
+            PodManagerSettings.from_env()
+    monkeypatch.setenv("FLEET_WAIT_WORTH", "12.5")
+    assert PodManagerSettings.from_env().fleet_wait_worth == 12.5

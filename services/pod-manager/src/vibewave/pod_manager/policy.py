@@ -13,7 +13,8 @@
   the hold minimising idle time plus cold starts over the observed gaps; with no history, one boot's
   worth). Then it is stopped if a resume is expected to save more than it risks (resume boot against
   create boot, weighed by the share of resumes that failed), else terminated. New pods take the cheapest
-  GPU type that meets the need (the provider's choice, `POD_GPU_CHOICE`).
+  GPU type that meets the need (the provider's choice, `RUNPOD_GPU_CHOICE`). One weight sets the trade between
+  cost and wait: `FLEET_WAIT_WORTH`, what a second a request waits is worth in seconds of a pod's price.
 
 Every policy: never more live pods than MAX_PODS, and no create or resume that would take the hourly
 price of the live pods past MAX_HOURLY_SPEND (then `FleetPlan.held` says why requests wait).
@@ -35,7 +36,7 @@ POLICIES = ("demand", "serverless", "economic")
 SERVERLESS_QUEUE_DELAY_S = 4.0  # RunPod Serverless' queue-delay scaler: add workers once a request waited this
 DEFAULT_BOOT_S = 75.0  # before any boot was seen: the middle of the API document's 30-120 s
 DEFAULT_RUN_S = 60.0  # a request whose preset names no expected time
-WAIT_WORTH = 6.0  # a second a request waits is worth this many seconds of a pod's price (bench/README.md: day)
+WAIT_WORTH = 6.0  # FLEET_WAIT_WORTH's default: a second waited is worth this many seconds of a pod's price
 GAP_HISTORY = 64  # quiet gaps remembered per level
 GAP_HORIZON_S = 4 * 3600.0  # a warm hold never exceeds this
 BOOT_WEIGHT = 0.3  # how much each new boot moves the running estimate
@@ -131,12 +132,13 @@ class FleetPolicy(Protocol):
     def plan(self, situation: FleetSituation, memory: FleetMemory, limits: FleetLimits) -> FleetPlan: ...
 
 
-def make_policy(name: str, time_scale: float = 1.0) -> FleetPolicy:
-    """`time_scale` (VIBEWAVE_TIME_SCALE) divides the policies' fixed durations in time-compressed benchmarks."""
+def make_policy(name: str, time_scale: float = 1.0, wait_worth: float = WAIT_WORTH) -> FleetPolicy:
+    """`time_scale` (VIBEWAVE_TIME_SCALE) divides the policies' fixed durations in time-compressed benchmarks;
+    `wait_worth` (FLEET_WAIT_WORTH) is the economic policy's price of a second waited, in pod-seconds."""
     if name == "serverless":
         return ServerlessPolicy(SERVERLESS_QUEUE_DELAY_S / time_scale)
     if name == "economic":
-        return EconomicPolicy(time_scale)
+        return EconomicPolicy(time_scale, wait_worth)
     if name == "demand":
         return DemandPolicy()
     raise ValueError(f"unknown fleet policy {name!r}: use one of {', '.join(POLICIES)}")
@@ -174,43 +176,45 @@ class ServerlessPolicy:
 class EconomicPolicy:
     name = "economic"
 
-    def __init__(self, time_scale: float = 1.0) -> None:
+    def __init__(self, time_scale: float = 1.0, wait_worth: float = WAIT_WORTH) -> None:
         self.default_run_s = DEFAULT_RUN_S / time_scale
         self.horizon_s = GAP_HORIZON_S / time_scale
+        self.wait_worth = wait_worth
 
     def plan(self, situation: FleetSituation, memory: FleetMemory, limits: FleetLimits) -> FleetPlan:
         live = [p for p in situation.pods if p.status in LIVE]
         stopped = [p for p in situation.pods if p.status == PodStatus.STOPPED and p.id not in situation.unresumable]
+        worth = self.wait_worth
         needs = [
-            self.wanted(n, live, memory, self.default_run_s, any(p.serves(n.min_gpu_memory_gb) for p in stopped))
+            self.wanted(n, live, memory, self.default_run_s, any(p.serves(n.min_gpu_memory_gb) for p in stopped), worth)
             for n in situation.needs
         ]
         plan = _plan(situation, needs, replace(limits, idle_timeout_s=NEVER, terminate_timeout_s=NEVER))
         needed = sum(n.waiting + n.running for n in situation.needs)
         for level, pod in enumerate(_surplus(situation, needs, limits), start=needed + 1):
             price = pod.cost_per_hr or situation.price(0) or 0.0
-            if situation.idle_for.get(pod.id, 0.0) < self.hold_s(memory, level, self.horizon_s):
+            if situation.idle_for.get(pod.id, 0.0) < self.hold_s(memory, level, self.horizon_s, worth):
                 continue
-            (plan.stop if self.stopping_pays(memory, level, price, situation.stopped_price) else plan.terminate).append(
-                pod.id
-            )
+            stop = self.stopping_pays(memory, level, price, situation.stopped_price, worth)
+            (plan.stop if stop else plan.terminate).append(pod.id)
         resumed = set(plan.resume)
         for pod in situation.pods:
             if pod.status != PodStatus.STOPPED or pod.id in resumed:
                 continue
             price = pod.cost_per_hr or situation.price(0) or 0.0
             too_long = situation.stopped_for.get(pod.id, 0.0) >= limits.terminate_timeout_s
-            if too_long or not self.stopping_pays(memory, 1, price, situation.stopped_price):
+            if too_long or not self.stopping_pays(memory, 1, price, situation.stopped_price, worth):
                 plan.terminate.append(pod.id)
         return within_spend(plan, situation, limits)
 
     @staticmethod
     def wanted(
-        need: PodNeed, live: list[PodRecord], memory: FleetMemory, default_run_s: float, resumable: bool = False
-    ) -> PodNeed:
+        need: PodNeed, live: list[PodRecord], memory: FleetMemory, default_run_s: float, resumable: bool = False,
+        wait_worth: float = WAIT_WORTH,
+    ) -> PodNeed:  # fmt: skip
         """The need with `waiting` cut to the pods worth adding: one more pod is added while, by the time it
         is up (a resume when a stopped pod can serve, else a create), the pods there will not have drained the
-        queue — it still finds a job, or at least the share of work that pays for its boot at WAIT_WORTH."""
+        queue — it still finds a job, or at least the share of work that pays for its boot at `wait_worth`."""
         if not need.waiting:
             return need
         per_job = need.waiting_work_s / need.waiting if need.waiting_work_s > 0 else default_run_s
@@ -219,16 +223,18 @@ class EconomicPolicy:
         boot = memory.cold_start_s() if resumable else memory.create_boot_s
         pods = max(serving, need.running)
         limit = need.waiting + need.running
-        while pods < limit and (pods == 0 or work - pods * boot >= min(per_job, boot / (1 + WAIT_WORTH))):
+        while pods < limit and (pods == 0 or work - pods * boot >= min(per_job, boot / (1 + wait_worth))):
             pods += 1
         return msgspec.structs.replace(need, waiting=max(0, pods - need.running))
 
     @staticmethod
-    def hold_s(memory: FleetMemory, level: int, horizon_s: float = GAP_HORIZON_S) -> float:
+    def hold_s(
+        memory: FleetMemory, level: int, horizon_s: float = GAP_HORIZON_S, wait_worth: float = WAIT_WORTH
+    ) -> float:
         """How long the level-th pod stays warm when idle: the hold that minimises, over the quiet gaps seen
         at that level, the idle seconds paid plus the cold start (boot billed and waited) of a need that came
         after the hold. With no gap seen yet: one cold start's worth (the rent-or-buy break-even)."""
-        cold = memory.cold_start_s() * (1 + WAIT_WORTH)
+        cold = memory.cold_start_s() * (1 + wait_worth)
         gaps = sorted(g for g in memory.gaps(level) if g > 0)
         if not gaps:
             return cold
@@ -244,11 +250,13 @@ class EconomicPolicy:
         return best_hold
 
     @staticmethod
-    def stopping_pays(memory: FleetMemory, level: int, price: float, stopped_price: float) -> bool:
+    def stopping_pays(
+        memory: FleetMemory, level: int, price: float, stopped_price: float, wait_worth: float = WAIT_WORTH
+    ) -> bool:
         """Stop rather than terminate when a resume is expected to save more than keeping the pod stopped
         costs until its next need: the boot seconds a successful resume saves over a create (billed and
         waited), less the storage billed over the median gap seen at this level."""
-        saved_s = (1 - memory.resume_risk) * (memory.create_boot_s - memory.resume_boot_s) * (1 + WAIT_WORTH)
+        saved_s = (1 - memory.resume_risk) * (memory.create_boot_s - memory.resume_boot_s) * (1 + wait_worth)
         if saved_s <= 0:
             return False
         gaps = sorted(memory.gaps(level))

@@ -154,7 +154,7 @@ class PodManagerService:
             max_hourly_spend=settings.max_hourly_spend,
         )
         scale = settings.common.time_scale
-        self.policy = make_policy(settings.fleet_policy, scale)
+        self.policy = make_policy(settings.fleet_policy, scale, settings.fleet_wait_worth)
         self.memory = FleetMemory(create_boot_s=DEFAULT_BOOT_S / scale, resume_boot_s=DEFAULT_BOOT_S / scale)
         self.held: str | None = None  # why waiting requests get no new pod now (the spend cap)
         self._resumed: set[str] = set()  # pods starting after a resume (not a create): their boot is a resume's

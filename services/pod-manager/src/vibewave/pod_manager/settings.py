@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from vibewave.pod_manager.policy import POLICIES
+from vibewave.pod_manager.policy import POLICIES, WAIT_WORTH
 from vibewave.runtime.pod_token import POD_TOKEN_KEY_ENV
 from vibewave.runtime.process import ConfigurationError
 from vibewave.runtime.settings import CommonSettings, Secret, env_bool, env_float, env_int, env_str
@@ -125,6 +126,7 @@ class PodManagerSettings:
     local_gpu_cost_per_hr: float | None = None
     fleet_policy: str = "demand"  # FLEET_POLICY: demand (default), serverless or economic (see `policy`)
     max_hourly_spend: float | None = None  # MAX_HOURLY_SPEND: USD/hour the live pods may cost together (unset: no cap)
+    fleet_wait_worth: float = WAIT_WORTH  # FLEET_WAIT_WORTH: economic's price of a second waited, in pod-seconds
 
     @classmethod
     def from_env(cls, common: CommonSettings | None = None) -> PodManagerSettings:
@@ -164,6 +166,7 @@ class PodManagerSettings:
                 local_gpu_cost_per_hr=_optional_float("LOCAL_GPU_COST_PER_HR"),
                 fleet_policy=env_str("FLEET_POLICY", "demand").lower(),
                 max_hourly_spend=_optional_float("MAX_HOURLY_SPEND"),
+                fleet_wait_worth=env_float("FLEET_WAIT_WORTH", WAIT_WORTH),
             )
         except ValueError as exc:
             raise ConfigurationError(f"a pod-manager setting is not a number: {exc}") from None
@@ -177,6 +180,10 @@ class PodManagerSettings:
         if self.runpod.gpu_choice not in GPU_CHOICES:
             raise ConfigurationError(
                 f"RUNPOD_GPU_CHOICE={self.runpod.gpu_choice!r}: use one of {', '.join(GPU_CHOICES)}"
+            )
+        if not (math.isfinite(self.fleet_wait_worth) and self.fleet_wait_worth > 0):
+            raise ConfigurationError(
+                f"FLEET_WAIT_WORTH ({self.fleet_wait_worth}) must be a finite number over 0 (default {WAIT_WORTH:g})"
             )
         if self.max_hourly_spend is not None and self.max_hourly_spend <= 0:
             raise ConfigurationError(
