@@ -21,6 +21,7 @@ from bench.daylive import DEFAULT_TRACE, des_counterpart, replay
 from bench.daysim.engine import CREATE_BOOT_S, RESUME_BOOT_S, SEED, Model, RunResult, simulate, variants
 from bench.daysim.report import compare, metrics, plot, tables
 from bench.daysim.traces import TRACES, load
+from vibewave.pod_manager.policy import WAIT_WORTH
 
 
 def model_from_env() -> Model:
@@ -66,6 +67,7 @@ def run_day(out: Path, traces: list[str], model: Model) -> dict[str, Any]:
             and bursty["economic"]["wait_p95_s"] <= bursty["serverless"]["wait_p95_s"]
         )
     spread = seed_spread(traces, model)
+    weights = weight_sweep(sections, model)
     section: dict[str, Any] = {
         "model": {
             "max_pods": model.max_pods,
@@ -79,12 +81,14 @@ def run_day(out: Path, traces: list[str], model: Model) -> dict[str, Any]:
         "traces": sections,
         "budget": budget,
         "seed_spread": spread,
+        "wait_worth_sweep": weights,
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(section, indent=2) + "\n")
     (out / "report.md").write_text(
         "# Studio day: fleet policies compared\n\n" + tables(sections) + "\n" + spread_table(spread) + "\n"
-    )
+        + weight_table(weights) + "\n"
+    )  # fmt: skip
     return section
 
 
@@ -119,6 +123,44 @@ def spread_table(spread: dict[str, Any]) -> str:
         for r in rows:
             lines.append(f"| {name} | {r['seed']} | {r['demand_p95_s']} | {r['economic_p95_s']} | "
                          f"{r['demand_usd']} | {r['economic_usd']} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+WEIGHTS = (3.0, WAIT_WORTH, 12.0, 20.0)  # FLEET_WAIT_WORTH values the report runs economic at
+
+
+def weight_sweep(sections: dict[str, dict[str, Any]], model: Model) -> dict[str, Any]:
+    """economic (on its cheapest GPU) at each of WEIGHTS, per trace, against demand's p95 and serverless' cost
+    from the main run: what shorter waits cost, so an operator can choose FLEET_WAIT_WORTH."""
+    economic = next(v for v in variants(model.max_pods) if v.name == "economic")
+    sweep: dict[str, Any] = {}
+    for name, section in sections.items():
+        trace = load(name)
+        demand, serverless = section["policies"]["demand"], section["policies"]["serverless"]
+        rows = []
+        for weight in WEIGHTS:
+            row = metrics(simulate(trace, replace(economic, wait_worth=weight), model))
+            rows.append({
+                "wait_worth": weight, "wait_p95_s": row["wait_p95_s"], "cost_usd": row["cost_usd"],
+                "p95_vs_demand_s": round(row["wait_p95_s"] - demand["wait_p95_s"], 1),
+                "cost_vs_demand_pct": round(100 * (row["cost_usd"] / demand["cost_usd"] - 1), 1),
+                "cost_vs_serverless_pct": round(100 * (row["cost_usd"] / serverless["cost_usd"] - 1), 1),
+            })  # fmt: skip
+        sweep[name] = rows
+    return sweep
+
+
+def weight_table(sweep: dict[str, Any]) -> str:
+    lines = [
+        f"## economic's one weight: FLEET_WAIT_WORTH (default {WAIT_WORTH:g}), seed of the main run",
+        "",
+        "| trace | FLEET_WAIT_WORTH | p95 wait s | vs demand's p95 | total $ | vs demand's $ | vs serverless' $ |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, rows in sweep.items():
+        for r in rows:
+            cost = f"{r['cost_usd']} | {r['cost_vs_demand_pct']:+} % | {r['cost_vs_serverless_pct']:+} %"
+            lines.append(f"| {name} | {r['wait_worth']:g} | {r['wait_p95_s']} | {r['p95_vs_demand_s']:+} s | {cost} |")
     return "\n".join(lines) + "\n"
 
 

@@ -102,3 +102,24 @@ def test_one_request_waits_one_boot_and_the_probe() -> None:
     assert boot.running_s == pytest.approx(ready - 100.0 + 40.0 + 300.0, abs=model.probe_interval_s)
     assert boot.stopped_s == pytest.approx(3600.0, abs=model.probe_interval_s)
     assert boot.status.value == "terminated"
+
+
+def test_the_weight_sweep_runs_economic_at_each_weight_and_its_default_is_the_main_run(
+    bursty_runs: dict[str, RunResult],
+) -> None:
+    from bench.scenarios.day import WEIGHTS, weight_sweep
+    from vibewave.pod_manager.policy import WAIT_WORTH
+
+    main = {name: metrics(run) for name, run in bursty_runs.items()}
+    rows = weight_sweep({"bursty": {"policies": main}}, Model())["bursty"]
+    assert [r["wait_worth"] for r in rows] == list(WEIGHTS)
+    default = next(r for r in rows if r["wait_worth"] == WAIT_WORTH)
+    assert (default["wait_p95_s"], default["cost_usd"]) == (
+        main["economic"]["wait_p95_s"],
+        main["economic"]["cost_usd"],
+    )
+    costs = [r["cost_usd"] for r in rows]
+    assert costs == sorted(costs) and costs[0] < costs[-1], "a dearer wait buys warmer pods: the bill grows with it"
+    assert default["cost_vs_serverless_pct"] == pytest.approx(
+        100 * (main["economic"]["cost_usd"] / main["serverless"]["cost_usd"] - 1), abs=0.1
+    )
